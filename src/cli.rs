@@ -1,0 +1,142 @@
+//! The `vmtel` command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::collect::{self, Collector, SourceSpec};
+use crate::config::Config;
+use crate::derive::Deriver;
+use crate::encode::Encoder;
+
+/// Telemetry agent for KVM/libvirt hypervisors.
+#[derive(Debug, Parser)]
+#[command(name = "vmtel", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// vmtel's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Collect one cycle from every source and print it as line protocol on stdout.
+    ///
+    /// Takes two samples GAP apart so that the derived `vm_features` are present.
+    Once {
+        /// libvirt URI to read (repeatable); overrides the config's sources. Without any,
+        /// $LIBVIRT_DEFAULT_URI or qemu:///system is used.
+        #[arg(long = "uri", value_name = "URI")]
+        uris: Vec<String>,
+        /// Configuration file (TOML).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Time between the two samples, e.g. 1s, 500ms.
+        #[arg(long, default_value = "1s", value_parser = parse_gap)]
+        gap: Duration,
+    },
+}
+
+fn parse_gap(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; expected a duration such as 1s or 500ms"))?;
+    if d.is_zero() {
+        return Err("the gap must be longer than zero, e.g. 1s".into());
+    }
+    Ok(d)
+}
+
+/// Loads the config file, or the defaults when none is given.
+pub fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::default()),
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Once { uris, config, gap } => {
+            let config = load_config(config.as_ref())?;
+            once(&config, &config.resolve_sources(&uris), gap)
+        }
+    }
+}
+
+/// What one source produced in `vmtel once`.
+struct OnceResult {
+    lines: String,
+    error: Option<String>,
+}
+
+fn once_source(spec: SourceSpec, config: &Config, encoder: &Encoder, gap: Duration) -> OnceResult {
+    let mut collector = Collector::new(spec, config.device_cache_ttl);
+    let mut deriver = Deriver::new();
+    let mut lines = String::new();
+    let first = collector.collect().map(|s| {
+        deriver.update(&s);
+    });
+    if let Err(e) = first {
+        return OnceResult {
+            lines,
+            error: Some(e.to_string()),
+        };
+    }
+    std::thread::sleep(gap);
+    match collector.collect() {
+        Ok(sample) => {
+            let features = deriver.update(&sample);
+            encoder.encode_host(&sample, &features, &mut lines);
+            OnceResult { lines, error: None }
+        }
+        Err(e) => OnceResult {
+            lines,
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+/// `vmtel once`: every source in parallel, lines in source order, errors on stderr.
+pub fn once(config: &Config, sources: &[SourceSpec], gap: Duration) -> Result<i32> {
+    collect::quiet_libvirt_errors();
+    let encoder = Encoder {
+        global_tags: config.global_tags(),
+        precision: config.precision,
+    };
+    let results: Vec<OnceResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sources
+            .iter()
+            .map(|spec| {
+                let encoder = &encoder;
+                scope.spawn(move || once_source(spec.clone(), config, encoder, gap))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| OnceResult {
+                    lines: String::new(),
+                    error: Some("internal error: collection thread panicked".into()),
+                })
+            })
+            .collect()
+    });
+    let mut stdout = std::io::stdout().lock();
+    let mut failed = false;
+    for r in &results {
+        stdout
+            .write_all(r.lines.as_bytes())
+            .context("cannot write to stdout")?;
+        if let Some(e) = &r.error {
+            eprintln!("vmtel: {e}");
+            failed = true;
+        }
+    }
+    stdout.flush().context("cannot write to stdout")?;
+    Ok(if failed { 1 } else { 0 })
+}

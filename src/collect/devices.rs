@@ -1,0 +1,202 @@
+//! The device list of each domain (NIC and disk names), read from the domain XML and cached.
+//!
+//! Only the per-domain fallback needs it (the bulk call names devices itself). Entries live for
+//! the configured TTL, and are refreshed early when the domain's ID changes (it was restarted)
+//! or when a device call failed (a device was hot-unplugged). Entries of domains that were not
+//! seen in a cycle are dropped, so the cache stays as large as the fleet.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// A network interface as the domain XML describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicDevice {
+    /// Host-side target device (`<target dev='...'/>`), the name libvirt's stats calls take.
+    pub target: String,
+    /// MAC address, when the XML has one.
+    pub mac: Option<String>,
+}
+
+/// A disk as the domain XML describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskDevice {
+    /// Guest-side target device (`<target dev='vda'/>`).
+    pub target: String,
+    /// Source file, block device or volume name, when the XML has one.
+    pub source: Option<String>,
+}
+
+/// The devices of one domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Devices {
+    /// Network interfaces with a target device.
+    pub nics: Vec<NicDevice>,
+    /// Disks with a target device.
+    pub disks: Vec<DiskDevice>,
+}
+
+/// Parses the devices out of a domain's XML description.
+pub fn parse_domain_xml(xml: &str) -> Result<Devices, roxmltree::Error> {
+    let doc = roxmltree::Document::parse(xml)?;
+    let mut devices = Devices::default();
+    let Some(devs) = doc
+        .root_element()
+        .children()
+        .find(|n| n.has_tag_name("devices"))
+    else {
+        return Ok(devices);
+    };
+    let child_attr = |node: roxmltree::Node, tag: &str, attr: &str| {
+        node.children()
+            .find(|c| c.has_tag_name(tag))
+            .and_then(|c| c.attribute(attr))
+            .map(str::to_owned)
+    };
+    for node in devs.children().filter(|n| n.is_element()) {
+        match node.tag_name().name() {
+            "interface" => {
+                if let Some(target) = child_attr(node, "target", "dev") {
+                    devices.nics.push(NicDevice {
+                        target,
+                        mac: child_attr(node, "mac", "address"),
+                    });
+                }
+            }
+            "disk" => {
+                if let Some(target) = child_attr(node, "target", "dev") {
+                    let source = ["file", "dev", "name", "volume"]
+                        .iter()
+                        .find_map(|a| child_attr(node, "source", a));
+                    devices.disks.push(DiskDevice { target, source });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(devices)
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: Option<u32>,
+    fetched: Instant,
+    devices: Devices,
+    seen: bool,
+}
+
+/// Per-domain device lists keyed by UUID, with a TTL.
+#[derive(Debug)]
+pub struct DeviceCache {
+    ttl: Duration,
+    entries: HashMap<String, Entry>,
+}
+
+impl DeviceCache {
+    /// An empty cache whose entries live for `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        DeviceCache {
+            ttl,
+            entries: HashMap::new(),
+        }
+    }
+
+    /// The cached devices of `uuid`, if they are fresh and belong to the same domain ID.
+    pub fn get(&mut self, uuid: &str, id: Option<u32>, now: Instant) -> Option<&Devices> {
+        let ttl = self.ttl;
+        let e = self.entries.get_mut(uuid)?;
+        if e.id != id || now.saturating_duration_since(e.fetched) >= ttl {
+            return None;
+        }
+        e.seen = true;
+        Some(&e.devices)
+    }
+
+    /// Stores a freshly read device list.
+    pub fn put(&mut self, uuid: &str, id: Option<u32>, now: Instant, devices: Devices) -> &Devices {
+        let e = self.entries.entry(uuid.to_owned()).or_insert(Entry {
+            id,
+            fetched: now,
+            devices: Devices::default(),
+            seen: true,
+        });
+        *e = Entry {
+            id,
+            fetched: now,
+            devices,
+            seen: true,
+        };
+        &e.devices
+    }
+
+    /// Marks `uuid`'s entry stale, so the next cycle reads the XML again.
+    pub fn invalidate(&mut self, uuid: &str) {
+        self.entries.remove(uuid);
+    }
+
+    /// Drops the entries of domains not looked up since the previous call.
+    pub fn end_cycle(&mut self) {
+        self.entries.retain(|_, e| std::mem::take(&mut e.seen));
+    }
+
+    /// Number of cached domains.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const XML: &str = r#"<domain type='test'><name>a</name><devices>
+        <disk type='file' device='disk'><source file='/x/a b.img'/><target dev='vda' bus='virtio'/></disk>
+        <disk type='block'><source dev='/dev/sdz'/><target dev='sdb'/></disk>
+        <disk type='file' device='cdrom'><target dev='hdc'/></disk>
+        <interface type='ethernet'><mac address='52:54:00:00:00:01'/><target dev='tap0'/></interface>
+        <interface type='user'><mac address='52:54:00:00:00:02'/></interface>
+        </devices></domain>"#;
+
+    #[test]
+    fn parses_targets_sources_and_macs() {
+        let d = parse_domain_xml(XML).expect("valid xml");
+        assert_eq!(
+            d.nics,
+            vec![NicDevice {
+                target: "tap0".into(),
+                mac: Some("52:54:00:00:00:01".into())
+            }]
+        );
+        let names: Vec<_> = d.disks.iter().map(|d| d.target.as_str()).collect();
+        assert_eq!(names, ["vda", "sdb", "hdc"]);
+        assert_eq!(d.disks[0].source.as_deref(), Some("/x/a b.img"));
+        assert_eq!(d.disks[1].source.as_deref(), Some("/dev/sdz"));
+        assert_eq!(d.disks[2].source, None);
+    }
+
+    #[test]
+    fn bad_xml_is_an_error() {
+        assert!(parse_domain_xml("<domain><devices>").is_err());
+    }
+
+    #[test]
+    fn ttl_id_change_and_pruning() {
+        let mut c = DeviceCache::new(Duration::from_secs(300));
+        let t0 = Instant::now();
+        c.put("u", Some(1), t0, Devices::default());
+        assert!(c.get("u", Some(1), t0 + Duration::from_secs(299)).is_some());
+        assert!(c.get("u", Some(1), t0 + Duration::from_secs(300)).is_none());
+        assert!(c.get("u", Some(2), t0).is_none(), "new domain ID refreshes");
+        c.end_cycle();
+        assert_eq!(c.len(), 1, "looked up this cycle: kept");
+        c.end_cycle();
+        assert!(c.is_empty(), "not looked up for a cycle: dropped");
+        c.put("v", None, t0, Devices::default());
+        c.invalidate("v");
+        assert!(c.get("v", None, t0).is_none());
+    }
+}

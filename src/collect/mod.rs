@@ -1,0 +1,242 @@
+//! Collect: one libvirt connection per source, one bulk stats call per cycle.
+//!
+//! Each cycle makes one `virConnectGetAllDomainStats` call for the active (running and paused)
+//! domains with the groups `state`, `cpu-total`, `balloon`, `vcpu`, `interface` and `block`, and
+//! the `NOWAIT` flag so that a domain whose QEMU monitor is busy is reported with what libvirt
+//! has rather than blocking the whole call. The first cycle of each connection that sees a domain
+//! detects which groups the driver returns; any group it lacks (the test driver returns only
+//! `state`) is filled from per-domain calls from then on ([`perdomain`]).
+
+pub mod bulk;
+pub mod devices;
+pub mod ffi;
+pub mod perdomain;
+pub mod warn;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use virt::connect::Connect;
+use virt::error::ErrorNumber;
+use virt::sys;
+
+use self::bulk::Groups;
+use self::devices::DeviceCache;
+use self::ffi::StatsList;
+use self::warn::Warnings;
+use crate::model::{DomainSample, HostSample};
+
+/// Where to collect from: a libvirt URI and an optional host-name override.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSpec {
+    /// libvirt connection URI (`qemu:///system`, `qemu+ssh://host/system`, `test:///default`).
+    pub uri: String,
+    /// Value of the `host` tag; libvirt's host name when `None`.
+    pub host: Option<String>,
+}
+
+/// Why a cycle produced no sample.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// The connection could not be opened.
+    #[error(
+        "cannot connect to libvirt at {uri:?}: {message}. Check that the URI is right \
+         (e.g. qemu:///system, qemu+ssh://user@host/system) and that libvirtd (or virtqemud) \
+         is running and reachable with this user's permissions"
+    )]
+    Connect {
+        /// The source URI.
+        uri: String,
+        /// libvirt's message.
+        message: String,
+    },
+    /// The bulk stats call failed.
+    #[error("libvirt bulk stats call failed on {uri:?}: {message}")]
+    Stats {
+        /// The source URI.
+        uri: String,
+        /// libvirt's message.
+        message: String,
+    },
+}
+
+/// Monotonic nanoseconds since the first call in this process.
+pub fn mono_ns() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Wall-clock nanoseconds since the Unix epoch.
+pub fn wall_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Silences libvirt's default error printer: vmtel reports libvirt errors through its own log.
+pub fn quiet_libvirt_errors() {
+    virt::error::clear_error_callback();
+}
+
+/// A connection to one libvirt source and the per-connection state of its collection.
+pub struct Collector {
+    spec: SourceSpec,
+    conn: Option<Connect>,
+    host: String,
+    /// Groups the bulk call returns on this connection; `None` until detected.
+    bulk: Option<Groups>,
+    nowait: bool,
+    cache: DeviceCache,
+    warn: Warnings,
+}
+
+impl Collector {
+    /// A collector for `spec`; nothing is opened until the first cycle.
+    pub fn new(spec: SourceSpec, device_cache_ttl: Duration) -> Self {
+        let warn = Warnings::new(&spec.uri);
+        Collector {
+            spec,
+            conn: None,
+            host: String::new(),
+            bulk: None,
+            nowait: true,
+            cache: DeviceCache::new(device_cache_ttl),
+            warn,
+        }
+    }
+
+    /// The source this collector reads.
+    pub fn spec(&self) -> &SourceSpec {
+        &self.spec
+    }
+
+    /// The groups the bulk call was found to return, once detected.
+    pub fn bulk_groups(&self) -> Option<Groups> {
+        self.bulk
+    }
+
+    /// True while a connection is open.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Opens the connection if it is not open.
+    pub fn connect(&mut self) -> Result<(), CollectError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        let conn = Connect::open(Some(&self.spec.uri)).map_err(|e| CollectError::Connect {
+            uri: self.spec.uri.clone(),
+            message: e.message().to_owned(),
+        })?;
+        self.host = match &self.spec.host {
+            Some(h) => h.clone(),
+            None => conn.hostname().unwrap_or_else(|_| self.spec.uri.clone()),
+        };
+        self.bulk = None;
+        self.nowait = true;
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    /// Closes the connection; the next cycle reconnects and detects the driver's groups again.
+    pub fn disconnect(&mut self) {
+        self.conn = None;
+        self.bulk = None;
+    }
+
+    fn fetch(&mut self) -> Result<StatsList, virt::error::Error> {
+        let Some(conn) = &self.conn else {
+            return Err(virt::error::Error::last_error());
+        };
+        let flags = sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE;
+        if self.nowait {
+            let with = flags | sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;
+            match StatsList::fetch(conn, Groups::ALL.0, with) {
+                Ok(list) => return Ok(list),
+                Err(e)
+                    if e.code().is_any(vec![
+                        ErrorNumber::InvalidArg,
+                        ErrorNumber::NoSupport,
+                        ErrorNumber::OperationUnsupported,
+                    ]) =>
+                {
+                    self.nowait = false;
+                    self.warn.once("nowait", || {
+                        format!("driver rejects the NOWAIT flag ({e}); a busy VM can delay this source's cycle")
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        StatsList::fetch(conn, Groups::ALL.0, flags)
+    }
+
+    /// Runs one cycle: connects if needed, reads every active domain, and returns the sample.
+    ///
+    /// A failure of the bulk call closes the connection, so that the next cycle reconnects.
+    pub fn collect(&mut self) -> Result<HostSample, CollectError> {
+        self.connect()?;
+        let list = match self.fetch() {
+            Ok(list) => list,
+            Err(e) => {
+                self.disconnect();
+                return Err(CollectError::Stats {
+                    uri: self.spec.uri.clone(),
+                    message: e.message().to_owned(),
+                });
+            }
+        };
+        let timestamp_ns = wall_ns();
+        let mono = mono_ns();
+        let mut domains = Vec::with_capacity(list.len());
+        let mut handles = Vec::with_capacity(list.len());
+        let mut seen = Groups::NONE;
+        for rec in list.records() {
+            let Some(dom) = rec.domain() else { continue };
+            let mut sample = DomainSample {
+                name: dom.name().unwrap_or_default(),
+                uuid: dom.uuid_string().unwrap_or_default(),
+                id: dom.id(),
+                mono_ns: mono,
+                ..DomainSample::default()
+            };
+            seen = seen.union(bulk::apply(&mut sample, rec.params()));
+            domains.push(sample);
+            handles.push(dom);
+        }
+        drop(list);
+        if self.bulk.is_none() && !domains.is_empty() {
+            self.bulk = Some(seen);
+            let missing = Groups::ALL.minus(seen);
+            if missing != Groups::NONE {
+                tracing::info!(
+                    source = %self.spec.uri,
+                    "bulk stats lack the groups {:?}; filling them with per-domain calls",
+                    missing.names()
+                );
+            }
+        }
+        let missing = Groups::ALL.minus(self.bulk.unwrap_or(Groups::ALL));
+        if missing != Groups::NONE {
+            for (sample, dom) in domains.iter_mut().zip(&handles) {
+                sample.mono_ns = mono_ns();
+                perdomain::fill(dom, sample, missing, &mut self.cache, &mut self.warn);
+            }
+            self.cache.end_cycle();
+        }
+        Ok(HostSample {
+            host: self.host.clone(),
+            timestamp_ns,
+            domains,
+        })
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.disconnect();
+    }
+}

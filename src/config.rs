@@ -1,0 +1,264 @@
+//! The TOML configuration file. `dist/vmtel.toml` is a commented sample with every option.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::collect::SourceSpec;
+use crate::encode::{GlobalTags, Precision};
+
+/// The URI used when neither the config, the command line nor `LIBVIRT_DEFAULT_URI` names one.
+pub const DEFAULT_URI: &str = "qemu:///system";
+
+/// Tag keys vmtel writes itself; a global tag may not reuse them.
+const RESERVED_TAGS: &[&str] = &["host", "VMID", "name", "uuid", "devtype", "device"];
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Collection interval.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long a domain's device list (read from its XML) is cached by the per-domain fallback.
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    pub device_cache_ttl: Duration,
+    /// Timestamp precision of written lines.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Tags added to every line.
+    #[serde(default)]
+    pub global_tags: toml::Table,
+    /// libvirt sources.
+    #[serde(default)]
+    pub sources: Vec<Source>,
+}
+
+/// One `[[sources]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// libvirt connection URI.
+    pub uri: String,
+    /// Overrides the `host` tag (libvirt's host name by default).
+    pub host: Option<String>,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interval: default_interval(),
+            device_cache_ttl: default_ttl(),
+            precision: Precision::default(),
+            global_tags: toml::Table::new(),
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// A configuration problem, with where it is and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped options.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the parser said, with line and column.
+        message: String,
+    },
+    /// The options parse but make no sense together.
+    #[error("invalid config file {path}: {}", problems.join("; "))]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Every problem found.
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: origin.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Every semantic problem of this configuration.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.interval < Duration::from_secs(1) {
+            p.push(format!(
+                "interval = {:?} is below the 1s minimum; use e.g. interval = \"10s\"",
+                humantime::format_duration(self.interval).to_string()
+            ));
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            if s.uri.trim().is_empty() {
+                p.push(format!(
+                    "sources[{i}].uri is empty; set it to a libvirt URI such as \"qemu:///system\""
+                ));
+            } else if !s.uri.contains(":/") {
+                p.push(format!(
+                    "sources[{i}].uri = {:?} is not a libvirt URI; expected e.g. \"qemu:///system\" or \"qemu+ssh://user@host/system\"",
+                    s.uri
+                ));
+            }
+            if s.host.as_deref().is_some_and(|h| h.trim().is_empty()) {
+                p.push(format!(
+                    "sources[{i}].host is empty; remove it to use libvirt's host name"
+                ));
+            }
+        }
+        for (k, v) in &self.global_tags {
+            if RESERVED_TAGS.contains(&k.as_str()) {
+                p.push(format!(
+                    "global_tags.{k} clashes with a tag vmtel writes itself; rename it"
+                ));
+            }
+            match v {
+                toml::Value::String(s) if s.is_empty() => {
+                    p.push(format!("global_tags.{k} is empty; a tag needs a value"))
+                }
+                toml::Value::String(_) => {}
+                _ => p.push(format!(
+                    "global_tags.{k} must be a string, e.g. {k} = \"value\""
+                )),
+            }
+        }
+        p
+    }
+
+    /// The global tags in key order.
+    pub fn global_tags(&self) -> GlobalTags {
+        self.global_tags
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+            .collect()
+    }
+
+    /// The sources to collect from: `uris` (from the command line) if any, else the config's,
+    /// else `LIBVIRT_DEFAULT_URI`, else [`DEFAULT_URI`].
+    pub fn resolve_sources(&self, uris: &[String]) -> Vec<SourceSpec> {
+        if !uris.is_empty() {
+            return uris
+                .iter()
+                .map(|u| SourceSpec {
+                    uri: u.clone(),
+                    host: None,
+                })
+                .collect();
+        }
+        if !self.sources.is_empty() {
+            return self
+                .sources
+                .iter()
+                .map(|s| SourceSpec {
+                    uri: s.uri.clone(),
+                    host: s.host.clone(),
+                })
+                .collect();
+        }
+        let uri = std::env::var("LIBVIRT_DEFAULT_URI")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| DEFAULT_URI.to_owned());
+        vec![SourceSpec { uri, host: None }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_config_is_valid() {
+        let text = include_str!("../dist/vmtel.toml");
+        let c = Config::parse(text, "dist/vmtel.toml").expect("sample parses");
+        assert!(!c.sources.is_empty());
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::parse("", "x").expect("empty config is valid");
+        assert_eq!(c.interval, Duration::from_secs(10));
+        assert_eq!(c.device_cache_ttl, Duration::from_secs(300));
+        assert_eq!(c.precision, Precision::Seconds);
+    }
+
+    #[test]
+    fn unknown_option_names_line() {
+        let e = Config::parse("interval = \"10s\"\nintervall = 3\n", "f.toml").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("f.toml"), "{msg}");
+        assert!(msg.contains("intervall"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn bad_duration_and_values() {
+        let e = Config::parse("interval = \"10 parsecs\"", "f").unwrap_err();
+        assert!(e.to_string().contains("interval"), "{e}");
+        let e = Config::parse(
+            "interval = \"0s\"\n[global_tags]\nhost = \"x\"\nn = 1\n[[sources]]\nuri = \"nope\"\n",
+            "f",
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("interval"), "{msg}");
+        assert!(msg.contains("global_tags.host"), "{msg}");
+        assert!(msg.contains("global_tags.n must be a string"), "{msg}");
+        assert!(msg.contains("sources[0].uri"), "{msg}");
+    }
+
+    #[test]
+    fn cli_uris_override_config() {
+        let c = Config::parse(
+            "[[sources]]\nuri = \"test:///default\"\nhost = \"h\"\n",
+            "f",
+        )
+        .expect("valid");
+        let s = c.resolve_sources(&["qemu:///system".into()]);
+        assert_eq!(s[0].uri, "qemu:///system");
+        let s = c.resolve_sources(&[]);
+        assert_eq!(s[0].host.as_deref(), Some("h"));
+    }
+}

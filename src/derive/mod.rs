@@ -1,0 +1,196 @@
+//! Derive: rates and utilisation (`vm_features`) from two consecutive samples of the same VM.
+//!
+//! A [`Deriver`] keeps, per VM (by UUID), the counters of the previous sample. A rate is
+//! computed only from a pair of readings that are comparable: the same VMID (a destroyed and
+//! restarted VM gets a new one), a positive time step, and a counter that did not go backwards.
+//! Anything else yields no value for that interval, never a negative number or a spike. Per-NIC
+//! and per-disk counters are compared device by device (by name), so hot-plugged or removed
+//! devices do not distort the totals.
+
+use std::collections::HashMap;
+
+use crate::model::{DiskStats, DomainSample, Features, HostSample, NicStats};
+
+/// How many updates a VM may be missing from before its state is dropped.
+const KEEP_UNSEEN: u64 = 3;
+
+/// The four counters a device contributes to rates, in a fixed order.
+type Counters = [Option<u64>; 4];
+
+fn nic_counters(n: &NicStats) -> Counters {
+    [n.rx_bytes, n.tx_bytes, n.rx_pkts, n.tx_pkts]
+}
+
+fn disk_counters(d: &DiskStats) -> Counters {
+    [d.rd_bytes, d.wr_bytes, d.rd_reqs, d.wr_reqs]
+}
+
+/// What a VM's previous sample left behind.
+#[derive(Debug, Default)]
+struct Prev {
+    id: Option<u32>,
+    mono_ns: u64,
+    cpu: [Option<u64>; 4],
+    nics: Vec<(String, Counters)>,
+    disks: Vec<(String, Counters)>,
+    seen: u64,
+}
+
+/// Per-VM state for derived values. One per source.
+#[derive(Debug, Default)]
+pub struct Deriver {
+    prev: HashMap<String, Prev>,
+    generation: u64,
+}
+
+fn delta(now: Option<u64>, before: Option<u64>) -> Option<u64> {
+    now?.checked_sub(before?)
+}
+
+/// Per-field sums of counter deltas over devices present in both samples. A field is `None`
+/// when no device has both readings, or when any device's counter went backwards.
+fn device_deltas<T>(
+    now: &[T],
+    before: &[(String, Counters)],
+    name: impl Fn(&T) -> &str,
+    counters: impl Fn(&T) -> Counters,
+) -> [Option<u64>; 4] {
+    let mut out: [Option<u64>; 4] = [None; 4];
+    let mut backwards = [false; 4];
+    for dev in now {
+        let Some((_, old)) = before.iter().find(|(n, _)| n == name(dev)) else {
+            continue;
+        };
+        let new = counters(dev);
+        for k in 0..4 {
+            if let (Some(a), Some(b)) = (new[k], old[k]) {
+                match a.checked_sub(b) {
+                    Some(d) => out[k] = Some(out[k].unwrap_or(0).saturating_add(d)),
+                    None => backwards[k] = true,
+                }
+            }
+        }
+    }
+    for k in 0..4 {
+        if backwards[k] {
+            out[k] = None;
+        }
+    }
+    out
+}
+
+fn store_devices<T>(
+    dst: &mut Vec<(String, Counters)>,
+    src: &[T],
+    name: impl Fn(&T) -> &str,
+    counters: impl Fn(&T) -> Counters,
+) {
+    dst.truncate(src.len());
+    for (i, dev) in src.iter().enumerate() {
+        match dst.get_mut(i) {
+            Some((n, c)) => {
+                if n != name(dev) {
+                    name(dev).clone_into(n);
+                }
+                *c = counters(dev);
+            }
+            None => dst.push((name(dev).to_owned(), counters(dev))),
+        }
+    }
+}
+
+impl Deriver {
+    /// Creates an empty deriver.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of VMs whose previous sample is kept.
+    pub fn len(&self) -> usize {
+        self.prev.len()
+    }
+
+    /// True when no VM state is kept.
+    pub fn is_empty(&self) -> bool {
+        self.prev.is_empty()
+    }
+
+    /// Forgets every VM, e.g. after a reconnect, so that the next cycle emits no rates.
+    pub fn reset(&mut self) {
+        self.prev.clear();
+    }
+
+    /// Computes the features of every VM in `host` against its previous sample and remembers
+    /// this sample. The result is parallel to `host.domains`.
+    pub fn update(&mut self, host: &HostSample) -> Vec<Option<Features>> {
+        self.generation += 1;
+        let generation = self.generation;
+        let out = host
+            .domains
+            .iter()
+            .map(|dom| {
+                let prev = self.prev.entry(dom.uuid.clone()).or_default();
+                let features = (prev.seen != 0).then(|| features(prev, dom)).flatten();
+                remember(prev, dom, generation);
+                features
+            })
+            .collect();
+        self.prev
+            .retain(|_, p| generation.saturating_sub(p.seen) < KEEP_UNSEEN);
+        out
+    }
+}
+
+fn remember(prev: &mut Prev, dom: &DomainSample, generation: u64) {
+    prev.id = dom.id;
+    prev.mono_ns = dom.mono_ns;
+    prev.cpu = [
+        dom.cpu.time,
+        dom.cpu.user,
+        dom.cpu.system,
+        dom.vcpu.delay_sum,
+    ];
+    store_devices(&mut prev.nics, &dom.nics, |n| &n.name, nic_counters);
+    store_devices(&mut prev.disks, &dom.disks, |d| &d.name, disk_counters);
+    prev.seen = generation;
+}
+
+/// Features of `dom` against `prev`; `None` when the two samples are not comparable.
+fn features(prev: &Prev, dom: &DomainSample) -> Option<Features> {
+    if prev.id != dom.id || dom.mono_ns <= prev.mono_ns {
+        return None;
+    }
+    let secs = (dom.mono_ns - prev.mono_ns) as f64 / 1e9;
+    let per_sec = |d: Option<u64>| d.map(|d| d as f64 / secs);
+    let cpus = dom.vcpu.current.filter(|&c| c > 0).map(f64::from);
+    let cpu_pct = |now: Option<u64>, before: Option<u64>| {
+        let d = delta(now, before)? as f64;
+        Some(d / (secs * 1e9 * cpus?) * 100.0)
+    };
+    let net = device_deltas(&dom.nics, &prev.nics, |n| &n.name, nic_counters);
+    let disk = device_deltas(&dom.disks, &prev.disks, |d| &d.name, disk_counters);
+    let mem_used_pct = match (dom.mem.available, dom.mem.usable) {
+        (Some(avail), Some(usable)) if avail > 0 && usable <= avail => {
+            Some((avail - usable) as f64 / avail as f64 * 100.0)
+        }
+        _ => None,
+    };
+    Some(Features {
+        cpu_pct: cpu_pct(dom.cpu.time, prev.cpu[0]),
+        cpu_usr_pct: cpu_pct(dom.cpu.user, prev.cpu[1]),
+        cpu_sys_pct: cpu_pct(dom.cpu.system, prev.cpu[2]),
+        cpu_steal_pct: cpu_pct(dom.vcpu.delay_sum, prev.cpu[3]),
+        mem_used_pct,
+        net_rx_bps: per_sec(net[0]),
+        net_tx_bps: per_sec(net[1]),
+        net_rx_pps: per_sec(net[2]),
+        net_tx_pps: per_sec(net[3]),
+        disk_rd_bps: per_sec(disk[0]),
+        disk_wr_bps: per_sec(disk[1]),
+        disk_rd_iops: per_sec(disk[2]),
+        disk_wr_iops: per_sec(disk[3]),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+//! The seed's measurements, tags and fields.
+
+use super::line::Line;
+use super::Precision;
+use crate::model::{DiskStats, DomainSample, Features, HostSample, NicStats};
+
+/// Extra tags added to every line (`[global_tags]` in the config), in a fixed order.
+pub type GlobalTags = Vec<(String, String)>;
+
+/// Writes samples as line protocol.
+#[derive(Debug, Clone, Default)]
+pub struct Encoder {
+    /// Tags added to every line after the measurement's own tags.
+    pub global_tags: GlobalTags,
+    /// Timestamp precision.
+    pub precision: Precision,
+}
+
+/// Sums one optional counter over devices: `None` when no device reports it.
+fn sum<T>(devices: &[T], get: impl Fn(&T) -> Option<u64>) -> Option<u64> {
+    devices
+        .iter()
+        .filter_map(get)
+        .fold(None, |acc: Option<u64>, v| {
+            Some(acc.unwrap_or(0).saturating_add(v))
+        })
+}
+
+impl Encoder {
+    /// Appends every line of one host's cycle to `out` and returns how many lines were written.
+    ///
+    /// `features[i]` holds the derived values of `sample.domains[i]`, when there are any.
+    pub fn encode_host(
+        &self,
+        sample: &HostSample,
+        features: &[Option<Features>],
+        out: &mut String,
+    ) -> usize {
+        let ts = self.precision.convert(sample.timestamp_ns);
+        let mut lines = 0;
+        for (i, dom) in sample.domains.iter().enumerate() {
+            let mut id_buf = itoa::Buffer::new();
+            let vmid = match dom.id {
+                Some(id) => id_buf.format(id),
+                None => "",
+            };
+            let ids = Ids {
+                host: &sample.host,
+                vmid,
+                dom,
+            };
+            lines += usize::from(self.vm_metrics(&ids, ts, out));
+            lines += usize::from(self.vm_totals(&ids, ts, out));
+            for nic in &dom.nics {
+                lines += usize::from(self.nic_line(&ids, nic, ts, out));
+            }
+            for disk in &dom.disks {
+                lines += usize::from(self.disk_line(&ids, disk, ts, out));
+            }
+            if let Some(Some(f)) = features.get(i) {
+                lines += usize::from(self.vm_features(&ids, f, ts, out));
+            }
+        }
+        lines
+    }
+
+    fn start<'b>(&self, out: &'b mut String, measurement: &str, ids: &Ids) -> Line<'b> {
+        let mut line = Line::new(out, measurement);
+        line.tag("host", ids.host)
+            .tag("VMID", ids.vmid)
+            .tag("name", &ids.dom.name)
+            .tag("uuid", &ids.dom.uuid);
+        line
+    }
+
+    fn global(&self, line: &mut Line) {
+        for (k, v) in &self.global_tags {
+            line.tag(k, v);
+        }
+    }
+
+    fn vm_metrics(&self, ids: &Ids, ts: i64, out: &mut String) -> bool {
+        let d = ids.dom;
+        let mut line = self.start(out, "vm_metrics", ids);
+        self.global(&mut line);
+        line.field_i64("state", d.state)
+            .field_u64("cpus", d.vcpu.current.map(u64::from))
+            .field_u64("cputime", d.cpu.time)
+            .field_u64("memmax", d.mem.maximum)
+            .field_u64("mem", d.mem.current);
+        line.finish(ts)
+    }
+
+    fn vm_totals(&self, ids: &Ids, ts: i64, out: &mut String) -> bool {
+        let d = ids.dom;
+        let (n, k) = (&d.nics, &d.disks);
+        let mut line = self.start(out, "vm_totals", ids);
+        self.global(&mut line);
+        line.field_u64("net_rxbytes", sum(n, |x| x.rx_bytes))
+            .field_u64("net_rxpackets", sum(n, |x| x.rx_pkts))
+            .field_u64("net_rxerrors", sum(n, |x| x.rx_errs))
+            .field_u64("net_rxdrops", sum(n, |x| x.rx_drop))
+            .field_u64("net_txbytes", sum(n, |x| x.tx_bytes))
+            .field_u64("net_txpackets", sum(n, |x| x.tx_pkts))
+            .field_u64("net_txerrors", sum(n, |x| x.tx_errs))
+            .field_u64("net_txdrops", sum(n, |x| x.tx_drop))
+            .field_u64("disk_rd_req", sum(k, |x| x.rd_reqs))
+            .field_u64("disk_rd_bytes", sum(k, |x| x.rd_bytes))
+            .field_u64("disk_wr_reqs", sum(k, |x| x.wr_reqs))
+            .field_u64("disk_wr_bytes", sum(k, |x| x.wr_bytes))
+            .field_u64("disk_errors", sum(k, |x| x.errors))
+            .field_u64("memactual", d.mem.current)
+            .field_u64("memrss", d.mem.rss)
+            .field_u64("memavailable", d.mem.available)
+            .field_u64("memusable", d.mem.usable)
+            .field_u64("memswap_in", d.mem.swap_in)
+            .field_u64("memswap_out", d.mem.swap_out)
+            .field_u64("memmajor_fault", d.mem.major_fault)
+            .field_u64("memminor_fault", d.mem.minor_fault)
+            .field_u64("memdisk_cache", d.mem.disk_caches)
+            .field_u64("timeusr", d.cpu.user)
+            .field_u64("timesys", d.cpu.system)
+            .field_u64("cpus", d.vcpu.current.map(u64::from))
+            .field_u64("cputime", d.cpu.time)
+            .field_i64("state", d.state);
+        line.finish(ts)
+    }
+
+    fn device_start<'b>(
+        &self,
+        out: &'b mut String,
+        ids: &Ids,
+        devtype: &str,
+        device: &str,
+    ) -> Line<'b> {
+        let mut line = self.start(out, "vm_devices", ids);
+        line.tag("devtype", devtype).tag("device", device);
+        self.global(&mut line);
+        line
+    }
+
+    fn nic_line(&self, ids: &Ids, nic: &NicStats, ts: i64, out: &mut String) -> bool {
+        let mut line = self.device_start(out, ids, "nic", &nic.name);
+        line.field_u64("rxbytes", nic.rx_bytes)
+            .field_u64("rxpackets", nic.rx_pkts)
+            .field_u64("rxerrors", nic.rx_errs)
+            .field_u64("rxdrops", nic.rx_drop)
+            .field_u64("txbytes", nic.tx_bytes)
+            .field_u64("txpackets", nic.tx_pkts)
+            .field_u64("txerrors", nic.tx_errs)
+            .field_u64("txdrops", nic.tx_drop);
+        line.finish(ts)
+    }
+
+    fn disk_line(&self, ids: &Ids, disk: &DiskStats, ts: i64, out: &mut String) -> bool {
+        let mut line = self.device_start(out, ids, "disk", &disk.name);
+        line.field_u64("rd_req", disk.rd_reqs)
+            .field_u64("rd_bytes", disk.rd_bytes)
+            .field_u64("wr_reqs", disk.wr_reqs)
+            .field_u64("wr_bytes", disk.wr_bytes)
+            .field_u64("errors", disk.errors);
+        line.finish(ts)
+    }
+
+    fn vm_features(&self, ids: &Ids, f: &Features, ts: i64, out: &mut String) -> bool {
+        let mut line = self.start(out, "vm_features", ids);
+        self.global(&mut line);
+        line.field_f64("cpu_pct", f.cpu_pct)
+            .field_f64("cpu_usr_pct", f.cpu_usr_pct)
+            .field_f64("cpu_sys_pct", f.cpu_sys_pct)
+            .field_f64("cpu_steal_pct", f.cpu_steal_pct)
+            .field_f64("mem_used_pct", f.mem_used_pct)
+            .field_f64("net_rx_bps", f.net_rx_bps)
+            .field_f64("net_tx_bps", f.net_tx_bps)
+            .field_f64("net_rx_pps", f.net_rx_pps)
+            .field_f64("net_tx_pps", f.net_tx_pps)
+            .field_f64("disk_rd_bps", f.disk_rd_bps)
+            .field_f64("disk_wr_bps", f.disk_wr_bps)
+            .field_f64("disk_rd_iops", f.disk_rd_iops)
+            .field_f64("disk_wr_iops", f.disk_wr_iops);
+        line.finish(ts)
+    }
+}
+
+/// The identity tags every line of one VM carries.
+struct Ids<'a> {
+    host: &'a str,
+    vmid: &'a str,
+    dom: &'a DomainSample,
+}

@@ -1,0 +1,166 @@
+//! The data model shared by every stage: what one collection cycle knows about one VM.
+//!
+//! Every value is an `Option`: `None` means "the source did not provide it" (a group the
+//! driver lacks, a `-1` from QEMU, a device call that failed). Encoders omit `None` values;
+//! they are never written as 0.
+
+/// All VMs of one host, sampled in one cycle.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostSample {
+    /// The hypervisor's host name (from libvirt, or the source's `host` override).
+    pub host: String,
+    /// Wall-clock time of the cycle, nanoseconds since the Unix epoch. One per host per cycle.
+    pub timestamp_ns: i64,
+    /// The VMs that were active (running or paused) at that time.
+    pub domains: Vec<DomainSample>,
+}
+
+/// Everything one cycle learned about one VM.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DomainSample {
+    /// libvirt domain name.
+    pub name: String,
+    /// libvirt domain UUID, lower-case hyphenated.
+    pub uuid: String,
+    /// libvirt domain ID (`VMID`), present for active domains.
+    pub id: Option<u32>,
+    /// Monotonic time the values were read, in nanoseconds since an arbitrary origin. Only
+    /// differences between two samples of the same process are meaningful.
+    pub mono_ns: u64,
+    /// `virDomainState` code (1 running, 3 paused, 5 shut off, ...).
+    pub state: Option<i64>,
+    /// CPU time of the whole domain.
+    pub cpu: CpuStats,
+    /// Virtual CPUs.
+    pub vcpu: VcpuStats,
+    /// Memory and guest balloon statistics.
+    pub mem: MemoryStats,
+    /// One entry per network interface.
+    pub nics: Vec<NicStats>,
+    /// One entry per disk.
+    pub disks: Vec<DiskStats>,
+}
+
+/// CPU time in nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuStats {
+    /// Total CPU time (`cpu.time`).
+    pub time: Option<u64>,
+    /// User CPU time (`cpu.user`).
+    pub user: Option<u64>,
+    /// System CPU time (`cpu.system`).
+    pub system: Option<u64>,
+}
+
+/// Virtual CPU counts and wait times.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VcpuStats {
+    /// Number of vCPUs currently online (`vcpu.current`).
+    pub current: Option<u32>,
+    /// Maximum number of vCPUs (`vcpu.maximum`).
+    pub maximum: Option<u32>,
+    /// Sum over all vCPUs of the time spent waiting for a host CPU (`vcpu.N.delay`, ns):
+    /// the steal time the guest sees.
+    pub delay_sum: Option<u64>,
+}
+
+/// Memory in KiB and guest memory statistics, as the balloon driver reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Maximum memory (`balloon.maximum`, KiB).
+    pub maximum: Option<u64>,
+    /// Current balloon size (`balloon.current`, KiB).
+    pub current: Option<u64>,
+    /// Resident set size of the QEMU process (`balloon.rss`, KiB).
+    pub rss: Option<u64>,
+    /// Memory the guest sees as total (`balloon.available`, KiB).
+    pub available: Option<u64>,
+    /// Memory usable by the guest without swapping (`balloon.usable`, KiB).
+    pub usable: Option<u64>,
+    /// Memory completely unused by the guest (`balloon.unused`, KiB).
+    pub unused: Option<u64>,
+    /// Swapped in (`balloon.swap_in`, KiB).
+    pub swap_in: Option<u64>,
+    /// Swapped out (`balloon.swap_out`, KiB).
+    pub swap_out: Option<u64>,
+    /// Major page faults (`balloon.major_fault`, count).
+    pub major_fault: Option<u64>,
+    /// Minor page faults (`balloon.minor_fault`, count).
+    pub minor_fault: Option<u64>,
+    /// Disk caches that can be reclaimed (`balloon.disk_caches`, KiB).
+    pub disk_caches: Option<u64>,
+}
+
+/// Counters of one network interface, from the guest's point of view.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NicStats {
+    /// Target device name on the host (`vnet0`, `tap1`), or a positional `net<N>` name when the
+    /// interface has none.
+    pub name: String,
+    /// Bytes received.
+    pub rx_bytes: Option<u64>,
+    /// Packets received.
+    pub rx_pkts: Option<u64>,
+    /// Receive errors.
+    pub rx_errs: Option<u64>,
+    /// Received packets dropped.
+    pub rx_drop: Option<u64>,
+    /// Bytes transmitted.
+    pub tx_bytes: Option<u64>,
+    /// Packets transmitted.
+    pub tx_pkts: Option<u64>,
+    /// Transmit errors.
+    pub tx_errs: Option<u64>,
+    /// Transmitted packets dropped.
+    pub tx_drop: Option<u64>,
+}
+
+/// Counters of one disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    /// Target device name in the guest (`vda`, `sdb`), or a positional `block<N>` name.
+    pub name: String,
+    /// Source path on the host, where known.
+    pub path: Option<String>,
+    /// Read requests.
+    pub rd_reqs: Option<u64>,
+    /// Bytes read.
+    pub rd_bytes: Option<u64>,
+    /// Write requests.
+    pub wr_reqs: Option<u64>,
+    /// Bytes written.
+    pub wr_bytes: Option<u64>,
+    /// I/O errors.
+    pub errors: Option<u64>,
+}
+
+/// Rates and utilisation derived from two samples of the same VM (`vm_features`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Features {
+    /// Total CPU time as a share of the VM's vCPUs, percent.
+    pub cpu_pct: Option<f64>,
+    /// User CPU time, percent of the VM's vCPUs.
+    pub cpu_usr_pct: Option<f64>,
+    /// System CPU time, percent of the VM's vCPUs.
+    pub cpu_sys_pct: Option<f64>,
+    /// Time vCPUs waited for a host CPU (steal), percent of the VM's vCPUs.
+    pub cpu_steal_pct: Option<f64>,
+    /// Guest memory in use, percent of what the guest sees.
+    pub mem_used_pct: Option<f64>,
+    /// Received bytes per second over all NICs.
+    pub net_rx_bps: Option<f64>,
+    /// Transmitted bytes per second over all NICs.
+    pub net_tx_bps: Option<f64>,
+    /// Received packets per second over all NICs.
+    pub net_rx_pps: Option<f64>,
+    /// Transmitted packets per second over all NICs.
+    pub net_tx_pps: Option<f64>,
+    /// Bytes read per second over all disks.
+    pub disk_rd_bps: Option<f64>,
+    /// Bytes written per second over all disks.
+    pub disk_wr_bps: Option<f64>,
+    /// Read requests per second over all disks.
+    pub disk_rd_iops: Option<f64>,
+    /// Write requests per second over all disks.
+    pub disk_wr_iops: Option<f64>,
+}
