@@ -38,6 +38,10 @@ pub enum Command {
         /// Time between the two samples, e.g. 1s, 500ms.
         #[arg(long, default_value = "1s", value_parser = parse_gap)]
         gap: Duration,
+        /// Read the built-in demo fleet (libvirt's test driver; no hypervisor needed) instead
+        /// of the configured sources.
+        #[arg(long, conflicts_with = "uris")]
+        demo: bool,
     },
 }
 
@@ -61,8 +65,22 @@ pub fn load_config(path: Option<&PathBuf>) -> Result<Config> {
 /// Runs the command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Once { uris, config, gap } => {
+        Command::Once {
+            uris,
+            config,
+            gap,
+            demo,
+        } => {
             let config = load_config(config.as_ref())?;
+            if demo {
+                let dir = tempfile::Builder::new()
+                    .prefix("vmtel-demo-")
+                    .tempdir()
+                    .context("cannot create a temporary directory for the demo fleet")?;
+                let sources = crate::demo::write_demo_fleet(dir.path())
+                    .context("cannot write the demo fleet")?;
+                return once(&config, &sources, gap);
+            }
             once(&config, &config.resolve_sources(&uris), gap)
         }
     }

@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod demo;
 pub mod derive;
 pub mod encode;
 pub mod model;
