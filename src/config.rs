@@ -6,13 +6,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::collect::SourceSpec;
-use crate::encode::{GlobalTags, Precision};
+use crate::encode::{GlobalTags, Precision, FIELD_KEYS, TAG_KEYS};
 
 /// The URI used when neither the config, the command line nor `LIBVIRT_DEFAULT_URI` names one.
 pub const DEFAULT_URI: &str = "qemu:///system";
-
-/// Tag keys vmtel writes itself; a global tag may not reuse them.
-const RESERVED_TAGS: &[&str] = &["host", "VMID", "name", "uuid", "devtype", "device"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -149,9 +146,13 @@ impl Config {
             }
         }
         for (k, v) in &self.global_tags {
-            if RESERVED_TAGS.contains(&k.as_str()) {
+            if TAG_KEYS.contains(&k.as_str()) {
                 p.push(format!(
                     "global_tags.{k} clashes with a tag vmtel writes itself; rename it"
+                ));
+            } else if FIELD_KEYS.contains(&k.as_str()) {
+                p.push(format!(
+                    "global_tags.{k} clashes with a field of the same name (InfluxDB 3 rejects that); rename it"
                 ));
             }
             match v {
@@ -238,13 +239,17 @@ mod tests {
         let e = Config::parse("interval = \"10 parsecs\"", "f").unwrap_err();
         assert!(e.to_string().contains("interval"), "{e}");
         let e = Config::parse(
-            "interval = \"0s\"\n[global_tags]\nhost = \"x\"\nn = 1\n[[sources]]\nuri = \"nope\"\n",
+            "interval = \"0s\"\n[global_tags]\nhost = \"x\"\ncpus = \"y\"\nn = 1\n[[sources]]\nuri = \"nope\"\n",
             "f",
         )
         .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("interval"), "{msg}");
         assert!(msg.contains("global_tags.host"), "{msg}");
+        assert!(
+            msg.contains("global_tags.cpus clashes with a field"),
+            "{msg}"
+        );
         assert!(msg.contains("global_tags.n must be a string"), "{msg}");
         assert!(msg.contains("sources[0].uri"), "{msg}");
     }

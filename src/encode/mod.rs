@@ -7,7 +7,7 @@
 pub mod line;
 mod schema;
 
-pub use schema::{Encoder, GlobalTags};
+pub use schema::{Encoder, GlobalTags, FIELD_KEYS, TAG_KEYS};
 
 use serde::Deserialize;
 

@@ -4,6 +4,69 @@ use super::line::Line;
 use super::Precision;
 use crate::model::{DiskStats, DomainSample, Features, HostSample, NicStats};
 
+/// Every field key vmtel writes, in all measurements. A global tag may not reuse one: InfluxDB 3
+/// forbids a tag and a field with the same name in one table.
+pub const FIELD_KEYS: &[&str] = &[
+    "state",
+    "cpus",
+    "cputime",
+    "memmax",
+    "mem",
+    "net_rxbytes",
+    "net_rxpackets",
+    "net_rxerrors",
+    "net_rxdrops",
+    "net_txbytes",
+    "net_txpackets",
+    "net_txerrors",
+    "net_txdrops",
+    "disk_rd_req",
+    "disk_rd_bytes",
+    "disk_wr_reqs",
+    "disk_wr_bytes",
+    "disk_errors",
+    "memactual",
+    "memrss",
+    "memavailable",
+    "memusable",
+    "memswap_in",
+    "memswap_out",
+    "memmajor_fault",
+    "memminor_fault",
+    "memdisk_cache",
+    "timeusr",
+    "timesys",
+    "rxbytes",
+    "rxpackets",
+    "rxerrors",
+    "rxdrops",
+    "txbytes",
+    "txpackets",
+    "txerrors",
+    "txdrops",
+    "rd_req",
+    "rd_bytes",
+    "wr_reqs",
+    "wr_bytes",
+    "errors",
+    "cpu_pct",
+    "cpu_usr_pct",
+    "cpu_sys_pct",
+    "cpu_steal_pct",
+    "mem_used_pct",
+    "net_rx_bps",
+    "net_tx_bps",
+    "net_rx_pps",
+    "net_tx_pps",
+    "disk_rd_bps",
+    "disk_wr_bps",
+    "disk_rd_iops",
+    "disk_wr_iops",
+];
+
+/// Tag keys vmtel writes itself.
+pub const TAG_KEYS: &[&str] = &["host", "VMID", "name", "uuid", "devtype", "device"];
+
 /// Extra tags added to every line (`[global_tags]` in the config), in a fixed order.
 pub type GlobalTags = Vec<(String, String)>;
 
