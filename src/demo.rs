@@ -115,7 +115,9 @@ fn xml_escape(out: &mut String, s: &str) {
 pub fn node_xml(vms: &[Vm]) -> String {
     let mut x = String::from("<node>\n");
     for (i, vm) in vms.iter().enumerate() {
-        x.push_str("<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>\n<name>");
+        x.push_str(
+            "<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>\n<name>",
+        );
         xml_escape(&mut x, &vm.name);
         x.push_str("</name>\n<uuid>");
         xml_escape(&mut x, &vm.uuid);
