@@ -163,25 +163,6 @@ pub fn write_node(dir: &Path, file: &str, vms: &[Vm]) -> std::io::Result<(PathBu
     Ok((abs, uri))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_xml_is_well_formed_and_escaped() {
-        let vms = demo_fleet(12);
-        let xml = node_xml(&vms);
-        let doc = roxmltree::Document::parse(&xml).expect("well-formed");
-        let names: Vec<_> = doc
-            .descendants()
-            .filter(|n| n.has_tag_name("name"))
-            .filter_map(|n| n.text())
-            .collect();
-        let want: Vec<_> = vms.iter().map(|v| v.name.as_str()).collect();
-        assert_eq!(names, want);
-    }
-}
-
 /// Hosts in the built-in demo fleet, and VMs per host.
 pub const DEMO_HOSTS: usize = 3;
 /// VMs per demo host.
@@ -204,4 +185,23 @@ pub fn write_demo_fleet(dir: &Path) -> std::io::Result<Vec<crate::collect::Sourc
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_xml_is_well_formed_and_escaped() {
+        let vms = demo_fleet(12);
+        let xml = node_xml(&vms);
+        let doc = roxmltree::Document::parse(&xml).expect("well-formed");
+        let names: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("name"))
+            .filter_map(|n| n.text())
+            .collect();
+        let want: Vec<_> = vms.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, want);
+    }
 }

@@ -71,7 +71,7 @@ impl Groups {
 }
 
 /// Splits `net.3.rx.bytes` into (3, "rx.bytes").
-fn indexed<'a>(rest: &'a str) -> Option<(usize, &'a str)> {
+fn indexed(rest: &str) -> Option<(usize, &str)> {
     let (idx, key) = rest.split_once('.')?;
     Some((idx.parse().ok()?, key))
 }

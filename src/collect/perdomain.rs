@@ -18,9 +18,11 @@ fn nonneg(v: i64) -> Option<u64> {
     u64::try_from(v).ok()
 }
 
-/// True when `e` says the domain no longer exists (destroyed or undefined mid-cycle).
+/// True when `e` says the domain is gone or stopped since the bulk call (destroyed, undefined
+/// or shut down mid-cycle): not a failure worth a warning.
 pub fn is_gone(e: &Error) -> bool {
-    e.code().is(ErrorNumber::NoDomain)
+    e.code()
+        .is_any(vec![ErrorNumber::NoDomain, ErrorNumber::OperationInvalid])
 }
 
 /// Fills `missing` groups of `sample` with per-domain calls on `dom`.

@@ -129,7 +129,11 @@ impl Deriver {
             .domains
             .iter()
             .map(|dom| {
-                let prev = self.prev.entry(dom.uuid.clone()).or_default();
+                // Look up before inserting: no key allocation for VMs already known.
+                if !self.prev.contains_key(&dom.uuid) {
+                    self.prev.insert(dom.uuid.clone(), Prev::default());
+                }
+                let prev = self.prev.get_mut(&dom.uuid)?;
                 let features = (prev.seen != 0).then(|| features(prev, dom)).flatten();
                 remember(prev, dom, generation);
                 features
