@@ -43,6 +43,19 @@ pub enum Command {
         #[arg(long, conflicts_with = "uris")]
         demo: bool,
     },
+    /// Run the agent: collect every `interval` until SIGTERM/SIGINT; SIGHUP reloads the config.
+    Run {
+        /// Configuration file (TOML). Without one: defaults, $LIBVIRT_DEFAULT_URI or
+        /// qemu:///system, lines to standard output.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and print every problem found, with where it is.
+    CheckConfig {
+        /// Configuration file (TOML).
+        #[arg(value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 fn parse_gap(s: &str) -> Result<Duration, String> {
@@ -65,6 +78,29 @@ pub fn load_config(path: Option<&PathBuf>) -> Result<Config> {
 /// Runs the command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
+        Command::Run { config: path } => {
+            let config = load_config(path.as_ref())?;
+            let _guard = crate::logging::init(&config.log, "info")?;
+            crate::daemon::run(path, config)?;
+            Ok(0)
+        }
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} source(s), interval {})",
+                    config.display(),
+                    c.resolve_sources(&[]).len(),
+                    humantime::format_duration(c.interval)
+                );
+                Ok(0)
+            }
+            Err(e) => {
+                for problem in e.problems() {
+                    eprintln!("{problem}");
+                }
+                Ok(1)
+            }
+        },
         Command::Once {
             uris,
             config,
@@ -72,6 +108,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             demo,
         } => {
             let config = load_config(config.as_ref())?;
+            let _guard = crate::logging::init(&config.log, "warn")?;
             if demo {
                 let dir = tempfile::Builder::new()
                     .prefix("vmtel-demo-")

@@ -1,8 +1,9 @@
 //! The TOML configuration file. `dist/vmtel.toml` is a commented sample with every option.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use serde::Deserialize;
 
 use crate::collect::SourceSpec;
@@ -30,6 +31,84 @@ pub struct Config {
     /// libvirt sources.
     #[serde(default)]
     pub sources: Vec<Source>,
+    /// When set (seconds), enable the guest balloon statistics period on running domains that
+    /// have none, so guest memory statistics are not silently missing. Off by default.
+    #[serde(default)]
+    pub balloon_period: Option<u32>,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Where lines go.
+    #[serde(default)]
+    pub outputs: Outputs,
+}
+
+/// `[log]`: where and how vmtel logs.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Level or filter (`error`, `warn`, `info`, `debug`, `vmtel=debug`); `RUST_LOG` overrides
+    /// it. Default `info` for `vmtel run`.
+    pub level: Option<String>,
+    /// `text` (default) or `json` (one object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Also log to this file, rotated daily. Standard error is always logged to.
+    pub file: Option<PathBuf>,
+    /// Rotated log files to keep (default 7).
+    pub max_files: Option<usize>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// JSON objects, one per line.
+    Json,
+}
+
+/// `[outputs]`: the sinks. With none configured, `vmtel run` writes to standard output.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Outputs {
+    /// Write line protocol to standard output.
+    #[serde(default)]
+    pub stdout: bool,
+    /// `[[outputs.file]]`: line protocol files rotated by size.
+    #[serde(default)]
+    pub file: Vec<FileOutput>,
+}
+
+impl Outputs {
+    /// True when no output is configured.
+    pub fn is_empty(&self) -> bool {
+        !self.stdout && self.file.is_empty()
+    }
+}
+
+/// One `[[outputs.file]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutput {
+    /// File to append to.
+    pub path: PathBuf,
+    /// Rotate when the file would grow past this size (default "100 MiB").
+    #[serde(default = "default_max_size")]
+    pub max_size: ByteSize,
+    /// Rotated files to keep (`PATH.1` ... `PATH.N`, default 5).
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+}
+
+fn default_max_size() -> ByteSize {
+    ByteSize::mib(100)
+}
+
+fn default_keep() -> usize {
+    5
 }
 
 /// One `[[sources]]` entry.
@@ -58,6 +137,9 @@ impl Default for Config {
             precision: Precision::default(),
             global_tags: toml::Table::new(),
             sources: Vec::new(),
+            balloon_period: None,
+            log: LogConfig::default(),
+            outputs: Outputs::default(),
         }
     }
 }
@@ -89,6 +171,18 @@ pub enum ConfigError {
         /// Every problem found.
         problems: Vec<String>,
     },
+}
+
+impl ConfigError {
+    /// Every problem as a separate line prefixed with the file name.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid { path, problems } => {
+                problems.iter().map(|p| format!("{path}: {p}")).collect()
+            }
+            other => vec![other.to_string()],
+        }
+    }
 }
 
 impl Config {
@@ -142,6 +236,33 @@ impl Config {
             if s.host.as_deref().is_some_and(|h| h.trim().is_empty()) {
                 p.push(format!(
                     "sources[{i}].host is empty; remove it to use libvirt's host name"
+                ));
+            }
+        }
+        if self.balloon_period == Some(0) {
+            p.push(
+                "balloon_period = 0 is not a period; remove it (off) or set seconds, e.g. 10"
+                    .into(),
+            );
+        }
+        for (i, f) in self.outputs.file.iter().enumerate() {
+            if f.path.as_os_str().is_empty() {
+                p.push(format!("outputs.file[{i}].path is empty; set a file path"));
+            }
+            if f.max_size.as_u64() < 4096 {
+                p.push(format!(
+                    "outputs.file[{i}].max_size = {} is too small; use at least \"4 KiB\", e.g. \"100 MiB\"",
+                    f.max_size
+                ));
+            }
+        }
+        if self.log.max_files == Some(0) {
+            p.push("log.max_files = 0 would delete every log file; use 1 or more".into());
+        }
+        if let Some(level) = &self.log.level {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
+                p.push(format!(
+                    "log.level = {level:?} is not a level or filter ({e}); use error, warn, info or debug"
                 ));
             }
         }

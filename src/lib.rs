@@ -6,13 +6,18 @@
 //!   groups a driver lacks) → [`model::HostSample`].
 //! * [`derive`]: rates and utilisation from consecutive samples → [`model::Features`].
 //! * [`encode`]: the seed's measurements as InfluxDB line protocol.
-//! * [`config`]: the TOML configuration.
+//! * [`deliver`]: sinks behind bounded queues, off the collection path.
+//! * [`daemon`]: `vmtel run`: the schedule, one worker per source, signals.
+//! * [`config`]: the TOML configuration; [`logging`]: log set-up.
 //! * [`cli`]: the `vmtel` command line.
 
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod daemon;
+pub mod deliver;
 pub mod demo;
 pub mod derive;
 pub mod encode;
+pub mod logging;
 pub mod model;

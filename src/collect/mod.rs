@@ -13,6 +13,7 @@ pub mod ffi;
 pub mod perdomain;
 pub mod warn;
 
+use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -75,6 +76,31 @@ pub fn wall_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// Starts libvirt's default event loop on a background thread (once per process). Keepalive
+/// on remote connections needs it: with it, a dead peer closes the connection and a stuck call
+/// fails instead of hanging. Call before opening connections.
+pub fn start_event_loop() -> std::io::Result<()> {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    if STARTED.get().is_some() {
+        return Ok(());
+    }
+    if let Err(e) = virt::event::event_register_default_impl() {
+        return Err(std::io::Error::other(format!(
+            "cannot start libvirt's event loop: {e}"
+        )));
+    }
+    std::thread::Builder::new()
+        .name("libvirt events".into())
+        .spawn(|| loop {
+            if let Err(e) = virt::event::event_run_default_impl() {
+                tracing::error!("libvirt event loop: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })?;
+    let _ = STARTED.set(());
+    Ok(())
+}
+
 /// Silences libvirt's default error printer: vmtel reports libvirt errors through its own log.
 pub fn quiet_libvirt_errors() {
     virt::error::clear_error_callback();
@@ -90,7 +116,17 @@ pub struct Collector {
     nowait: bool,
     cache: DeviceCache,
     warn: Warnings,
+    /// Successful connects so far; changes on every reconnect.
+    connects: u64,
+    /// Guest balloon statistics period to enable where a running domain has none.
+    balloon_period: Option<u32>,
+    /// `uuid/id` of domains whose balloon period vmtel already tried to set.
+    balloon_tried: HashSet<String>,
 }
+
+/// Keepalive probes on remote connections: interval in seconds and unanswered probes before
+/// libvirt closes a dead connection (so a stuck call fails instead of hanging).
+const KEEPALIVE: (i32, u32) = (5, 3);
 
 impl Collector {
     /// A collector for `spec`; nothing is opened until the first cycle.
@@ -104,7 +140,22 @@ impl Collector {
             nowait: true,
             cache: DeviceCache::new(device_cache_ttl),
             warn,
+            connects: 0,
+            balloon_period: None,
+            balloon_tried: HashSet::new(),
         }
+    }
+
+    /// Enables the guest balloon statistics period (seconds) on running domains that report no
+    /// guest memory statistics. Off (`None`) by default.
+    pub fn set_balloon_period(&mut self, period: Option<u32>) {
+        self.balloon_period = period.filter(|&p| p > 0);
+    }
+
+    /// Number of successful connects so far. It changes when the collector reconnected, after
+    /// which counters of the new connection must not be compared with older ones.
+    pub fn connects(&self) -> u64 {
+        self.connects
     }
 
     /// The source this collector reads.
@@ -135,9 +186,14 @@ impl Collector {
             Some(h) => h.clone(),
             None => conn.hostname().unwrap_or_else(|_| self.spec.uri.clone()),
         };
+        // Only remote drivers support keepalive; it needs the event loop the daemon runs.
+        if let Err(e) = conn.set_keep_alive(KEEPALIVE.0, KEEPALIVE.1) {
+            tracing::debug!(source = %self.spec.uri, "no keepalive on this connection: {e}");
+        }
         self.bulk = None;
         self.nowait = true;
         self.conn = Some(conn);
+        self.connects += 1;
         Ok(())
     }
 
@@ -227,11 +283,56 @@ impl Collector {
             }
             self.cache.end_cycle();
         }
+        if let Some(period) = self.balloon_period {
+            self.enable_balloon_stats(period, &domains, &handles);
+        }
         Ok(HostSample {
             host: self.host.clone(),
             timestamp_ns,
             domains,
         })
+    }
+}
+
+impl Collector {
+    /// Sets the balloon statistics period on running domains without guest memory statistics,
+    /// once per domain instance (UUID and ID).
+    fn enable_balloon_stats(
+        &mut self,
+        period: u32,
+        domains: &[DomainSample],
+        handles: &[virt::domain::Domain],
+    ) {
+        const RUNNING: i64 = 1;
+        let mut present = HashSet::with_capacity(domains.len());
+        for (sample, dom) in domains.iter().zip(handles) {
+            let key = format!("{}/{}", sample.uuid, sample.id.unwrap_or(0));
+            let has_guest_stats = sample.mem.usable.is_some() || sample.mem.available.is_some();
+            if sample.state == Some(RUNNING)
+                && !has_guest_stats
+                && !self.balloon_tried.contains(&key)
+            {
+                let period = i32::try_from(period).unwrap_or(i32::MAX);
+                match dom.set_memory_stats_period(period, sys::VIR_DOMAIN_AFFECT_LIVE) {
+                    Ok(()) => tracing::info!(
+                        source = %self.spec.uri,
+                        "enabled guest memory statistics every {period}s on VM {:?}",
+                        sample.name
+                    ),
+                    Err(e) => {
+                        self.warn.once(&format!("balloon:{}", sample.uuid), || {
+                            format!(
+                                "cannot enable guest memory statistics on VM {:?}: {e}",
+                                sample.name
+                            )
+                        });
+                    }
+                }
+                self.balloon_tried.insert(key.clone());
+            }
+            present.insert(key);
+        }
+        self.balloon_tried.retain(|k| present.contains(k));
     }
 }
 

@@ -1,0 +1,199 @@
+//! `vmtel run`: the long-running agent.
+//!
+//! The main thread keeps the schedule: at every wall-clock multiple of `interval` it sends a
+//! tick to each source's worker ([`worker`]). Workers collect, derive and encode on their own
+//! threads and hand batches to the sinks ([`crate::deliver::Hub`]), which write on theirs. So a
+//! slow hypervisor delays only its own worker, and a slow sink delays nothing.
+//!
+//! Signals: SIGTERM and SIGINT stop ticking, give running cycles up to
+//! [`SHUTDOWN_TIMEOUT`] to finish, flush the sinks and exit 0. SIGHUP re-reads the config file;
+//! if it is valid the pipeline restarts with it (derived rates restart too), otherwise the error
+//! is logged and the running config is kept.
+
+pub mod internal;
+pub mod schedule;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{after, select, Receiver};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use self::schedule::{next_tick, until};
+use self::worker::{Tick, Worker, WorkerSettings};
+use crate::collect::{self, wall_ns};
+use crate::config::Config;
+use crate::deliver::file::FileSink;
+use crate::deliver::stdout::StdoutSink;
+use crate::deliver::{Batch, Hub, Sink};
+use crate::encode::Encoder;
+
+/// How long a stop waits for running cycles, and then for the sinks to flush.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Builds the sinks of `config` (standard output when none is configured).
+pub fn sinks(config: &Config) -> Result<Vec<Box<dyn Sink>>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if config.outputs.is_empty() || config.outputs.stdout {
+        sinks.push(Box::new(StdoutSink));
+    }
+    for f in &config.outputs.file {
+        sinks.push(Box::new(FileSink::open(
+            &f.path,
+            f.max_size.as_u64(),
+            f.keep,
+        )?));
+    }
+    Ok(sinks)
+}
+
+/// The running pipeline of one configuration: workers and sinks.
+pub struct Pipeline {
+    hub: Arc<Hub>,
+    workers: Vec<Worker>,
+    encoder: Encoder,
+    agent_host: String,
+    interval: Duration,
+}
+
+impl Pipeline {
+    /// Starts sinks and one worker per source.
+    pub fn start(config: &Config) -> Result<Pipeline> {
+        let hub = Arc::new(Hub::start(sinks(config)?).context("cannot start the sinks")?);
+        let encoder = Encoder {
+            global_tags: config.global_tags(),
+            precision: config.precision,
+        };
+        let agent_host = gethostname::gethostname().to_string_lossy().into_owned();
+        let settings = WorkerSettings {
+            encoder: encoder.clone(),
+            device_cache_ttl: config.device_cache_ttl,
+            balloon_period: config.balloon_period,
+            agent_host: agent_host.clone(),
+        };
+        let workers = config
+            .resolve_sources(&[])
+            .into_iter()
+            .map(|spec| Worker::start(spec, settings.clone(), Arc::clone(&hub)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("cannot start a source worker")?;
+        for w in &workers {
+            tracing::info!(source = %w.uri, "collecting every {}", humantime::format_duration(config.interval));
+        }
+        Ok(Pipeline {
+            hub,
+            workers,
+            encoder,
+            agent_host,
+            interval: config.interval,
+        })
+    }
+
+    /// Sends one tick to every worker, and writes the sinks' self-telemetry.
+    pub fn tick(&mut self, grid_ns: i64) {
+        for w in &mut self.workers {
+            w.tick(Tick { grid_ns });
+        }
+        let mut lines = String::new();
+        let line_count = internal::encode_sinks(
+            &self.encoder,
+            &self.agent_host,
+            &self.hub.stats(),
+            grid_ns,
+            &mut lines,
+        );
+        if line_count > 0 {
+            self.hub.send(Batch {
+                source: "vmtel".into(),
+                timestamp_ns: grid_ns,
+                lines,
+                line_count,
+            });
+        }
+    }
+
+    /// Stops ticking, waits up to `timeout` for running cycles, then up to `timeout` for the
+    /// sinks to flush.
+    pub fn stop(mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let threads: Vec<_> = self.workers.iter_mut().filter_map(Worker::stop).collect();
+        for t in threads {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        for w in &self.workers {
+            if w.is_busy() {
+                tracing::warn!(source = %w.uri, "cycle still running at shutdown: abandoned");
+            }
+        }
+        let late = self.hub.shutdown(timeout);
+        for name in late {
+            tracing::warn!(sink = %name, "sink did not finish writing within {}s", timeout.as_secs());
+        }
+    }
+}
+
+fn signal_channel() -> Result<Receiver<i32>> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("cannot install signal handlers")?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if tx.send(sig).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(rx)
+}
+
+/// Runs the agent until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
+pub fn run(config_path: Option<PathBuf>, mut config: Config) -> Result<()> {
+    collect::quiet_libvirt_errors();
+    collect::start_event_loop()?;
+    let signals = signal_channel()?;
+    let mut pipeline = Pipeline::start(&config)?;
+    tracing::info!("vmtel {} running", env!("CARGO_PKG_VERSION"));
+    loop {
+        let now = wall_ns();
+        let next = next_tick(now, pipeline.interval);
+        select! {
+            recv(signals) -> sig => match sig {
+                Ok(SIGHUP) => {
+                    let Some(path) = &config_path else {
+                        tracing::warn!("SIGHUP: no config file to reload (started without --config)");
+                        continue;
+                    };
+                    match Config::load(path) {
+                        Ok(new) => {
+                            tracing::info!("SIGHUP: reloading {}", path.display());
+                            pipeline.stop(SHUTDOWN_TIMEOUT);
+                            config = new;
+                            pipeline = Pipeline::start(&config)?;
+                        }
+                        Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
+                    }
+                }
+                Ok(sig) => {
+                    tracing::info!("signal {sig}: finishing the current cycle and flushing outputs");
+                    break;
+                }
+                Err(_) => break,
+            },
+            recv(after(until(now, next))) -> _ => pipeline.tick(next),
+        }
+    }
+    pipeline.stop(SHUTDOWN_TIMEOUT);
+    tracing::info!("vmtel stopped");
+    Ok(())
+}

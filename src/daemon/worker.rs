@@ -1,0 +1,222 @@
+//! One blocking worker thread per source: collect → derive → encode → hand to the sinks.
+//!
+//! A worker owns its libvirt connection, so a slow or dead hypervisor only ever delays its own
+//! thread. After a failure it backs off exponentially (1 s doubling to 60 s); while it waits, or
+//! while a cycle is still running when the next tick comes, ticks for this source are skipped
+//! and counted.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::internal::SourceStats;
+use super::schedule::backoff;
+use crate::collect::{Collector, SourceSpec};
+use crate::deliver::{Batch, Hub};
+use crate::derive::Deriver;
+use crate::encode::Encoder;
+
+/// Longest wait between reconnect attempts.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
+
+/// A request to run one cycle.
+#[derive(Debug, Clone, Copy)]
+pub struct Tick {
+    /// The grid point: every line of this cycle carries it as its timestamp.
+    pub grid_ns: i64,
+}
+
+/// Settings a worker needs besides its source.
+#[derive(Clone)]
+pub struct WorkerSettings {
+    /// Encoder with global tags and precision.
+    pub encoder: Encoder,
+    /// Device-list cache TTL of the per-domain fallback.
+    pub device_cache_ttl: Duration,
+    /// Guest balloon statistics period to enable, if any.
+    pub balloon_period: Option<u32>,
+    /// The host tag of vmtel's own measurement.
+    pub agent_host: String,
+}
+
+/// The scheduler's handle on a worker.
+pub struct Worker {
+    /// The source URI.
+    pub uri: String,
+    tx: Option<Sender<Tick>>,
+    busy: Arc<AtomicBool>,
+    /// Counters for self-telemetry.
+    pub stats: Arc<SourceStats>,
+    thread: Option<JoinHandle<()>>,
+    overrun_logged: bool,
+}
+
+impl Worker {
+    /// Starts the worker thread for `spec`.
+    pub fn start(
+        spec: SourceSpec,
+        settings: WorkerSettings,
+        hub: Arc<Hub>,
+    ) -> std::io::Result<Worker> {
+        let (tx, rx) = crossbeam_channel::bounded::<Tick>(1);
+        let busy = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(SourceStats::default());
+        let uri = spec.uri.clone();
+        let thread = {
+            let busy = Arc::clone(&busy);
+            let stats = Arc::clone(&stats);
+            std::thread::Builder::new()
+                .name(format!("source {uri}"))
+                .spawn(move || run(spec, settings, hub, rx, busy, stats))?
+        };
+        Ok(Worker {
+            uri,
+            tx: Some(tx),
+            busy,
+            stats,
+            thread: Some(thread),
+            overrun_logged: false,
+        })
+    }
+
+    /// Asks for a cycle at `tick`. If the previous cycle is still running the tick is skipped,
+    /// counted and logged once per overrun streak; returns false then.
+    pub fn tick(&mut self, tick: Tick) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        if self.busy.swap(true, Ordering::AcqRel) {
+            self.stats.skipped_ticks.fetch_add(1, Ordering::Relaxed);
+            if !self.overrun_logged {
+                tracing::warn!(
+                    source = %self.uri,
+                    "previous cycle still running at the next tick: tick skipped (logged once per overrun streak)"
+                );
+                self.overrun_logged = true;
+            }
+            return false;
+        }
+        self.overrun_logged = false;
+        if tx.try_send(tick).is_err() {
+            self.busy.store(false, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// True while a cycle is running.
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    /// Stops sending ticks; the thread exits after its current cycle. Returns the thread if it
+    /// is still running, so the caller can wait for it with a deadline.
+    pub fn stop(&mut self) -> Option<JoinHandle<()>> {
+        self.tx = None;
+        self.thread.take()
+    }
+}
+
+/// Logs a source's failures once per outage, and its recovery.
+struct Health {
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: String,
+}
+
+fn run(
+    spec: SourceSpec,
+    settings: WorkerSettings,
+    hub: Arc<Hub>,
+    rx: Receiver<Tick>,
+    busy: Arc<AtomicBool>,
+    stats: Arc<SourceStats>,
+) {
+    let uri = spec.uri.clone();
+    let mut collector = Collector::new(spec, settings.device_cache_ttl);
+    collector.set_balloon_period(settings.balloon_period);
+    let mut deriver = Deriver::new();
+    let mut connects = 0;
+    let mut health = Health {
+        failures: 0,
+        retry_at: None,
+        last_error: String::new(),
+    };
+    let mut lines = String::new();
+    for tick in rx.iter() {
+        let started = Instant::now();
+        if health.retry_at.is_some_and(|t| started < t) {
+            stats.skipped_ticks.fetch_add(1, Ordering::Relaxed);
+            stats.backoff_skips.fetch_add(1, Ordering::Relaxed);
+            busy.store(false, Ordering::Release);
+            continue;
+        }
+        lines.clear();
+        let mut line_count = 0;
+        match collector.collect() {
+            Ok(mut sample) => {
+                sample.timestamp_ns = tick.grid_ns;
+                if collector.connects() != connects {
+                    // New connection: counters may have restarted; no rates against old ones.
+                    deriver.reset();
+                    connects = collector.connects();
+                }
+                let features = deriver.update(&sample);
+                line_count += settings.encoder.encode_host(&sample, &features, &mut lines);
+                stats
+                    .domains
+                    .store(sample.domains.len() as u64, Ordering::Relaxed);
+                stats.connected.store(true, Ordering::Relaxed);
+                if health.failures > 0 {
+                    tracing::info!(source = %uri, "source is back after {} failed attempts", health.failures);
+                }
+                health.failures = 0;
+                health.retry_at = None;
+            }
+            Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .connected
+                    .store(collector.is_connected(), Ordering::Relaxed);
+                health.failures = health.failures.saturating_add(1);
+                let wait = backoff(health.failures, BACKOFF_CAP);
+                health.retry_at = Some(Instant::now() + wait);
+                let msg = e.to_string();
+                if msg != health.last_error || health.failures == 1 {
+                    tracing::error!(source = %uri, "{msg}; retrying in {}s (backoff doubles up to {}s)", wait.as_secs(), BACKOFF_CAP.as_secs());
+                    health.last_error = msg.clone();
+                }
+                set_last_error(&stats.last_error, msg);
+            }
+        }
+        let elapsed = started.elapsed();
+        stats.cycles.fetch_add(1, Ordering::Relaxed);
+        stats.last_cycle_ns.store(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        stats.lines.fetch_add(line_count as u64, Ordering::Relaxed);
+        stats.bytes.fetch_add(lines.len() as u64, Ordering::Relaxed);
+        line_count += stats.encode(
+            &settings.encoder,
+            &settings.agent_host,
+            &uri,
+            tick.grid_ns,
+            &mut lines,
+        );
+        hub.send(Batch {
+            source: uri.clone(),
+            timestamp_ns: tick.grid_ns,
+            lines: std::mem::take(&mut lines),
+            line_count,
+        });
+        busy.store(false, Ordering::Release);
+    }
+}
+
+fn set_last_error(slot: &Mutex<Option<String>>, msg: String) {
+    if let Ok(mut g) = slot.lock() {
+        *g = Some(msg);
+    }
+}
