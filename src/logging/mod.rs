@@ -1,5 +1,8 @@
 //! Logging setup: `tracing` to standard error (journald picks it up), optionally also to a file
-//! rotated daily, as text or JSON. `RUST_LOG` overrides the configured level.
+//! rotated daily, as text or JSON. `RUST_LOG` overrides the configured level. Identical
+//! warnings and errors are rate limited ([`ratelimit`]).
+
+pub mod ratelimit;
 
 use std::io::IsTerminal;
 
@@ -10,7 +13,11 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
+use self::ratelimit::RateLimit;
 use crate::config::{LogConfig, LogFormat};
+
+/// An identical warning or error is logged at most once per this window.
+pub const REPEAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Keeps the file writer alive; logs written to the file are flushed when it is dropped.
 pub struct LogGuard {
@@ -70,8 +77,8 @@ pub fn init(config: &LogConfig, default_level: &str) -> Result<LogGuard> {
         }
     };
     tracing_subscriber::registry()
-        .with(stderr)
-        .with(file_layer)
+        .with(stderr.with_filter(RateLimit::new(REPEAT_WINDOW)))
+        .with(file_layer.map(|l| l.with_filter(RateLimit::new(REPEAT_WINDOW))))
         .try_init()
         .context("logging was already initialised")?;
     Ok(LogGuard { _file: guard })
