@@ -387,3 +387,55 @@ fn unreadable_config_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/vmtel.toml"), "{err}");
 }
+
+#[test]
+fn a_stuck_hypervisor_does_not_delay_the_others_and_its_ticks_are_skipped() {
+    let lvd = libvirtd::Libvirtd::start();
+    let stuck_uri = lvd.test_uri();
+    let d = Daemon::start(&format!(
+        "interval = \"1s\"\n[[sources]]\nuri = \"test:///default\"\nhost = \"good\"\n\
+         [[sources]]\nuri = \"{stuck_uri}\"\nhost = \"stuck\"\n"
+    ));
+    d.wait_for(30, "both sources collecting", |l| {
+        timestamps(l, "vm_metrics", Some("stuck")).len() >= 2
+            && timestamps(l, "vm_metrics", Some("good")).len() >= 2
+    });
+    // Freeze the daemon: calls on its connection now block.
+    lvd.signal("STOP");
+    let frozen_at = *timestamps(&d.lines(), "vm_metrics", Some("good"))
+        .last()
+        .expect("ts");
+    let lines = d.wait_for(
+        30,
+        "the healthy source to go on while the other is stuck",
+        |l| {
+            timestamps(l, "vm_metrics", Some("good"))
+                .iter()
+                .filter(|&&t| t > frozen_at)
+                .count()
+                >= 4
+        },
+    );
+    let stuck_last = *timestamps(&lines, "vm_metrics", Some("stuck"))
+        .last()
+        .expect("ts");
+    assert!(
+        stuck_last <= frozen_at + 1,
+        "no new cycle from the frozen hypervisor"
+    );
+    let good: Vec<i64> = timestamps(&lines, "vm_metrics", Some("good"))
+        .into_iter()
+        .filter(|&t| t > frozen_at)
+        .collect();
+    assert!(
+        good.windows(2).all(|w| w[1] - w[0] == 1),
+        "the healthy source missed no tick while the other was stuck: {good:?}"
+    );
+    lvd.signal("CONT");
+    d.wait_for(30, "the stuck source to report skipped ticks", |l| {
+        internal(l, &stuck_uri)
+            .last()
+            .is_some_and(|i| int(i, "skipped_ticks").unwrap_or(0) >= 2)
+    });
+    assert!(d.stderr().contains("tick skipped"), "{}", d.stderr());
+}

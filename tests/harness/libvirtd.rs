@@ -57,6 +57,17 @@ impl Libvirtd {
         let _ = std::fs::remove_file(self.socket());
     }
 
+    /// Sends a signal (`STOP`, `CONT`, ...) to the daemon.
+    pub fn signal(&self, sig: &str) {
+        let child = self.child.as_ref().expect("libvirtd is running");
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} libvirtd failed");
+    }
+
     /// (Re)starts the daemon and waits until it answers.
     pub fn restart(&mut self) {
         self.kill();
