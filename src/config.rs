@@ -267,6 +267,15 @@ impl Config {
             }
         }
         for (k, v) in &self.global_tags {
+            if k.is_empty() {
+                p.push("global_tags has an empty key; give the tag a name".into());
+            } else if k.chars().any(|c| c.is_control() || c == '\\') {
+                p.push(format!(
+                    "global_tags.{k:?} contains a control character or backslash; use letters, digits, '_' or '-'"
+                ));
+            } else if k == "time" {
+                p.push("global_tags.time: InfluxDB reserves the key \"time\"; rename it".into());
+            }
             if TAG_KEYS.contains(&k.as_str()) {
                 p.push(format!(
                     "global_tags.{k} clashes with a tag vmtel writes itself; rename it"
@@ -360,7 +369,7 @@ mod tests {
         let e = Config::parse("interval = \"10 parsecs\"", "f").unwrap_err();
         assert!(e.to_string().contains("interval"), "{e}");
         let e = Config::parse(
-            "interval = \"0s\"\n[global_tags]\nhost = \"x\"\ncpus = \"y\"\nn = 1\n[[sources]]\nuri = \"nope\"\n",
+            "interval = \"0s\"\n[global_tags]\nhost = \"x\"\ncpus = \"y\"\ntime = \"t\"\n\"\" = \"e\"\n\"a\\tb\" = \"c\"\nn = 1\n[[sources]]\nuri = \"nope\"\n",
             "f",
         )
         .unwrap_err();
