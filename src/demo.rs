@@ -106,6 +106,12 @@ fn xml_escape(out: &mut String, s: &str) {
             '>' => out.push_str("&gt;"),
             '\'' => out.push_str("&apos;"),
             '"' => out.push_str("&quot;"),
+            // Character references keep tab, newline and CR intact in attributes; other C0
+            // controls cannot appear in XML 1.0 at all.
+            '\t' | '\n' | '\r' => {
+                let _ = write!(out, "&#x{:x};", u32::from(c));
+            }
+            c if c.is_ascii_control() => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }
