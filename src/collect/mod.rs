@@ -264,16 +264,22 @@ impl Collector {
             handles.push(dom);
         }
         drop(list);
-        if self.bulk.is_none() && !domains.is_empty() {
-            self.bulk = Some(seen);
-            let missing = Groups::ALL.minus(seen);
-            if missing != Groups::NONE {
-                tracing::info!(
-                    source = %self.spec.uri,
-                    "bulk stats lack the groups {:?}; filling them with per-domain calls",
-                    missing.names()
-                );
+        match self.bulk {
+            None if !domains.is_empty() => {
+                self.bulk = Some(seen);
+                let missing = Groups::ALL.minus(seen);
+                if missing != Groups::NONE {
+                    tracing::info!(
+                        source = %self.spec.uri,
+                        "bulk stats lack the groups {:?}; filling them with per-domain calls",
+                        missing.names()
+                    );
+                }
             }
+            // A group missing at first (e.g. every domain busy under NOWAIT) that shows up later
+            // is taken from the bulk call from then on.
+            Some(known) if !known.contains(seen) => self.bulk = Some(known.union(seen)),
+            _ => {}
         }
         let missing = Groups::ALL.minus(self.bulk.unwrap_or(Groups::ALL));
         if missing != Groups::NONE {

@@ -67,7 +67,8 @@ pub fn fill(
         match dom.cpu_stats(-1, 1, 0) {
             Ok(stats) => {
                 if let Some(s) = stats.first() {
-                    sample.cpu.time = s.cpu_time.or(sample.cpu.time);
+                    // GetInfo's cpuTime (what `virsh dominfo` shows) is kept when present.
+                    sample.cpu.time = sample.cpu.time.or(s.cpu_time);
                     sample.cpu.user = s.user_time;
                     sample.cpu.system = s.system_time;
                 }
