@@ -432,10 +432,26 @@ fn a_stuck_hypervisor_does_not_delay_the_others_and_its_ticks_are_skipped() {
         "the healthy source missed no tick while the other was stuck: {good:?}"
     );
     lvd.signal("CONT");
-    d.wait_for(30, "the stuck source to report skipped ticks", |l| {
+    let lines = d.wait_for(30, "the stuck source to report skipped ticks", |l| {
         internal(l, &stuck_uri)
             .last()
             .is_some_and(|i| int(i, "skipped_ticks").unwrap_or(0) >= 2)
     });
+    // The cycle that hung finished after its deadline: counted, and stamped with the grid point
+    // of its read rather than the long-gone tick it started on.
+    let late = internal(&lines, &stuck_uri)
+        .into_iter()
+        .find(|i| int(i, "late_cycles").unwrap_or(0) >= 1)
+        .expect("a late cycle is counted");
+    let stuck_after: Vec<i64> = timestamps(&lines, "vm_metrics", Some("stuck"))
+        .into_iter()
+        .filter(|&t| t > stuck_last)
+        .collect();
+    assert!(
+        stuck_after
+            .first()
+            .is_some_and(|&t| t >= frozen_at + 4 && t <= late.ts),
+        "late cycle stamped at its read: {stuck_after:?}, frozen at {frozen_at}"
+    );
     assert!(d.stderr().contains("tick skipped"), "{}", d.stderr());
 }

@@ -21,6 +21,8 @@ pub struct SourceStats {
     pub skipped_ticks: AtomicU64,
     /// Of those, ticks skipped while backing off after a failure.
     pub backoff_skips: AtomicU64,
+    /// Cycles that finished after their deadline (the next grid point).
+    pub late_cycles: AtomicU64,
     /// Duration of the last cycle, ns.
     pub last_cycle_ns: AtomicU64,
     /// Domains in the last successful cycle.
@@ -59,6 +61,7 @@ impl SourceStats {
             .field_u64("cycles", get(&self.cycles))
             .field_u64("errors", get(&self.errors))
             .field_u64("skipped_ticks", get(&self.skipped_ticks))
+            .field_u64("late_cycles", get(&self.late_cycles))
             .field_u64("lines", get(&self.lines))
             .field_u64("bytes", get(&self.bytes))
             .field_i64(

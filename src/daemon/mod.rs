@@ -73,6 +73,7 @@ impl Pipeline {
             device_cache_ttl: config.device_cache_ttl,
             balloon_period: config.balloon_period,
             agent_host: agent_host.clone(),
+            interval: config.interval,
         };
         let workers = config
             .resolve_sources(&[])

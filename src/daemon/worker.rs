@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::internal::SourceStats;
-use super::schedule::backoff;
+use super::schedule::{backoff, tick_at_or_before};
 use crate::collect::{Collector, SourceSpec};
 use crate::deliver::{Batch, Hub};
 use crate::derive::Deriver;
@@ -40,6 +40,8 @@ pub struct WorkerSettings {
     pub balloon_period: Option<u32>,
     /// The host tag of vmtel's own measurement.
     pub agent_host: String,
+    /// The collection interval (the grid step).
+    pub interval: Duration,
 }
 
 /// The scheduler's handle on a worker.
@@ -144,6 +146,7 @@ fn run(
         last_error: String::new(),
     };
     let mut lines = String::new();
+    let mut late_logged = false;
     for tick in rx.iter() {
         let started = Instant::now();
         if health.retry_at.is_some_and(|t| started < t) {
@@ -154,9 +157,24 @@ fn run(
         }
         lines.clear();
         let mut line_count = 0;
+        let mut stamp = tick.grid_ns;
         match collector.collect() {
             Ok(mut sample) => {
-                sample.timestamp_ns = tick.grid_ns;
+                // Normally the tick's grid point. A cycle that overran past the next grid point
+                // is stamped with the last grid point before its read (a tick that was skipped
+                // for this source), so its counters are never dated more than one interval early.
+                let read_at = tick_at_or_before(sample.timestamp_ns, settings.interval);
+                if read_at > tick.grid_ns {
+                    stats.late_cycles.fetch_add(1, Ordering::Relaxed);
+                    if !late_logged {
+                        tracing::warn!(source = %uri, "cycle finished after its deadline (the next tick); stamped with the grid point of its read (logged once per streak)");
+                        late_logged = true;
+                    }
+                } else {
+                    late_logged = false;
+                }
+                stamp = read_at.max(tick.grid_ns);
+                sample.timestamp_ns = stamp;
                 if collector.connects() != connects {
                     // New connection: counters may have restarted; no rates against old ones.
                     deriver.reset();
@@ -202,12 +220,12 @@ fn run(
             &settings.encoder,
             &settings.agent_host,
             &uri,
-            tick.grid_ns,
+            stamp,
             &mut lines,
         );
         hub.send(Batch {
             source: uri.clone(),
-            timestamp_ns: tick.grid_ns,
+            timestamp_ns: stamp,
             lines: std::mem::take(&mut lines),
             line_count,
         });
