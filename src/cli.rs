@@ -56,6 +56,13 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         config: PathBuf,
     },
+    /// Check every `[[outputs.influxdb]]`: reachable, credentials accepted, database or
+    /// bucket present. Writes nothing; exits 1 if an output cannot be written to.
+    CheckOutput {
+        /// Configuration file (TOML).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn parse_gap(s: &str) -> Result<Duration, String> {
@@ -101,6 +108,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                 Ok(1)
             }
         },
+        Command::CheckOutput { config } => {
+            let config = load_config(config.as_ref())?;
+            check_outputs(&config)
+        }
         Command::Once {
             uris,
             config,
@@ -194,4 +205,22 @@ pub fn once(config: &Config, sources: &[SourceSpec], gap: Duration) -> Result<i3
     }
     stdout.flush().context("cannot write to stdout")?;
     Ok(if failed { 1 } else { 0 })
+}
+
+/// `vmtel check-output`: one block per InfluxDB output; exit code 1 if any cannot be written to.
+pub fn check_outputs(config: &Config) -> Result<i32> {
+    if config.outputs.influxdb.is_empty() {
+        println!("no [[outputs.influxdb]] configured: nothing to check");
+        return Ok(0);
+    }
+    let mut failed = false;
+    for o in &config.outputs.influxdb {
+        let r = crate::deliver::influxdb::check::check(o, config.precision);
+        println!("{}: {}", r.name, if r.ok { "ok" } else { "FAILED" });
+        for f in &r.findings {
+            println!("  {f}");
+        }
+        failed |= !r.ok;
+    }
+    Ok(i32::from(failed))
 }

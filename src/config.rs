@@ -7,6 +7,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 
 use crate::collect::SourceSpec;
+use crate::deliver::influxdb::config::{cross_problems, InfluxOutput};
 use crate::encode::{GlobalTags, Precision, FIELD_KEYS, TAG_KEYS};
 
 /// The URI used when neither the config, the command line nor `LIBVIRT_DEFAULT_URI` names one.
@@ -41,6 +42,13 @@ pub struct Config {
     /// Where lines go.
     #[serde(default)]
     pub outputs: Outputs,
+    /// Directory of vmtel's durable state: the InfluxDB outputs' spools.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/vmtel")
 }
 
 /// `[log]`: where and how vmtel logs.
@@ -80,12 +88,15 @@ pub struct Outputs {
     /// `[[outputs.file]]`: line protocol files rotated by size.
     #[serde(default)]
     pub file: Vec<FileOutput>,
+    /// `[[outputs.influxdb]]`: InfluxDB 3, 2 or 1.x servers, each with a durable spool.
+    #[serde(default)]
+    pub influxdb: Vec<InfluxOutput>,
 }
 
 impl Outputs {
     /// True when no output is configured.
     pub fn is_empty(&self) -> bool {
-        !self.stdout && self.file.is_empty()
+        !self.stdout && self.file.is_empty() && self.influxdb.is_empty()
     }
 }
 
@@ -140,6 +151,7 @@ impl Default for Config {
             balloon_period: None,
             log: LogConfig::default(),
             outputs: Outputs::default(),
+            state_dir: default_state_dir(),
         }
     }
 }
@@ -255,6 +267,16 @@ impl Config {
                     f.max_size
                 ));
             }
+        }
+        for (i, o) in self.outputs.influxdb.iter().enumerate() {
+            p.extend(o.problems(i));
+        }
+        p.extend(cross_problems(&self.outputs.influxdb));
+        if !self.outputs.influxdb.is_empty() && !self.state_dir.is_absolute() {
+            p.push(format!(
+                "state_dir = {:?} is not an absolute path; use e.g. state_dir = \"/var/lib/vmtel\"",
+                self.state_dir.display().to_string()
+            ));
         }
         if self.log.max_files == Some(0) {
             p.push("log.max_files = 0 would delete every log file; use 1 or more".into());

@@ -92,6 +92,19 @@ pub fn encode_sinks(
             .field_u64("sink_bytes", get(&s.bytes))
             .field_u64("sink_dropped", get(&s.dropped))
             .field_u64("sink_errors", get(&s.errors));
+        if let Some(d) = s.delivery.get() {
+            line.field_u64("backlog_batches", get(&d.backlog_batches))
+                .field_u64("backlog_bytes", get(&d.backlog_bytes))
+                .field_u64(
+                    "oldest_age_ns",
+                    Some(d.oldest_age_ns(crate::collect::wall_ns())),
+                )
+                .field_u64("delivered_lines", get(&d.delivered_lines))
+                .field_u64("delivered_requests", get(&d.delivered_requests))
+                .field_u64("retried", get(&d.retried))
+                .field_u64("dropped_lines", get(&d.dropped_lines))
+                .field_u64("rejected_lines", get(&d.rejected_lines));
+        }
         n += usize::from(line.finish(encoder.precision.convert(grid_ns)));
     }
     n

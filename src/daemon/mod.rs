@@ -27,6 +27,7 @@ use self::worker::{Tick, Worker, WorkerSettings};
 use crate::collect::{self, wall_ns};
 use crate::config::Config;
 use crate::deliver::file::FileSink;
+use crate::deliver::influxdb::InfluxSink;
 use crate::deliver::stdout::StdoutSink;
 use crate::deliver::{Batch, Hub, Sink};
 use crate::encode::Encoder;
@@ -45,6 +46,13 @@ pub fn sinks(config: &Config) -> Result<Vec<Box<dyn Sink>>> {
             &f.path,
             f.max_size.as_u64(),
             f.keep,
+        )?));
+    }
+    for o in &config.outputs.influxdb {
+        sinks.push(Box::new(InfluxSink::start(
+            o,
+            &config.state_dir,
+            config.precision,
         )?));
     }
     Ok(sinks)

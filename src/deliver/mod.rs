@@ -6,10 +6,11 @@
 //! their own on-disk spool, so for them "accepted" means "on disk".)
 
 pub mod file;
+pub mod influxdb;
 pub mod stdout;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,10 @@ pub trait Sink: Send {
     fn write(&mut self, batch: &Batch) -> std::io::Result<()>;
     /// Makes everything written so far durable or visible.
     fn flush(&mut self) -> std::io::Result<()>;
+    /// Backlog and delivery counters, for sinks that deliver from a spool (InfluxDB).
+    fn delivery_stats(&self) -> Option<Arc<influxdb::DeliveryStats>> {
+        None
+    }
 }
 
 /// Counters of one sink, shared with self-telemetry.
@@ -51,6 +56,8 @@ pub struct SinkStats {
     pub dropped: AtomicU64,
     /// Write errors.
     pub errors: AtomicU64,
+    /// Spool and delivery counters of an InfluxDB output (set once at start).
+    pub delivery: OnceLock<Arc<influxdb::DeliveryStats>>,
 }
 
 struct Lane {
@@ -80,6 +87,9 @@ impl Hub {
             let name = sink.name();
             let (tx, rx) = bounded::<Arc<Batch>>(QUEUE_BATCHES);
             let stats = Arc::new(SinkStats::default());
+            if let Some(d) = sink.delivery_stats() {
+                let _ = stats.delivery.set(d);
+            }
             let st = Arc::clone(&stats);
             let thread_name = format!("sink {name}");
             let log_name = name.clone();

@@ -1,0 +1,310 @@
+//! `[[outputs.influxdb]]`: InfluxDB 3, 2 and 1.x writers (and compatible servers such as
+//! VictoriaMetrics) with a durable spool, batching, gzip and retries.
+//!
+//! Flow of one output:
+//!
+//! 1. The hub's sink thread ([`InfluxSink`]) cuts each cycle's lines into rows that fit one
+//!    request and appends them to the output's spool ([`spool`]), committing whatever is queued
+//!    in one transaction. A batch is *accepted* once committed: from then on neither a crash nor
+//!    an outage loses it.
+//! 2. The output's sender thread ([`sender`]) reads the oldest rows, sends them ([`request`]),
+//!    and deletes them once the answer settles them ([`response`]); failures are retried with
+//!    backoff ([`retry`]). Order is kept per output.
+//!
+//! `docs/delivery.md` describes the guarantees, the retry rules and sizing.
+
+pub mod check;
+pub mod config;
+pub mod request;
+pub mod response;
+pub mod retry;
+pub mod sender;
+pub mod spool;
+pub mod stats;
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+pub use self::config::{Api, InfluxOutput};
+use self::sender::{SenderHandle, SenderSettings};
+use self::spool::{NewRow, Spool, SpoolOptions};
+pub use self::stats::DeliveryStats;
+use super::{Batch, Sink};
+use crate::encode::Precision;
+
+/// Appended rows kept in memory before a commit is forced even though more batches are queued.
+const GROUP_ROWS: usize = 256;
+/// Longest time appended rows wait in memory for their group commit.
+const GROUP_AGE: Duration = Duration::from_secs(1);
+/// Most bytes kept in memory when the spool cannot be written (disk full, I/O error).
+const MEMORY_LIMIT: usize = 64 << 20;
+
+/// The sink side of one InfluxDB output: appends to the spool; a sender thread delivers.
+pub struct InfluxSink {
+    name: String,
+    spool: Spool,
+    stats: Arc<DeliveryStats>,
+    wake: Sender<()>,
+    sender: Option<SenderHandle>,
+    max_lines: usize,
+    max_bytes: usize,
+    /// Convert timestamps from the global precision to the output's.
+    convert: Option<(Precision, Precision)>,
+    /// Rows not yet committed: (accepted at, line protocol, lines).
+    pending: Vec<(i64, String, u64)>,
+    pending_bytes: usize,
+    pending_since: Option<Instant>,
+    memory_dropped: u64,
+}
+
+impl InfluxSink {
+    /// Opens the output's spool in `state_dir` (creating the directory), reads its secrets and
+    /// starts its sender. `global` is the precision lines are encoded with.
+    pub fn start(
+        cfg: &InfluxOutput,
+        state_dir: &Path,
+        global: Precision,
+    ) -> io::Result<InfluxSink> {
+        let name = cfg.display_name();
+        std::fs::create_dir_all(state_dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{name}: cannot create state_dir {} for the spool: {e}; create it writable by vmtel or set state_dir",
+                    state_dir.display()
+                ),
+            )
+        })?;
+        let path = state_dir.join(cfg.spool_file_name());
+        let options = SpoolOptions {
+            max_bytes: cfg.spool_max_size.as_u64(),
+            max_age: cfg.spool_max_age,
+            sync: cfg.spool_sync,
+        };
+        let stats = Arc::new(DeliveryStats::default());
+        let (spool, salvage) = Spool::open(&path, options, Arc::clone(&stats))
+            .map_err(|e| io::Error::other(format!("{name}: {e}")))?;
+        if let Some(s) = salvage {
+            tracing::error!(
+                output = %name,
+                "spool {} was damaged ({}): moved to {}; {} batches ({} lines) recovered into a fresh spool, {} unreadable",
+                path.display(), s.reason, s.moved_to.display(), s.rows, s.lines, s.unreadable
+            );
+        }
+        let backlog = stats.backlog_batches.load(Ordering::Relaxed);
+        if backlog > 0 {
+            tracing::info!(output = %name, "resuming delivery of {backlog} spooled batches from {}", path.display());
+        }
+        let endpoint = request::Endpoint::new(cfg, global)
+            .map_err(|e| io::Error::other(format!("{name}: {e}")))?;
+        let agent = request::agent(cfg).map_err(|e| io::Error::other(format!("{name}: {e}")))?;
+        if cfg.insecure_skip_verify {
+            tracing::warn!(
+                output = %name,
+                "insecure_skip_verify = true: the server's TLS certificate is NOT checked; anyone on the path can read and change the data and the token"
+            );
+        }
+        let (wake, wake_rx) = crossbeam_channel::bounded(1);
+        let reader = Spool::attach(&path, options, Arc::clone(&stats))?;
+        let max_lines = cfg.batch_max_lines.max(1);
+        let max_bytes = usize::try_from(cfg.batch_max_bytes.as_u64()).unwrap_or(usize::MAX);
+        let settings = SenderSettings {
+            name: name.clone(),
+            endpoint,
+            agent,
+            max_lines: max_lines as u64,
+            max_bytes: max_bytes as u64,
+            flush_interval: cfg.flush_interval,
+            create_database: cfg.create_database,
+        };
+        let sender = sender::spawn(reader, settings, Arc::clone(&stats), wake_rx)?;
+        // Deliver what a previous run left behind without waiting for the first cycle.
+        let _ = wake.try_send(());
+        let to = cfg.precision.unwrap_or(global);
+        Ok(InfluxSink {
+            name,
+            spool,
+            stats,
+            wake,
+            sender: Some(sender),
+            max_lines,
+            max_bytes,
+            convert: (to != global).then_some((global, to)),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            pending_since: None,
+            memory_dropped: 0,
+        })
+    }
+
+    /// Commits the pending rows to the spool and wakes the sender.
+    fn commit(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<NewRow<'_>> = self
+            .pending
+            .iter()
+            .map(|(created_ns, body, lines)| NewRow {
+                created_ns: *created_ns,
+                body,
+                lines: *lines,
+            })
+            .collect();
+        let dropped = self.spool.append(&rows)?;
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.pending_since = None;
+        if dropped > 0 {
+            tracing::warn!(
+                output = %self.name,
+                "spool full (spool_max_size or spool_max_age reached): dropped the oldest {dropped} lines (total {})",
+                self.stats.dropped_lines.load(Ordering::Relaxed)
+            );
+        }
+        let _ = self.wake.try_send(());
+        Ok(())
+    }
+}
+
+impl Sink for InfluxSink {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn write(&mut self, batch: &Batch) -> io::Result<()> {
+        let converted;
+        let lines = match self.convert {
+            Some((from, to)) => {
+                converted = convert_timestamps(&batch.lines, from, to);
+                converted.as_str()
+            }
+            None => batch.lines.as_str(),
+        };
+        let now = crate::collect::wall_ns();
+        for (chunk, n) in chunks(lines, self.max_lines, self.max_bytes) {
+            self.pending_bytes += chunk.len();
+            self.pending.push((now, chunk.to_owned(), n));
+        }
+        // Never hold unbounded memory while the disk refuses writes.
+        while self.pending_bytes > MEMORY_LIMIT && self.pending.len() > 1 {
+            let (_, body, n) = self.pending.remove(0);
+            self.pending_bytes -= body.len();
+            self.memory_dropped += n;
+            self.stats.dropped_lines.fetch_add(n, Ordering::Relaxed);
+        }
+        self.pending_since.get_or_insert_with(Instant::now);
+        if self.pending.len() >= GROUP_ROWS
+            || self.pending_since.is_some_and(|t| t.elapsed() >= GROUP_AGE)
+        {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.commit()
+    }
+
+    fn delivery_stats(&self) -> Option<Arc<DeliveryStats>> {
+        Some(Arc::clone(&self.stats))
+    }
+}
+
+impl Drop for InfluxSink {
+    fn drop(&mut self) {
+        if let Err(e) = self.commit() {
+            tracing::error!(output = %self.name, "cannot write {} batches to the spool at exit: {e}", self.pending.len());
+        }
+        if let Some(mut s) = self.sender.take() {
+            s.stop(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Cuts newline-terminated `lines` into pieces of at most `max_lines` lines and `max_bytes`
+/// bytes (a single longer line is a piece of its own); yields each piece and its line count.
+pub fn chunks(lines: &str, max_lines: usize, max_bytes: usize) -> Vec<(&str, u64)> {
+    let mut out = Vec::new();
+    let (mut start, mut n) = (0usize, 0usize);
+    let mut pos = 0usize;
+    for line in lines.split_inclusive('\n') {
+        let end = pos + line.len();
+        if n > 0 && (n + 1 > max_lines || end - start > max_bytes) {
+            out.push((&lines[start..pos], n as u64));
+            start = pos;
+            n = 0;
+        }
+        n += 1;
+        pos = end;
+    }
+    if n > 0 {
+        out.push((&lines[start..pos], n as u64));
+    }
+    out
+}
+
+/// Rewrites the trailing timestamp of every line from precision `from` to `to`. Lines whose
+/// last token is not an integer are kept as they are.
+pub fn convert_timestamps(lines: &str, from: Precision, to: Precision) -> String {
+    let mut out = String::with_capacity(lines.len() + lines.len() / 16);
+    for line in lines.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let converted = body.rsplit_once(' ').and_then(|(head, ts)| {
+            let t: i64 = ts.parse().ok()?;
+            let ns = t.checked_mul(from.divisor())?;
+            Some((head, to.convert(ns)))
+        });
+        match converted {
+            Some((head, t)) => {
+                out.push_str(head);
+                out.push(' ');
+                out.push_str(itoa::Buffer::new().format(t));
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_respect_both_limits_and_keep_every_byte() {
+        let text = "a 1\nbb 2\nccc 3\nd 4\n";
+        let c = chunks(text, 2, 1000);
+        assert_eq!(c, vec![("a 1\nbb 2\n", 2), ("ccc 3\nd 4\n", 2)]);
+        let c = chunks(text, 100, 10);
+        assert_eq!(c, vec![("a 1\nbb 2\n", 2), ("ccc 3\nd 4\n", 2)]);
+        let c = chunks(text, 100, 9);
+        assert_eq!(c, vec![("a 1\nbb 2\n", 2), ("ccc 3\n", 1), ("d 4\n", 1)]);
+        // A line longer than the byte limit stands alone.
+        let c = chunks("x 1\nyyyyyyyyyy 2\nz 3\n", 100, 5);
+        assert_eq!(c, vec![("x 1\n", 1), ("yyyyyyyyyy 2\n", 1), ("z 3\n", 1)]);
+        let joined: String = chunks(text, 3, 7).iter().map(|(s, _)| *s).collect();
+        assert_eq!(joined, text);
+        assert!(chunks("", 10, 10).is_empty());
+    }
+
+    #[test]
+    fn timestamps_convert_between_precisions() {
+        let s = convert_timestamps(
+            "m,t=a\\ b f=1i 1700000000\nbad line\n",
+            Precision::Seconds,
+            Precision::Nanos,
+        );
+        assert_eq!(s, "m,t=a\\ b f=1i 1700000000000000000\nbad line\n");
+        let back = convert_timestamps(&s, Precision::Nanos, Precision::Millis);
+        assert_eq!(back, "m,t=a\\ b f=1i 1700000000000\nbad line\n");
+    }
+}
