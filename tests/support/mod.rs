@@ -8,7 +8,9 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod capture;
 pub mod influxdb;
+pub mod victoria;
 
 use std::collections::BTreeMap;
 use std::fmt;
