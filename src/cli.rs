@@ -50,6 +50,19 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Run vmtel on the built-in demo fleet (libvirt's test driver: 3 hosts, no hypervisor
+    /// needed) with its history and dashboard, and print the dashboard's URL.
+    Demo {
+        /// Address and port of the dashboard.
+        #[arg(long, default_value = crate::serve::DEFAULT_LISTEN, value_name = "ADDR:PORT")]
+        listen: String,
+        /// Collection interval (short, so charts fill quickly).
+        #[arg(long, default_value = "2s", value_parser = parse_interval)]
+        interval: Duration,
+        /// Keep the history in this directory (default: a temporary one, removed at exit).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Check a configuration file and print every problem found, with where it is.
     CheckConfig {
         /// Configuration file (TOML).
@@ -63,6 +76,15 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; expected a duration such as 2s or 10s"))?;
+    if d < Duration::from_secs(1) {
+        return Err("the interval must be at least 1s, e.g. 2s".into());
+    }
+    Ok(d)
 }
 
 fn parse_gap(s: &str) -> Result<Duration, String> {
@@ -91,6 +113,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::daemon::run(path, config)?;
             Ok(0)
         }
+        Command::Demo {
+            listen,
+            interval,
+            state_dir,
+        } => demo(listen, interval, state_dir),
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
                 println!(
@@ -223,4 +250,60 @@ pub fn check_outputs(config: &Config) -> Result<i32> {
         failed |= !r.ok;
     }
     Ok(i32::from(failed))
+}
+
+/// `vmtel demo`: the daemon on the built-in demo fleet, with history and dashboard.
+fn demo(listen: String, interval: Duration, state_dir: Option<PathBuf>) -> Result<i32> {
+    let _guard = crate::logging::init(&crate::config::LogConfig::default(), "info")?;
+    let fleet_dir = tempfile::Builder::new()
+        .prefix("vmtel-demo-")
+        .tempdir()
+        .context("cannot create a temporary directory for the demo fleet")?;
+    let sources =
+        crate::demo::write_demo_fleet(fleet_dir.path()).context("cannot write the demo fleet")?;
+    let state = match state_dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("cannot create --state-dir {}", d.display()))?;
+            std::fs::canonicalize(&d)
+                .with_context(|| format!("cannot resolve --state-dir {}", d.display()))?
+        }
+        None => fleet_dir.path().join("state"),
+    };
+    let mut config = Config {
+        interval,
+        state_dir: state.clone(),
+        ..Config::default()
+    };
+    config.sources = sources
+        .iter()
+        .map(|s| crate::config::Source {
+            uri: s.uri.clone(),
+            host: s.host.clone(),
+        })
+        .collect();
+    config.web.listen = listen;
+    let problems = config.problems();
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("; "));
+    }
+    // The dashboard is the point of the demo: a busy port is an error here.
+    let addr = crate::serve::Prepared::check(&config.web)?.addr();
+    drop(std::net::TcpListener::bind(addr).with_context(|| {
+        format!("cannot listen on {addr}: pick a free port, e.g. --listen 127.0.0.1:8081")
+    })?);
+    println!(
+        "vmtel demo: {} hosts, {} VMs each, collecting every {}; history in {}",
+        sources.len(),
+        crate::demo::DEMO_VMS_PER_HOST,
+        humantime::format_duration(interval),
+        config.store_path().display()
+    );
+    println!(
+        "vmtel demo: open http://{}/ (charts fill within a minute; Ctrl-C stops)",
+        config.web.listen
+    );
+    let _ = std::io::stdout().flush();
+    crate::daemon::run(None, config)?;
+    Ok(0)
 }

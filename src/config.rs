@@ -45,6 +45,12 @@ pub struct Config {
     /// Directory of vmtel's durable state: the InfluxDB outputs' spools.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// `[store]`: the embedded history.
+    #[serde(default)]
+    pub store: crate::store::StoreConfig,
+    /// `[web]`: the dashboard, JSON API and `/metrics`.
+    #[serde(default)]
+    pub web: crate::serve::WebConfig,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -152,6 +158,8 @@ impl Default for Config {
             log: LogConfig::default(),
             outputs: Outputs::default(),
             state_dir: default_state_dir(),
+            store: crate::store::StoreConfig::default(),
+            web: crate::serve::WebConfig::default(),
         }
     }
 }
@@ -278,6 +286,10 @@ impl Config {
                 self.state_dir.display().to_string()
             ));
         }
+        if self.store.enabled {
+            p.extend(self.store.problems());
+        }
+        p.extend(self.web.problems());
         if self.log.max_files == Some(0) {
             p.push("log.max_files = 0 would delete every log file; use 1 or more".into());
         }
@@ -318,6 +330,11 @@ impl Config {
             }
         }
         p
+    }
+
+    /// The history file: `[store] path`, else `history.db` in `state_dir`.
+    pub fn store_path(&self) -> PathBuf {
+        self.store.file(&self.state_dir)
     }
 
     /// The global tags in key order.

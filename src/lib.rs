@@ -7,6 +7,8 @@
 //! * [`derive`]: rates and utilisation from consecutive samples → [`model::Features`].
 //! * [`encode`]: the seed's measurements as InfluxDB line protocol.
 //! * [`deliver`]: sinks behind bounded queues, off the collection path.
+//! * [`store`]: the embedded history (SQLite), a sink like the others.
+//! * [`serve`]: the web dashboard, its JSON API and `/metrics`, read from the store.
 //! * [`daemon`]: `vmtel run`: the schedule, one worker per source, signals.
 //! * [`config`]: the TOML configuration; [`logging`]: log set-up.
 //! * [`cli`]: the `vmtel` command line.
@@ -21,3 +23,5 @@ pub mod derive;
 pub mod encode;
 pub mod logging;
 pub mod model;
+pub mod serve;
+pub mod store;

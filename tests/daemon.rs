@@ -154,8 +154,10 @@ impl Daemon {
 
 /// Writes `dir/vmtel.toml`: `body` plus a file sink at `dir/out.lp`.
 fn write_config(dir: &Path, body: &str) {
+    // History in the test's own directory; no dashboard (tests run in parallel).
     let text = format!(
-        "{body}\n[[outputs.file]]\npath = \"{}\"\n",
+        "state_dir = \"{}\"\n{body}\n[[outputs.file]]\npath = \"{}\"\n[web]\nenabled = false\n",
+        dir.display(),
         dir.join("out.lp").display()
     );
     std::fs::write(dir.join("vmtel.toml"), text).expect("write config");

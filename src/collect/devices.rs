@@ -128,6 +128,11 @@ impl DeviceCache {
         &e.devices
     }
 
+    /// The cached devices of `uuid` as they are, fresh or not (for device identity).
+    pub fn peek(&self, uuid: &str) -> Option<&Devices> {
+        self.entries.get(uuid).map(|e| &e.devices)
+    }
+
     /// Marks `uuid`'s entry stale, so the next cycle reads the XML again.
     pub fn invalidate(&mut self, uuid: &str) {
         self.entries.remove(uuid);

@@ -168,6 +168,17 @@ impl Collector {
         self.bulk
     }
 
+    /// The MAC address of `uuid`'s NIC `target`, when the per-domain fallback read it from
+    /// the domain XML (the bulk call does not report MACs).
+    pub fn known_mac(&self, uuid: &str, target: &str) -> Option<String> {
+        self.cache
+            .peek(uuid)?
+            .nics
+            .iter()
+            .find(|n| n.target == target)
+            .and_then(|n| n.mac.clone())
+    }
+
     /// True while a connection is open.
     pub fn is_connected(&self) -> bool {
         self.conn.is_some()

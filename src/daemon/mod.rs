@@ -15,7 +15,7 @@ pub mod schedule;
 pub mod worker;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -31,14 +31,18 @@ use crate::deliver::influxdb::InfluxSink;
 use crate::deliver::stdout::StdoutSink;
 use crate::deliver::{Batch, Hub, Sink};
 use crate::encode::Encoder;
+use crate::serve::{Live, Prepared, SharedLive, WebServer};
+use crate::store::identity::DeviceBook;
+use crate::store::{StoreSettings, StoreSink, StoreStatus};
 
 /// How long a stop waits for running cycles, and then for the sinks to flush.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Builds the sinks of `config` (standard output when none is configured).
+/// Builds the output sinks of `config`. Standard output is used when asked for, or when
+/// nothing else keeps the lines (no output configured and the history store disabled).
 pub fn sinks(config: &Config) -> Result<Vec<Box<dyn Sink>>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if config.outputs.is_empty() || config.outputs.stdout {
+    if config.outputs.stdout || (config.outputs.is_empty() && !config.store.enabled) {
         sinks.push(Box::new(StdoutSink));
     }
     for f in &config.outputs.file {
@@ -65,12 +69,34 @@ pub struct Pipeline {
     encoder: Encoder,
     agent_host: String,
     interval: Duration,
+    store: Option<Arc<StoreStatus>>,
+    store_path: Option<PathBuf>,
 }
 
 impl Pipeline {
     /// Starts sinks and one worker per source.
     pub fn start(config: &Config) -> Result<Pipeline> {
-        let hub = Arc::new(Hub::start(sinks(config)?).context("cannot start the sinks")?);
+        let mut all = sinks(config)?;
+        let identity = Arc::new(DeviceBook::default());
+        let (store, store_path) = if config.store.enabled {
+            let status = Arc::new(StoreStatus::default());
+            let path = config.store_path();
+            let mut sink = StoreSink::new(StoreSettings {
+                path: path.clone(),
+                retention_raw: config.store.retention_raw,
+                retention_rollup: config.store.retention_rollup,
+                max_size: config.store.max_size.as_u64(),
+                status: Arc::clone(&status),
+                identity: Arc::clone(&identity),
+            });
+            // Report a problem with the file at start-up; collection goes on either way.
+            sink.open_now();
+            all.push(Box::new(sink));
+            (Some(status), Some(path))
+        } else {
+            (None, None)
+        };
+        let hub = Arc::new(Hub::start(all).context("cannot start the sinks")?);
         let encoder = Encoder {
             global_tags: config.global_tags(),
             precision: config.precision,
@@ -82,6 +108,7 @@ impl Pipeline {
             balloon_period: config.balloon_period,
             agent_host: agent_host.clone(),
             interval: config.interval,
+            identity: store.as_ref().map(|_| Arc::clone(&identity)),
         };
         let workers = config
             .resolve_sources(&[])
@@ -98,7 +125,24 @@ impl Pipeline {
             encoder,
             agent_host,
             interval: config.interval,
+            store,
+            store_path,
         })
+    }
+
+    /// What the web server shows live: sources, sinks and the store's health.
+    pub fn live(&self) -> Live {
+        Live {
+            store_path: self.store_path.clone(),
+            store: self.store.clone(),
+            sources: self
+                .workers
+                .iter()
+                .map(|w| (w.uri.clone(), Arc::clone(&w.stats)))
+                .collect(),
+            sinks: self.hub.stats(),
+            interval: self.interval,
+        }
     }
 
     /// Sends one tick to every worker, and writes the sinks' self-telemetry.
@@ -171,7 +215,23 @@ pub fn run(config_path: Option<PathBuf>, mut config: Config) -> Result<()> {
     collect::quiet_libvirt_errors();
     collect::start_event_loop()?;
     let signals = signal_channel()?;
+    // A web configuration that would expose data without a token stops start-up; a port that
+    // cannot be bound only costs the dashboard (logged), not collection.
+    let web = if config.web.enabled {
+        Some(Prepared::check(&config.web)?)
+    } else {
+        None
+    };
     let mut pipeline = Pipeline::start(&config)?;
+    let live: SharedLive = Arc::new(RwLock::new(pipeline.live()));
+    let web = match web.map(|w| WebServer::serve(w, Arc::clone(&live))) {
+        Some(Ok(w)) => Some(w),
+        Some(Err(e)) => {
+            tracing::error!("{e:#}; collecting without the dashboard");
+            None
+        }
+        None => None,
+    };
     tracing::info!("vmtel {} running", env!("CARGO_PKG_VERSION"));
     loop {
         let now = wall_ns();
@@ -187,8 +247,14 @@ pub fn run(config_path: Option<PathBuf>, mut config: Config) -> Result<()> {
                         Ok(new) => {
                             tracing::info!("SIGHUP: reloading {}", path.display());
                             pipeline.stop(SHUTDOWN_TIMEOUT);
+                            if new.web != config.web {
+                                tracing::warn!("SIGHUP: [web] changes take effect at the next restart");
+                            }
                             config = new;
                             pipeline = Pipeline::start(&config)?;
+                            if let Ok(mut l) = live.write() {
+                                *l = pipeline.live();
+                            }
                         }
                         Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
                     }
@@ -203,6 +269,9 @@ pub fn run(config_path: Option<PathBuf>, mut config: Config) -> Result<()> {
         }
     }
     pipeline.stop(SHUTDOWN_TIMEOUT);
+    if let Some(web) = web {
+        web.stop(Duration::from_secs(1));
+    }
     tracing::info!("vmtel stopped");
     Ok(())
 }

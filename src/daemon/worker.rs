@@ -42,6 +42,8 @@ pub struct WorkerSettings {
     pub agent_host: String,
     /// The collection interval (the grid step).
     pub interval: Duration,
+    /// Where device identity (MAC, path) goes for the history store, when it is enabled.
+    pub identity: Option<Arc<crate::store::identity::DeviceBook>>,
 }
 
 /// The scheduler's handle on a worker.
@@ -181,6 +183,9 @@ fn run(
                     connects = collector.connects();
                 }
                 let features = deriver.update(&sample);
+                if let Some(book) = &settings.identity {
+                    book.record(&sample, |uuid, nic| collector.known_mac(uuid, nic));
+                }
                 line_count += settings.encoder.encode_host(&sample, &features, &mut lines);
                 stats
                     .domains

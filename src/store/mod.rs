@@ -1,0 +1,206 @@
+//! The embedded history: every line vmtel writes, kept in a SQLite file so the dashboard and
+//! `/metrics` work with no database server at all.
+//!
+//! * [`schema`]: the tables, opening the file, and what happens to a corrupt one.
+//! * [`ingest`]: the [`StoreSink`]: line protocol in, one transaction per batch, 1-minute
+//!   roll-ups computed as the points arrive.
+//! * [`retention`]: raw points older than `retention_raw`, roll-ups older than
+//!   `retention_rollup`, and the oldest data whenever the file nears `max_size`.
+//! * [`query`]: what the web server reads (fleet, one VM's series, vmtel's own health).
+//! * [`identity`]: device identity (NIC MAC, disk path) handed over by the workers.
+//!
+//! The store is a [`crate::deliver::Sink`]: it runs on its own thread behind the hub's bounded
+//! queue, so a slow or full disk never delays collection. Its problems are logged, counted in
+//! [`StoreStatus`] and shown by the dashboard; collection goes on.
+
+pub mod identity;
+pub mod ingest;
+pub mod query;
+pub mod retention;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+pub use ingest::StoreSink;
+
+/// `[store]`: the embedded history.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Keep history at all (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The SQLite file (default `<state_dir>/history.db`).
+    pub path: Option<PathBuf>,
+    /// How long raw points are kept (default 7 days).
+    #[serde(default = "default_raw", with = "humantime_serde")]
+    pub retention_raw: Duration,
+    /// How long 1-minute averages are kept (default 30 days).
+    #[serde(default = "default_rollup", with = "humantime_serde")]
+    pub retention_rollup: Duration,
+    /// The most the file may use (default 1 GiB); the oldest data goes first.
+    #[serde(default = "default_max_size")]
+    pub max_size: ByteSize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_raw() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+
+fn default_rollup() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+
+fn default_max_size() -> ByteSize {
+    ByteSize::gib(1)
+}
+
+/// The smallest `max_size` accepted: the schema and a few cycles must fit.
+pub const MIN_MAX_SIZE: u64 = 64 * 1024;
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            enabled: true,
+            path: None,
+            retention_raw: default_raw(),
+            retention_rollup: default_rollup(),
+            max_size: default_max_size(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The file to use: `path`, else `history.db` in `state_dir`.
+    pub fn file(&self, state_dir: &Path) -> PathBuf {
+        self.path
+            .clone()
+            .unwrap_or_else(|| state_dir.join("history.db"))
+    }
+
+    /// Every problem with these options, phrased with a fix.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            p.push("store.path is empty; remove it (default <state_dir>/history.db) or set a file path".into());
+        }
+        if self.retention_raw < Duration::from_secs(60) {
+            p.push("store.retention_raw is below 1 minute; use e.g. \"7d\"".into());
+        }
+        if self.retention_rollup < Duration::from_secs(3600) {
+            p.push("store.retention_rollup is below 1 hour; use e.g. \"30d\"".into());
+        }
+        if self.max_size.as_u64() < MIN_MAX_SIZE {
+            p.push(format!(
+                "store.max_size = {} is too small; use at least \"64 KiB\", e.g. \"1 GiB\"",
+                self.max_size
+            ));
+        }
+        p
+    }
+}
+
+/// The store's health, shared between its sink thread, the web server and `/metrics`.
+#[derive(Debug, Default)]
+pub struct StoreStatus {
+    /// Batches written.
+    pub batches: AtomicU64,
+    /// Points written (one per numeric field).
+    pub points: AtomicU64,
+    /// Batches that could not be written.
+    pub errors: AtomicU64,
+    /// Bytes the file uses (pages in use), as of the last check.
+    pub used_bytes: AtomicU64,
+    /// Oldest raw point kept, ms since the epoch (0: none).
+    pub oldest_raw_ms: AtomicU64,
+    /// The file in use.
+    pub path: Mutex<Option<PathBuf>>,
+    /// The last error, with a fix, if the store is failing now.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// A snapshot of [`StoreStatus`], as the JSON API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    /// The file in use.
+    pub path: Option<String>,
+    /// Batches written.
+    pub batches: u64,
+    /// Points written.
+    pub points: u64,
+    /// Batches that could not be written.
+    pub errors: u64,
+    /// Bytes the file uses.
+    pub used_bytes: u64,
+    /// Oldest raw point kept, ms since the epoch.
+    pub oldest_raw_ms: Option<u64>,
+    /// The current error, if writing fails now.
+    pub last_error: Option<String>,
+}
+
+impl StoreStatus {
+    /// Records a failure (and logs it when it differs from the last one).
+    pub fn fail(&self, msg: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut g) = self.last_error.lock() {
+            if g.as_deref() != Some(msg.as_str()) {
+                tracing::error!("{msg}");
+            }
+            *g = Some(msg);
+        }
+    }
+
+    /// Records that writing works (again).
+    pub fn ok(&self) {
+        if let Ok(mut g) = self.last_error.lock() {
+            if g.take().is_some() {
+                tracing::info!("history store writes again");
+            }
+        }
+    }
+
+    /// A snapshot for the API.
+    pub fn view(&self) -> StatusView {
+        let oldest = self.oldest_raw_ms.load(Ordering::Relaxed);
+        StatusView {
+            path: self
+                .path
+                .lock()
+                .ok()
+                .and_then(|p| p.as_ref().map(|p| p.display().to_string())),
+            batches: self.batches.load(Ordering::Relaxed),
+            points: self.points.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            used_bytes: self.used_bytes.load(Ordering::Relaxed),
+            oldest_raw_ms: (oldest > 0).then_some(oldest),
+            last_error: self.last_error.lock().ok().and_then(|g| g.clone()),
+        }
+    }
+}
+
+/// Everything the store sink needs, built from the configuration.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// The SQLite file.
+    pub path: PathBuf,
+    /// Raw retention.
+    pub retention_raw: Duration,
+    /// Roll-up retention.
+    pub retention_rollup: Duration,
+    /// Size bound in bytes.
+    pub max_size: u64,
+    /// Shared health.
+    pub status: Arc<StoreStatus>,
+    /// Device identity from the workers.
+    pub identity: Arc<identity::DeviceBook>,
+}
