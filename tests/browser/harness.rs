@@ -37,7 +37,11 @@ impl Vmtel {
     /// `vmtel run` with `interval = "1s"`, `state_dir` in a new temp dir, the web server on a
     /// free loopback port, a file output, and `body` (more options).
     pub fn run(body: &str, env: &[(&str, &str)]) -> Vmtel {
-        let tmp = tempfile::tempdir().expect("temp dir");
+        Vmtel::run_in(tempfile::tempdir().expect("temp dir"), body, env)
+    }
+
+    /// [`Vmtel::run`] in a directory the caller prepared.
+    pub fn run_in(tmp: tempfile::TempDir, body: &str, env: &[(&str, &str)]) -> Vmtel {
         let dir = tmp.path().to_path_buf();
         let sources = fleet_sources(&dir, 8);
         let config = format!(

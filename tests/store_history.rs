@@ -1,0 +1,233 @@
+//! The embedded history: roll-ups and retention (on the store sink directly, with synthetic
+//! batches over weeks of time), and as a process: restart keeps history, a full store and a
+//! corrupt file give clear errors while collection goes on.
+
+#[path = "browser/harness.rs"]
+mod harness;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use harness::{vms_with_cpu, Vmtel};
+use rusqlite::Connection;
+use vmtel::deliver::{Batch, Sink};
+use vmtel::store::identity::DeviceBook;
+use vmtel::store::{StoreSettings, StoreSink, StoreStatus};
+
+const MIN: i64 = 60_000;
+const DAY: i64 = 86_400_000;
+/// A minute boundary, ms.
+const T0: i64 = 1_800_000_000_000 / MIN * MIN;
+
+fn batch(ts_ms: i64, cputime: i64) -> Batch {
+    let lines = format!(
+        "vm_metrics,host=h,VMID=1,name=a\\ b,uuid=u cputime={cputime}i,state=1i {ts}\n\
+         vmtel_internal,host=x,source=test:///default cycles={cputime}i {ts}\n",
+        ts = ts_ms / 1000
+    );
+    Batch {
+        source: "test".into(),
+        timestamp_ns: ts_ms * 1_000_000,
+        lines,
+        line_count: 2,
+    }
+}
+
+fn count(c: &Connection, sql: &str) -> i64 {
+    c.query_row(sql, [], |r| r.get(0)).expect(sql)
+}
+
+#[test]
+fn rollups_and_retention_by_age() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("history.db");
+    let status = Arc::new(StoreStatus::default());
+    let mut sink = StoreSink::new(StoreSettings {
+        path: path.clone(),
+        retention_raw: Duration::from_secs(7 * 86_400),
+        retention_rollup: Duration::from_secs(30 * 86_400),
+        max_size: 1 << 30,
+        status: Arc::clone(&status),
+        identity: Arc::new(DeviceBook::default()),
+    });
+    // Three minutes at 10 s: cputime 0, 10, 20, ... 170.
+    for i in 0..18 {
+        sink.write(&batch(T0 + i * 10_000, i * 10)).expect("write");
+    }
+    // The first batch of minute 3 closes minute 2.
+    sink.write(&batch(T0 + 3 * MIN, 180)).expect("write");
+    let c = Connection::open(&path).expect("open");
+    assert_eq!(
+        count(
+            &c,
+            "SELECT COUNT(*) FROM series WHERE measurement = 'vmtel_internal'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(&c, "SELECT COUNT(DISTINCT ts) FROM points"),
+        19,
+        "one raw point per batch"
+    );
+    let (avg, n, min, max): (f64, i64, f64, f64) = c
+        .query_row(
+            "SELECT r.sum / r.n, r.n, r.min, r.max FROM rollup_1m r JOIN fields f ON f.id = r.field_id
+             JOIN series s ON s.id = r.series_id
+             WHERE f.name = 'cputime' AND s.measurement = 'vm_metrics' AND r.ts = ?1",
+            [T0 + MIN],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .expect("roll-up of minute 1");
+    assert_eq!((n, min, max), (6, 60.0, 110.0));
+    assert!((avg - 85.0).abs() < 1e-9, "average {avg}");
+    assert_eq!(
+        count(&c, "SELECT COUNT(DISTINCT ts) FROM rollup_1m"),
+        3,
+        "minutes 0, 1, 2 rolled up"
+    );
+    assert_eq!(status.view().errors, 0);
+
+    // Eight days later: raw points older than 7 days go, roll-ups stay.
+    sink.write(&batch(T0 + 8 * DAY, 1000)).expect("write");
+    assert_eq!(
+        count(
+            &c,
+            "SELECT COUNT(*) FROM points WHERE ts < ?1"
+                .replace("?1", &(T0 + DAY).to_string())
+                .as_str()
+        ),
+        0
+    );
+    assert_eq!(count(&c, "SELECT COUNT(DISTINCT ts) FROM points"), 1);
+    assert!(count(&c, "SELECT COUNT(DISTINCT ts) FROM rollup_1m") >= 3);
+    assert_eq!(
+        status.view().oldest_raw_ms,
+        Some(u64::try_from(T0 + 8 * DAY).expect("ts"))
+    );
+
+    // 31 days later: the roll-ups of the first minutes go too.
+    sink.write(&batch(T0 + 31 * DAY, 2000)).expect("write");
+    assert_eq!(
+        count(
+            &c,
+            &format!("SELECT COUNT(*) FROM rollup_1m WHERE ts < {}", T0 + DAY)
+        ),
+        0
+    );
+    drop(sink);
+
+    // Reopening keeps what is there, and the roll-up of the last open minute was written
+    // at close.
+    assert!(
+        count(
+            &c,
+            &format!(
+                "SELECT COUNT(*) FROM rollup_1m WHERE ts = {}",
+                T0 + 31 * DAY
+            )
+        ) > 0
+    );
+}
+
+#[test]
+fn restart_keeps_history() {
+    let v = Vmtel::run("", &[]);
+    let fleet = v.wait_json("/api/fleet", 60, "CPU values", |f| vms_with_cpu(f) == 16);
+    let uuid = fleet["vms"][0]["uuid"].as_str().expect("uuid").to_owned();
+    let host = fleet["vms"][0]["host"].as_str().expect("host").to_owned();
+    let path = format!("/api/vm?host={host}&uuid={uuid}&range=15m");
+    let before = v.wait_json(&path, 30, "three CPU points", |d| {
+        d["charts"][0]["t"].as_array().is_some_and(|t| t.len() >= 3)
+    });
+    let first = before["charts"][0]["t"][0].as_i64().expect("first point");
+    let v = v.restart();
+    let after = v.wait_json(&path, 60, "new points after the restart", |d| {
+        d["latest"]["current"] == true
+            && d["charts"][0]["t"]
+                .as_array()
+                .and_then(|t| t.last())
+                .and_then(|t| t.as_i64())
+                .is_some_and(|t| t > first + 3000)
+    });
+    assert_eq!(
+        after["charts"][0]["t"][0].as_i64(),
+        Some(first),
+        "points from before the restart are still there"
+    );
+}
+
+fn file_len(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Polls until the file output grows past `len`: collection goes on.
+fn output_grows(v: &Vmtel, len: u64) {
+    let out = v.dir.join("out.lp");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while file_len(&out) <= len {
+        assert!(
+            Instant::now() < deadline,
+            "collection stopped:\n{}",
+            v.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn full_store_is_a_clear_error_and_collection_goes_on() {
+    let v = Vmtel::run("[store]\nmax_size = \"64 KiB\"\n", &[]);
+    let status = v.wait_json("/api/status", 60, "the store to report it is full", |s| {
+        s["store"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("full"))
+    });
+    let msg = status["store"]["last_error"].as_str().unwrap_or_default();
+    assert!(msg.contains("max_size"), "the error names the fix: {msg}");
+    assert!(msg.contains("Collection goes on"), "{msg}");
+    assert!(status["store"]["errors"].as_u64().unwrap_or(0) > 0);
+    output_grows(&v, file_len(&v.dir.join("out.lp")));
+    // The agent page shows the same error.
+    let agent = v.json("/api/agent");
+    assert!(agent["store"]["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("full")));
+    assert!(
+        std::fs::metadata(v.dir.join("history.db"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+            <= 64 * 1024,
+        "the file stays within max_size"
+    );
+}
+
+#[test]
+fn corrupt_file_is_moved_aside_and_history_goes_on() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        tmp.path().join("history.db"),
+        "this is not a SQLite database\n".repeat(2000),
+    )
+    .expect("garbage");
+    let v = Vmtel::run_in(tmp, "", &[]);
+    v.wait_json("/api/fleet", 60, "history in a new file", |f| {
+        vms_with_cpu(f) == 16
+    });
+    let err = v.stderr();
+    assert!(
+        err.contains("was damaged")
+            && err.contains("moved it to")
+            && err.contains("started a new one"),
+        "{err}"
+    );
+    let moved = std::fs::read_dir(&v.dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("history.db.corrupt-")
+        });
+    assert!(moved, "the damaged file is kept aside");
+    output_grows(&v, file_len(&v.dir.join("out.lp")));
+}
