@@ -388,7 +388,6 @@ function agentPage() {
 
     box.append(el("h2", {}, "Outputs"));
     const hist = new Map(((d.history && d.history.sinks) || []).map((s) => [s.key, s.fields]));
-    const extra = ["backlog_batches", "backlog_bytes", "oldest_age_ns", "delivered_lines", "dropped_lines", "rejected_lines"];
     box.append(table("agent-sinks", [
       { label: "Output" }, { label: "Batches", num: true }, { label: "Lines", num: true }, { label: "Dropped", num: true },
       { label: "Errors", num: true }, { label: "Backlog", num: true }, { label: "Oldest queued", num: true }],
@@ -399,7 +398,6 @@ function agentPage() {
         const oldest = f.oldest_age_ns === undefined ? "–" : fmtNum(f.oldest_age_ns / 1e9, 0) + " s";
         return [s.sink, fmtNum(s.batches, 0), fmtNum(s.lines, 0), fmtNum(s.dropped, 0), fmtNum(s.errors, 0), backlog, oldest];
       })));
-    void extra;
 
     box.append(el("h2", {}, "History store"));
     const st = d.store;
