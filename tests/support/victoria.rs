@@ -113,13 +113,22 @@ impl Victoria {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Kills the server (SIGKILL, by PID) and reaps it: an outage. Data already flushed to disk
-    /// stays; call [`Victoria::flush`] first to keep everything.
+    /// Stops the server (SIGTERM by PID, so that it writes what it holds in memory to disk;
+    /// SIGKILL if it has not exited within 30 s) and reaps it: an outage.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        let Some(mut c) = self.child.take() else { return };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = c.kill();
+        let _ = c.wait();
     }
 
     /// Starts the server again on the same port and data.
@@ -192,6 +201,9 @@ impl Victoria {
 
 impl Drop for Victoria {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
