@@ -29,7 +29,11 @@ fn batch(lines: &str) -> Batch {
 }
 
 /// Starts a sink for `cfg` in `state`, writes `lines` and flushes (commits to the spool).
-fn start_and_write(cfg: &InfluxOutput, state: &Path, lines: &[&str]) -> (InfluxSink, Arc<DeliveryStats>) {
+fn start_and_write(
+    cfg: &InfluxOutput,
+    state: &Path,
+    lines: &[&str],
+) -> (InfluxSink, Arc<DeliveryStats>) {
     let mut sink = InfluxSink::start(cfg, state, Precision::Seconds).expect("start sink");
     for l in lines {
         sink.write(&batch(l)).expect("write");
@@ -42,7 +46,10 @@ fn start_and_write(cfg: &InfluxOutput, state: &Path, lines: &[&str]) -> (InfluxS
 fn wait_stat(secs: u64, what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -77,7 +84,9 @@ fn v3_request_has_the_documented_path_query_headers_and_gzip_body() {
     assert_eq!(w.header("authorization"), Some("Bearer s3cr3t-token"));
     assert_eq!(w.header("content-encoding"), Some("gzip"));
     assert_eq!(w.header("content-type"), Some("text/plain; charset=utf-8"));
-    assert!(w.header("user-agent").is_some_and(|u| u.starts_with("vmtel/")));
+    assert!(w
+        .header("user-agent")
+        .is_some_and(|u| u.starts_with("vmtel/")));
     assert_eq!(
         w.body(),
         "vm_metrics,host=h\\ 1,name=a=b state=1i 1700000000000\nvm_features,host=h\\ 1 cpu_pct=12.5 1700000000000\n",
@@ -107,7 +116,10 @@ fn v2_request_without_gzip() {
     assert_eq!(w.query.get("precision").map(String::as_str), Some("s"));
     assert_eq!(w.header("authorization"), Some("Token t2"));
     assert_eq!(w.header("content-encoding"), None);
-    assert_eq!(String::from_utf8(w.raw_body.clone()).expect("utf8"), "m f=1i 1\n");
+    assert_eq!(
+        String::from_utf8(w.raw_body.clone()).expect("utf8"),
+        "m f=1i 1\n"
+    );
 }
 
 #[test]
@@ -130,7 +142,11 @@ fn a_refused_token_keeps_the_data_until_the_token_is_fixed() {
     let (sink, stats) = start_and_write(&cfg, dir.path(), &refs);
     server.wait_for(30, "a retry after 401", |r| writes(r).len() >= 2);
     assert!(stats.retried.load(Ordering::Relaxed) >= 1);
-    assert_eq!(stats.backlog_batches.load(Ordering::Relaxed), 5, "nothing is dropped on 401");
+    assert_eq!(
+        stats.backlog_batches.load(Ordering::Relaxed),
+        5,
+        "nothing is dropped on 401"
+    );
     assert_eq!(stats.delivered_lines.load(Ordering::Relaxed), 0);
     // Fix the token and restart the output (what SIGHUP does): the spool is delivered.
     drop(sink);
@@ -175,8 +191,15 @@ fn a_413_splits_the_request_and_a_single_oversized_line_is_dropped() {
         .filter(|b| b.lines().count() <= 10 && !b.contains("huge"))
         .collect();
     let expected: String = (0..40).map(|i| format!("m f={i}i {i}\n")).collect();
-    assert_eq!(stored, expected, "every line once, in order, in smaller requests");
-    assert_eq!(stats.rejected_lines.load(Ordering::Relaxed), 1, "the huge line");
+    assert_eq!(
+        stored, expected,
+        "every line once, in order, in smaller requests"
+    );
+    assert_eq!(
+        stats.rejected_lines.load(Ordering::Relaxed),
+        1,
+        "the huge line"
+    );
     assert_eq!(stats.delivered_lines.load(Ordering::Relaxed), 40);
 }
 
@@ -217,6 +240,9 @@ fn a_503_with_retry_after_is_retried_then_delivered() {
         stats.backlog_batches.load(Ordering::Relaxed) == 0
     });
     assert!(stats.retried.load(Ordering::Relaxed) >= 2);
-    let last = writes(&server.requests()).last().map(|r| r.body()).unwrap_or_default();
+    let last = writes(&server.requests())
+        .last()
+        .map(|r| r.body())
+        .unwrap_or_default();
     assert_eq!(last, "m f=1i 1\nm f=2i 2\n");
 }

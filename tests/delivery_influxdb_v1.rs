@@ -3,18 +3,18 @@
 //! a field type conflict is a partial write that is logged and not resent; a replay after a
 //! crash between send and delete adds no duplicate; `check-output` writes nothing.
 
-mod support;
 #[path = "delivery/vmtel.rs"]
 mod daemon;
+mod support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use daemon::{cycle_times, deliverable, int, sink_stats, Line, Val, Vmtel};
 use serde_json::Value;
 use support::influxdb::InfluxDb;
-use daemon::{cycle_times, deliverable, int, sink_stats, Line, Val, Vmtel};
 
 /// Every point of database `db` as (measurement, tags, fields, time in s).
 fn points(db: &InfluxDb, name: &str) -> Vec<Line> {
@@ -72,19 +72,24 @@ fn same(stored: &Line, written: &Line) -> bool {
         && stored.tags == written.tags
         && stored.ts == written.ts
         && stored.fields.len() == written.fields.len()
-        && written.fields.iter().all(|(k, w)| match (stored.fields.get(k), w) {
-            (Some(Val::Int(a)), Val::Int(b)) => a == b,
-            (Some(s), Val::Float(b)) => {
-                let a = s.as_f64();
-                (a - b).abs() <= 2.0 * f64::EPSILON * a.abs().max(b.abs())
-            }
-            _ => false,
-        })
+        && written
+            .fields
+            .iter()
+            .all(|(k, w)| match (stored.fields.get(k), w) {
+                (Some(Val::Int(a)), Val::Int(b)) => a == b,
+                (Some(s), Val::Float(b)) => {
+                    let a = s.as_f64();
+                    (a - b).abs() <= 2.0 * f64::EPSILON * a.abs().max(b.abs())
+                }
+                _ => false,
+            })
 }
 
 /// Lines of `want` missing from `got`, and points of `got` stored twice.
 fn missing<'a>(want: &'a [Line], got: &[Line]) -> Vec<&'a Line> {
-    want.iter().filter(|w| !got.iter().any(|g| same(g, w))).collect()
+    want.iter()
+        .filter(|w| !got.iter().any(|g| same(g, w)))
+        .collect()
 }
 
 fn config(db: &InfluxDb, extra: &str) -> String {
@@ -101,7 +106,9 @@ fn wait_delivered(d: &Vmtel, db: &InfluxDb, secs: u64) -> (Vec<Line>, Vec<Line>)
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let lines = d.lines();
-        let newest = *cycle_times(&lines, "vm_metrics").last().unwrap_or(&i64::MAX);
+        let newest = *cycle_times(&lines, "vm_metrics")
+            .last()
+            .unwrap_or(&i64::MAX);
         let want = deliverable(&lines, newest);
         let got = points(db, "vmtel");
         let gap = missing(&want, &got);
@@ -130,10 +137,19 @@ fn every_line_of_n_cycles_arrives_with_its_values_and_the_database_is_created() 
     assert!(cycle_times(&want, "vm_metrics").len() >= 5);
     // Every measurement vmtel writes is there, each point exactly once (InfluxDB keys points by
     // series and time, so a duplicate would show up as a count above one per key).
-    for m in ["vm_metrics", "vm_totals", "vm_devices", "vm_features", "vmtel_internal"] {
+    for m in [
+        "vm_metrics",
+        "vm_totals",
+        "vm_devices",
+        "vm_features",
+        "vmtel_internal",
+    ] {
         assert!(want.iter().any(|l| l.measurement == m), "no {m} written");
     }
-    let mut keys: Vec<_> = got.iter().map(|p| (&p.measurement, &p.tags, p.ts)).collect();
+    let mut keys: Vec<_> = got
+        .iter()
+        .map(|p| (&p.measurement, &p.tags, p.ts))
+        .collect();
     let n = keys.len();
     keys.sort();
     keys.dedup();
@@ -169,7 +185,10 @@ fn a_frozen_server_delays_delivery_but_loses_and_duplicates_nothing() {
         cycle_times(l, "vm_metrics").len() >= before + 2
     });
     let (_, got) = wait_delivered(&d, &db, 120);
-    let mut keys: Vec<_> = got.iter().map(|p| (&p.measurement, &p.tags, p.ts)).collect();
+    let mut keys: Vec<_> = got
+        .iter()
+        .map(|p| (&p.measurement, &p.tags, p.ts))
+        .collect();
     let n = keys.len();
     keys.sort();
     keys.dedup();
@@ -187,7 +206,11 @@ fn a_field_type_conflict_is_a_partial_write_logged_and_not_resent() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    let (status, body) = db.write("vmtel", &format!("vm_metrics,host=other cpus=1.5 {now}\n"), "s");
+    let (status, body) = db.write(
+        "vmtel",
+        &format!("vm_metrics,host=other cpus=1.5 {now}\n"),
+        "s",
+    );
     assert_eq!(status, 204, "{body}");
     let d = Vmtel::start(&config(&db, ""));
     let lines = d.wait_for(60, "3 requests settled with refused lines", |l| {
@@ -204,10 +227,14 @@ fn a_field_type_conflict_is_a_partial_write_logged_and_not_resent() {
         .cloned()
         .collect();
     assert!(!want.is_empty());
-    assert!(missing(&want, &got).is_empty(), "good lines of a partial write are stored");
+    assert!(
+        missing(&want, &got).is_empty(),
+        "good lines of a partial write are stored"
+    );
     // The conflicting lines are not stored and were not retried.
     assert!(
-        !got.iter().any(|p| p.measurement == "vm_metrics" && p.tags.get("host").map(String::as_str) == Some("hv")),
+        !got.iter().any(|p| p.measurement == "vm_metrics"
+            && p.tags.get("host").map(String::as_str) == Some("hv")),
         "vm_metrics with an integer cpus cannot be stored"
     );
     let s = sink_stats(&lines, "influxdb:central");
@@ -240,7 +267,11 @@ fn a_replay_after_a_crash_between_send_and_delete_stores_no_duplicate() {
     let path = dir.path().join(cfg.spool_file_name());
     // Spool 50 batches of 20 lines, without a sender.
     let bodies: Vec<String> = (0..50)
-        .map(|b| (0..20).map(|i| format!("replay,vm=v{i} n={b}i {}\n", 1_700_000_000 + b)).collect())
+        .map(|b| {
+            (0..20)
+                .map(|i| format!("replay,vm=v{i} n={b}i {}\n", 1_700_000_000 + b))
+                .collect()
+        })
         .collect();
     {
         let opts = SpoolOptions {
@@ -248,11 +279,15 @@ fn a_replay_after_a_crash_between_send_and_delete_stores_no_duplicate() {
             max_age: None,
             sync: Default::default(),
         };
-        let (mut s, _) = Spool::open(&path, opts, std::sync::Arc::new(DeliveryStats::default()))
-            .expect("spool");
+        let (mut s, _) =
+            Spool::open(&path, opts, std::sync::Arc::new(DeliveryStats::default())).expect("spool");
         let rows: Vec<NewRow<'_>> = bodies
             .iter()
-            .map(|b| NewRow { created_ns: 1, body: b, lines: 20 })
+            .map(|b| NewRow {
+                created_ns: 1,
+                body: b,
+                lines: 20,
+            })
             .collect();
         s.append(&rows).expect("append");
     }
@@ -261,8 +296,8 @@ fn a_replay_after_a_crash_between_send_and_delete_stores_no_duplicate() {
     let snapshot = dir.path().join("snapshot");
     std::fs::copy(&path, &snapshot).expect("snapshot");
     let deliver = || {
-        let sink = InfluxSink::start(&cfg, dir.path(), vmtel::encode::Precision::Seconds)
-            .expect("sink");
+        let sink =
+            InfluxSink::start(&cfg, dir.path(), vmtel::encode::Precision::Seconds).expect("sink");
         let stats = vmtel::deliver::Sink::delivery_stats(&sink).expect("stats");
         let deadline = Instant::now() + Duration::from_secs(60);
         while stats.backlog_batches.load(Ordering::Relaxed) > 0 {
@@ -291,7 +326,9 @@ fn check_output_reports_reachability_auth_and_database_and_writes_nothing() {
         let p = dir.path().join("c.toml");
         std::fs::write(
             &p,
-            format!("[[outputs.influxdb]]\napi = \"v1\"\nurl = \"{url}\"\ndatabase = \"{database}\"\n"),
+            format!(
+                "[[outputs.influxdb]]\napi = \"v1\"\nurl = \"{url}\"\ndatabase = \"{database}\"\n"
+            ),
         )
         .expect("write");
         let out = Command::new(daemon::VMTEL)
@@ -299,14 +336,25 @@ fn check_output_reports_reachability_auth_and_database_and_writes_nothing() {
             .arg(&p)
             .output()
             .expect("run");
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     let (code, out) = run("present", &db.url());
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains(": ok") && out.contains("reachable: yes") && out.contains("\"present\" exists"), "{out}");
+    assert!(
+        out.contains(": ok")
+            && out.contains("reachable: yes")
+            && out.contains("\"present\" exists"),
+        "{out}"
+    );
     let (code, out) = run("absent", &db.url());
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("FAILED") && out.contains("\"absent\" does not exist"), "{out}");
+    assert!(
+        out.contains("FAILED") && out.contains("\"absent\" does not exist"),
+        "{out}"
+    );
     let (code, out) = run("present", "http://127.0.0.1:9");
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("reachable: no"), "{out}");

@@ -7,9 +7,9 @@
 //! twice would show up as two samples with the same timestamp: these tests see duplicates that
 //! InfluxDB would hide by overwriting.
 
-mod support;
 #[path = "delivery/vmtel.rs"]
 mod daemon;
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -154,7 +154,10 @@ fn an_outage_loses_nothing_and_duplicates_nothing() {
         .expect("state series");
     let mut stored: Vec<i64> = got[&key].iter().map(|(t, _)| t / 1000).collect();
     stored.sort_unstable();
-    assert!(times.iter().all(|t| stored.contains(t)), "{times:?} vs {stored:?}");
+    assert!(
+        times.iter().all(|t| stored.contains(t)),
+        "{times:?} vs {stored:?}"
+    );
 }
 
 #[test]
@@ -164,7 +167,9 @@ fn vmtel_killed_during_an_outage_delivers_its_spool_after_a_restart() {
     outage(&d, &mut vm);
     d.kill9();
     let before_kill = d.lines();
-    let last_before_kill = *cycle_times(&before_kill, "vm_metrics").last().expect("cycles");
+    let last_before_kill = *cycle_times(&before_kill, "vm_metrics")
+        .last()
+        .expect("cycles");
     assert!(
         d.state_dir().read_dir().expect("state dir").count() >= 1,
         "the spool file is there"
@@ -184,5 +189,9 @@ fn vmtel_killed_during_an_outage_delivers_its_spool_after_a_restart() {
     });
     let got = wait_delivered(&d, &vm, 120, want);
     assert_eq!(duplicates(&got), Vec::<String>::new());
-    assert!(d.stderr().contains("resuming delivery of"), "{}", d.stderr());
+    assert!(
+        d.stderr().contains("resuming delivery of"),
+        "{}",
+        d.stderr()
+    );
 }

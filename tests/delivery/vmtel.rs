@@ -164,7 +164,9 @@ impl Vmtel {
 
     /// SIGTERM and a bounded wait for a clean exit.
     pub fn term(&mut self) {
-        let Some(mut c) = self.child.take() else { return };
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
         let ok = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
             .status()
@@ -177,7 +179,10 @@ impl Vmtel {
                 assert!(s.success(), "exit after SIGTERM: {s:?}\n{}", self.stderr());
                 return;
             }
-            assert!(Instant::now() < deadline, "vmtel did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "vmtel did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

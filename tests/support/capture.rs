@@ -28,7 +28,9 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 
     /// The body as text, gunzipped when `Content-Encoding: gzip`.
@@ -96,16 +98,22 @@ impl Capture {
         let responder: Arc<Mutex<Responder>> = Arc::new(Mutex::new(Box::new(responder)));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (requests, responder, stop) =
-                (Arc::clone(&requests), Arc::clone(&responder), Arc::clone(&stop));
+            let (requests, responder, stop) = (
+                Arc::clone(&requests),
+                Arc::clone(&responder),
+                Arc::clone(&stop),
+            );
             std::thread::spawn(move || {
                 for conn in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
-                    let (requests, responder, stop) =
-                        (Arc::clone(&requests), Arc::clone(&responder), Arc::clone(&stop));
+                    let (requests, responder, stop) = (
+                        Arc::clone(&requests),
+                        Arc::clone(&responder),
+                        Arc::clone(&stop),
+                    );
                     std::thread::spawn(move || serve(conn, &requests, &responder, &stop));
                 }
             })
@@ -133,7 +141,12 @@ impl Capture {
     }
 
     /// Polls the recorded requests until `cond` holds, for at most `secs` seconds.
-    pub fn wait_for(&self, secs: u64, what: &str, cond: impl Fn(&[Request]) -> bool) -> Vec<Request> {
+    pub fn wait_for(
+        &self,
+        secs: u64,
+        what: &str,
+        cond: impl Fn(&[Request]) -> bool,
+    ) -> Vec<Request> {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let r = self.requests();
@@ -179,7 +192,12 @@ fn serve(
         match reader.read_line(&mut line) {
             Ok(0) => return,
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
@@ -187,7 +205,9 @@ fn serve(
             }
             Err(_) => return,
         }
-        let _ = reader.get_ref().set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(10)));
         let mut parts = line.split_whitespace();
         let method = parts.next().unwrap_or("").to_owned();
         let target = parts.next().unwrap_or("").to_owned();
@@ -239,10 +259,13 @@ fn serve(
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("\r\n");
-        if out.write_all(head.as_bytes()).is_err() || out.write_all(reply.body.as_bytes()).is_err() {
+        if out.write_all(head.as_bytes()).is_err() || out.write_all(reply.body.as_bytes()).is_err()
+        {
             return;
         }
-        let _ = reader.get_ref().set_read_timeout(Some(Duration::from_millis(200)));
+        let _ = reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(200)));
     }
 }
 

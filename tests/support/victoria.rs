@@ -103,7 +103,10 @@ impl Victoria {
             }
             if Instant::now() >= deadline {
                 self.stop();
-                return Err(format!("no /health within {START_TIMEOUT:?}: {}", self.log_tail()));
+                return Err(format!(
+                    "no /health within {START_TIMEOUT:?}: {}",
+                    self.log_tail()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -116,7 +119,9 @@ impl Victoria {
     /// Stops the server (SIGTERM by PID, so that it writes what it holds in memory to disk;
     /// SIGKILL if it has not exited within 30 s) and reaps it: an outage.
     pub fn stop(&mut self) {
-        let Some(mut c) = self.child.take() else { return };
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
         let _ = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
             .status();

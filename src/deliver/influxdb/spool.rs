@@ -534,7 +534,12 @@ impl Spool {
     /// Gives free pages back to the file system and truncates the WAL when the spool is
     /// empty. Best effort: a busy database is simply left as it is.
     fn compact(&self) {
-        let _ = self.conn.execute_batch("PRAGMA incremental_vacuum;");
+        // Each step of incremental_vacuum frees one page: step it to the end.
+        if let Ok(mut stmt) = self.conn.prepare("PRAGMA incremental_vacuum") {
+            if let Ok(mut rows) = stmt.query([]) {
+                while let Ok(Some(_)) = rows.next() {}
+            }
+        }
         let _ = self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));

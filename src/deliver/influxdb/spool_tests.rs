@@ -262,3 +262,26 @@ fn a_file_that_is_not_a_database_is_replaced_with_a_clear_report() {
     append(&mut s, 1, "m f=1i 1\n");
     assert_eq!(s.count().expect("count"), 1);
 }
+
+#[test]
+fn an_emptied_spool_gives_its_space_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.sqlite");
+    let (mut s, _, _) = open(&path, opts(1 << 30));
+    let rows: Vec<String> = (0..50).map(|i| body(&format!("g{i}"), 100, 100)).collect();
+    for r in &rows {
+        append(&mut s, 1, r);
+    }
+    let size = |p: &Path| {
+        std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+            + std::fs::metadata(sibling(p, "-wal"))
+                .map(|m| m.len())
+                .unwrap_or(0)
+    };
+    let full = size(&path);
+    assert!(full > 500_000, "{full}");
+    let all = s.oldest(u64::MAX, u64::MAX).expect("read");
+    s.delete(all[0].id, all[all.len() - 1].id).expect("delete");
+    let empty = size(&path);
+    assert!(empty < full / 10, "{empty} bytes left of {full}");
+}
