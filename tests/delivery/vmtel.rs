@@ -210,8 +210,7 @@ pub fn sink_stats<'a>(lines: &'a [Line], sink: &str) -> Option<&'a Line> {
     lines
         .iter()
         .filter(|l| l.measurement == "vmtel_internal")
-        .filter(|l| l.tags.get("sink").map(String::as_str) == Some(sink))
-        .last()
+        .rfind(|l| l.tags.get("sink").map(String::as_str) == Some(sink))
 }
 
 /// An integer field of `line`, 0 if absent.

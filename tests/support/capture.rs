@@ -230,7 +230,7 @@ fn serve(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         assert!(
-            headers.get("transfer-encoding").is_none(),
+            !headers.contains_key("transfer-encoding"),
             "the capture server expects Content-Length bodies: {headers:?}"
         );
         let mut raw_body = vec![0; len];

@@ -76,7 +76,7 @@ fn rows_come_back_in_order_within_limits_and_go_after_delete() {
     // The sender's own connection sees the same rows and deletes them.
     let reader = Spool::attach(s.path(), opts(1 << 20), Arc::clone(&stats)).expect("attach");
     assert_eq!(reader.delete(rows[0].id, rows[1].id).expect("delete"), 5);
-    assert_eq!(bodies(&s), [c.clone()]);
+    assert_eq!(bodies(&s), std::slice::from_ref(&c));
     assert_eq!(stats.backlog_batches.load(Ordering::Relaxed), 1);
     assert_eq!(stats.backlog_bytes.load(Ordering::Relaxed), c.len() as u64);
     assert_eq!(stats.oldest_ns.load(Ordering::Relaxed), 12);
