@@ -97,6 +97,8 @@ pub struct NicStats {
     /// Target device name on the host (`vnet0`, `tap1`), or a positional `net<N>` name when the
     /// interface has none.
     pub name: String,
+    /// MAC address, where known (from the domain XML).
+    pub mac: Option<String>,
     /// Bytes received.
     pub rx_bytes: Option<u64>,
     /// Packets received.

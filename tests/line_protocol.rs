@@ -90,6 +90,7 @@ fn nic(
 ) -> impl Strategy<Value = NicStats> {
     (name, proptest::array::uniform8(c)).prop_map(|(name, c)| NicStats {
         name,
+        mac: None,
         rx_bytes: c[0],
         rx_pkts: c[1],
         rx_errs: c[2],

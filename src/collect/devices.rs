@@ -128,9 +128,15 @@ impl DeviceCache {
         &e.devices
     }
 
-    /// The cached devices of `uuid` as they are, fresh or not (for device identity).
-    pub fn peek(&self, uuid: &str) -> Option<&Devices> {
-        self.entries.get(uuid).map(|e| &e.devices)
+    /// The cached devices of `uuid` for domain ID `id`, however old: device identity (MACs)
+    /// does not change while a domain runs, except by hot-plug, which the caller detects.
+    pub fn get_identity(&mut self, uuid: &str, id: Option<u32>) -> Option<&Devices> {
+        let e = self.entries.get_mut(uuid)?;
+        if e.id != id {
+            return None;
+        }
+        e.seen = true;
+        Some(&e.devices)
     }
 
     /// Marks `uuid`'s entry stale, so the next cycle reads the XML again.

@@ -13,7 +13,7 @@ pub mod ffi;
 pub mod perdomain;
 pub mod warn;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -122,6 +122,9 @@ pub struct Collector {
     balloon_period: Option<u32>,
     /// `uuid/id` of domains whose balloon period vmtel already tried to set.
     balloon_tried: HashSet<String>,
+    /// NIC names per domain (UUID) whose XML was read and still lacked one of them (e.g. a NIC
+    /// without a target device): not read again until the names or the domain ID change.
+    identity_checked: HashMap<String, (Option<u32>, Vec<String>)>,
 }
 
 /// Keepalive probes on remote connections: interval in seconds and unanswered probes before
@@ -143,6 +146,7 @@ impl Collector {
             connects: 0,
             balloon_period: None,
             balloon_tried: HashSet::new(),
+            identity_checked: HashMap::new(),
         }
     }
 
@@ -166,17 +170,6 @@ impl Collector {
     /// The groups the bulk call was found to return, once detected.
     pub fn bulk_groups(&self) -> Option<Groups> {
         self.bulk
-    }
-
-    /// The MAC address of `uuid`'s NIC `target`, when the per-domain fallback read it from
-    /// the domain XML (the bulk call does not report MACs).
-    pub fn known_mac(&self, uuid: &str, target: &str) -> Option<String> {
-        self.cache
-            .peek(uuid)?
-            .nics
-            .iter()
-            .find(|n| n.target == target)
-            .and_then(|n| n.mac.clone())
     }
 
     /// True while a connection is open.
@@ -298,8 +291,11 @@ impl Collector {
                 sample.mono_ns = mono_ns();
                 perdomain::fill(dom, sample, missing, &mut self.cache, &mut self.warn);
             }
-            self.cache.end_cycle();
         }
+        if !missing.contains(Groups::INTERFACE) {
+            self.attach_macs(&mut domains, &handles);
+        }
+        self.cache.end_cycle();
         if let Some(period) = self.balloon_period {
             self.enable_balloon_stats(period, &domains, &handles);
         }
@@ -312,6 +308,68 @@ impl Collector {
 }
 
 impl Collector {
+    /// Gives the NICs of the bulk path their MAC addresses, which the bulk call does not report.
+    /// The domain XML is read once per domain start and again only when a NIC name appears that
+    /// it did not list (hot-plug), so this costs no libvirt call in a steady cycle.
+    fn attach_macs(&mut self, domains: &mut [DomainSample], handles: &[virt::domain::Domain]) {
+        let now = Instant::now();
+        for (sample, dom) in domains.iter_mut().zip(handles) {
+            if sample.nics.is_empty() {
+                continue;
+            }
+            let lists_all = |d: &devices::Devices| {
+                sample
+                    .nics
+                    .iter()
+                    .all(|n| d.nics.iter().any(|x| x.target == n.name))
+            };
+            let complete = self
+                .cache
+                .get_identity(&sample.uuid, sample.id)
+                .is_some_and(lists_all);
+            if !complete {
+                let checked = self
+                    .identity_checked
+                    .get(&sample.uuid)
+                    .is_some_and(|(id, names)| {
+                        *id == sample.id && names.iter().eq(sample.nics.iter().map(|n| &n.name))
+                    });
+                if !checked {
+                    match perdomain::read_devices(dom) {
+                        Ok(d) => {
+                            self.cache.put(&sample.uuid, sample.id, now, d);
+                        }
+                        Err(msg) => {
+                            self.warn.once(&format!("xml:{}", sample.uuid), || {
+                                format!(
+                                    "cannot read the device list of VM {:?}: {msg}",
+                                    sample.name
+                                )
+                            });
+                        }
+                    }
+                    let names = sample.nics.iter().map(|n| n.name.clone()).collect();
+                    self.identity_checked
+                        .insert(sample.uuid.clone(), (sample.id, names));
+                }
+            }
+            if let Some(d) = self.cache.get_identity(&sample.uuid, sample.id) {
+                for nic in &mut sample.nics {
+                    nic.mac = d
+                        .nics
+                        .iter()
+                        .find(|x| x.target == nic.name)
+                        .and_then(|x| x.mac.clone());
+                }
+            }
+        }
+        if self.identity_checked.len() > domains.len() {
+            let present: HashSet<&str> = domains.iter().map(|d| d.uuid.as_str()).collect();
+            self.identity_checked
+                .retain(|u, _| present.contains(u.as_str()));
+        }
+    }
+
     /// Sets the balloon statistics period on running domains without guest memory statistics,
     /// once per domain instance (UUID and ID).
     fn enable_balloon_stats(

@@ -133,6 +133,7 @@ pub fn fill(
             match dom.interface_stats(&nic.target) {
                 Ok(s) => sample.nics.push(NicStats {
                     name: nic.target.clone(),
+                    mac: nic.mac.clone(),
                     rx_bytes: nonneg(s.rx_bytes),
                     rx_pkts: nonneg(s.rx_packets),
                     rx_errs: nonneg(s.rx_errs),
@@ -187,7 +188,8 @@ pub fn fill(
     }
 }
 
-fn read_devices(dom: &Domain) -> Result<Devices, String> {
+/// Reads and parses the domain XML's device list (one libvirt call).
+pub fn read_devices(dom: &Domain) -> Result<Devices, String> {
     let xml = dom.xml_desc(0).map_err(|e| e.to_string())?;
     parse_domain_xml(&xml).map_err(|e| format!("invalid domain XML: {e}"))
 }

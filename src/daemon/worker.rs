@@ -184,7 +184,7 @@ fn run(
                 }
                 let features = deriver.update(&sample);
                 if let Some(book) = &settings.identity {
-                    book.record(&sample, |uuid, nic| collector.known_mac(uuid, nic));
+                    book.record(&sample);
                 }
                 line_count += settings.encoder.encode_host(&sample, &features, &mut lines);
                 stats

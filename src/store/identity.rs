@@ -2,10 +2,10 @@
 //! schema, so the workers hand it to the store here: each cycle they record what they know, and
 //! the store sink writes what changed into its `devices` table.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use crate::model::HostSample;
+use crate::model::{DomainSample, HostSample};
 
 /// What identifies one device beyond its name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +23,45 @@ pub struct DeviceIdentity {
 /// Key: `(host, uuid)`.
 type Key = (String, String);
 
+/// The identities of a VM's devices, NICs first.
+fn identities(dom: &DomainSample) -> Vec<DeviceIdentity> {
+    let nics = dom.nics.iter().map(|n| DeviceIdentity {
+        devtype: "nic",
+        device: n.name.clone(),
+        mac: n.mac.clone(),
+        path: None,
+    });
+    let disks = dom.disks.iter().map(|d| DeviceIdentity {
+        devtype: "disk",
+        device: d.name.clone(),
+        mac: None,
+        path: d.path.clone(),
+    });
+    nics.chain(disks).collect()
+}
+
+/// True when `devs` describes exactly the devices of `dom` (no allocation).
+fn same(devs: &[DeviceIdentity], dom: &DomainSample) -> bool {
+    let nics = dom
+        .nics
+        .iter()
+        .map(|n| ("nic", n.name.as_str(), n.mac.as_deref(), None));
+    let disks = dom
+        .disks
+        .iter()
+        .map(|d| ("disk", d.name.as_str(), None, d.path.as_deref()));
+    devs.len() == dom.nics.len() + dom.disks.len()
+        && devs
+            .iter()
+            .zip(nics.chain(disks))
+            .all(|(a, (t, name, mac, path))| {
+                a.devtype == t
+                    && a.device == name
+                    && a.mac.as_deref() == mac
+                    && a.path.as_deref() == path
+            })
+}
+
 /// The latest known identity of every device, with the entries changed since the last
 /// [`DeviceBook::take_changed`].
 #[derive(Debug, Default)]
@@ -32,40 +71,37 @@ pub struct DeviceBook {
 
 #[derive(Debug, Default)]
 struct Book {
-    known: HashMap<Key, Vec<DeviceIdentity>>,
+    /// host → uuid → devices.
+    known: HashMap<String, HashMap<String, Vec<DeviceIdentity>>>,
     changed: Vec<(Key, Vec<DeviceIdentity>)>,
 }
 
 impl DeviceBook {
-    /// Records the devices of every VM in `sample`; `mac_of(uuid, nic)` looks up a NIC's MAC.
-    pub fn record(&self, sample: &HostSample, mac_of: impl Fn(&str, &str) -> Option<String>) {
-        let Ok(mut book) = self.inner.lock() else {
+    /// Records the devices of every VM in `sample`. Allocates only for VMs whose devices
+    /// changed since the previous call.
+    pub fn record(&self, sample: &HostSample) {
+        let Ok(mut guard) = self.inner.lock() else {
+            return;
+        };
+        let book = &mut *guard;
+        if !book.known.contains_key(&sample.host) {
+            book.known.insert(sample.host.clone(), HashMap::new());
+        }
+        let Some(known) = book.known.get_mut(&sample.host) else {
             return;
         };
         for dom in &sample.domains {
-            let mut devs: Vec<DeviceIdentity> =
-                Vec::with_capacity(dom.nics.len() + dom.disks.len());
-            for nic in &dom.nics {
-                devs.push(DeviceIdentity {
-                    devtype: "nic",
-                    device: nic.name.clone(),
-                    mac: mac_of(&dom.uuid, &nic.name),
-                    path: None,
-                });
+            if known.get(&dom.uuid).is_some_and(|devs| same(devs, dom)) {
+                continue;
             }
-            for disk in &dom.disks {
-                devs.push(DeviceIdentity {
-                    devtype: "disk",
-                    device: disk.name.clone(),
-                    mac: None,
-                    path: disk.path.clone(),
-                });
-            }
-            let key = (sample.host.clone(), dom.uuid.clone());
-            if book.known.get(&key) != Some(&devs) {
-                book.known.insert(key.clone(), devs.clone());
-                book.changed.push((key, devs));
-            }
+            let devs = identities(dom);
+            known.insert(dom.uuid.clone(), devs.clone());
+            book.changed
+                .push(((sample.host.clone(), dom.uuid.clone()), devs));
+        }
+        if known.len() > sample.domains.len() {
+            let present: HashSet<&str> = sample.domains.iter().map(|d| d.uuid.as_str()).collect();
+            known.retain(|u, _| present.contains(u.as_str()));
         }
         // Bound memory when nothing drains the book (no store configured).
         if book.changed.len() > 100_000 {

@@ -124,6 +124,7 @@ fn full_expected() -> DomainSample {
         },
         nics: vec![NicStats {
             name: "tap0".into(),
+            mac: None,
             rx_bytes: Some(4_001),
             rx_pkts: Some(4_002),
             rx_errs: Some(4_003),
