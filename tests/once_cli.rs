@@ -822,9 +822,11 @@ fn fixture_features_are_present_and_sane() {
             absent.extend(["disk_rd_bps", "disk_wr_bps", "disk_rd_iops", "disk_wr_iops"]);
         }
         assert_eq!(p.field_keys(), minus(VM_FEATURES, &absent), "{}", p.raw);
+        // The test driver's cputime follows the wall clock, so a 1-vCPU VM reads 100 % give or
+        // take the jitter between vmtel's clock read and the driver's (well under 0.1 %).
         for k in ["cpu_pct", "cpu_usr_pct", "cpu_sys_pct"] {
             let x = p.float(k);
-            assert!((0.0..=100.0).contains(&x), "{k} = {x}: {}", p.raw);
+            assert!((0.0..=100.1).contains(&x), "{k} = {x}: {}", p.raw);
         }
         for (k, x) in &p.fields {
             if k.starts_with("net_") || k.starts_with("disk_") {
