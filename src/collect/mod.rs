@@ -239,6 +239,7 @@ impl Collector {
     /// A failure of the bulk call closes the connection, so that the next cycle reconnects.
     pub fn collect(&mut self) -> Result<HostSample, CollectError> {
         self.connect()?;
+        let before = mono_ns();
         let list = match self.fetch() {
             Ok(list) => list,
             Err(e) => {
@@ -250,7 +251,9 @@ impl Collector {
             }
         };
         let timestamp_ns = wall_ns();
-        let mono = mono_ns();
+        // libvirt reads each domain at some point during the call; the midpoint bounds the
+        // error of a rate by half the call's duration (a slow call at boot can take a second).
+        let mono = before + (mono_ns().saturating_sub(before)) / 2;
         let mut domains = Vec::with_capacity(list.len());
         let mut handles = Vec::with_capacity(list.len());
         let mut seen = Groups::NONE;
@@ -336,9 +339,10 @@ impl Collector {
                     });
                 if !checked {
                     match perdomain::read_devices(dom) {
-                        Ok(d) => {
+                        Ok(Some(d)) => {
                             self.cache.put(&sample.uuid, sample.id, now, d);
                         }
+                        Ok(None) => continue, // destroyed since the bulk call
                         Err(msg) => {
                             self.warn.once(&format!("xml:{}", sample.uuid), || {
                                 format!(

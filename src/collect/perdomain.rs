@@ -117,7 +117,8 @@ pub fn fill(
     let devices = match cache.get(&uuid, sample.id, now) {
         Some(d) => d.clone(),
         None => match read_devices(dom) {
-            Ok(d) => cache.put(&uuid, sample.id, now, d).clone(),
+            Ok(Some(d)) => cache.put(&uuid, sample.id, now, d).clone(),
+            Ok(None) => return,
             Err(msg) => {
                 warn.once(&format!("xml:{uuid}"), || {
                     format!("cannot read the device list of VM {:?}: {msg}", sample.name)
@@ -189,7 +190,14 @@ pub fn fill(
 }
 
 /// Reads and parses the domain XML's device list (one libvirt call).
-pub fn read_devices(dom: &Domain) -> Result<Devices, String> {
-    let xml = dom.xml_desc(0).map_err(|e| e.to_string())?;
-    parse_domain_xml(&xml).map_err(|e| format!("invalid domain XML: {e}"))
+/// `Ok(None)` when the domain is gone (destroyed since the bulk call): nothing to report.
+pub fn read_devices(dom: &Domain) -> Result<Option<Devices>, String> {
+    let xml = match dom.xml_desc(0) {
+        Ok(xml) => xml,
+        Err(e) if is_gone(&e) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    parse_domain_xml(&xml)
+        .map(Some)
+        .map_err(|e| format!("invalid domain XML: {e}"))
 }
