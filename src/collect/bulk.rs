@@ -72,8 +72,17 @@ impl Groups {
 
 /// Splits `net.3.rx.bytes` into (3, "rx.bytes").
 fn indexed(rest: &str) -> Option<(usize, &str)> {
-    let (idx, key) = rest.split_once('.')?;
-    Some((idx.parse().ok()?, key))
+    let b = rest.as_bytes();
+    let mut idx: usize = 0;
+    let mut i = 0;
+    while i < b.len() && b[i].is_ascii_digit() {
+        idx = idx.checked_mul(10)?.checked_add(usize::from(b[i] - b'0'))?;
+        i += 1;
+    }
+    if i == 0 || i >= b.len() || b[i] != b'.' {
+        return None;
+    }
+    Some((idx, &rest[i + 1..]))
 }
 
 /// Gets or creates slot `idx` of a device table, bounding the index so a bogus one cannot make
@@ -96,9 +105,10 @@ pub fn apply<'a>(sample: &mut DomainSample, params: impl Iterator<Item = Param<'
     let mut disks: Vec<Option<DiskStats>> = Vec::new();
     let mut delay_sum: Option<u64> = None;
     for Param { name, value } in params {
-        let Some((group, rest)) = name.split_once('.') else {
+        let Some(dot) = name.bytes().position(|b| b == b'.') else {
             continue;
         };
+        let (group, rest) = (&name[..dot], &name[dot + 1..]);
         let u = value.as_u64();
         match group {
             "state" => {

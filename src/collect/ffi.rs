@@ -99,7 +99,9 @@ pub struct Param<'a> {
 unsafe fn decode(p: &sys::virTypedParameter) -> Option<Param<'_>> {
     // SAFETY: c_char and u8 have the same size and alignment; the array is borrowed from `p`.
     let bytes: &[u8; 80] = unsafe { &*(&p.field as *const [c_char; 80] as *const [u8; 80]) };
-    let name = CStr::from_bytes_until_nul(bytes).ok()?.to_str().ok()?;
+    let len = bytes.iter().position(|&b| b == 0)?;
+    let raw = &bytes[..len];
+    let name = std::str::from_utf8(raw).ok()?;
     // SAFETY: each union member is read only when `type_` says it is the one libvirt wrote.
     let value = unsafe {
         match p.type_ as u32 {

@@ -101,6 +101,20 @@ pub fn start_event_loop() -> std::io::Result<()> {
     Ok(())
 }
 
+/// True when `uri` goes through libvirt's remote driver (a `+transport` scheme such as
+/// `qemu+ssh`, or a host name): only such connections have keepalive, which needs the event
+/// loop. Local connections do without it (it would only cost CPU on every call).
+pub fn is_remote_uri(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    let authority = rest
+        .strip_prefix("//")
+        .map(|r| r.split(['/', '?']).next().unwrap_or(""))
+        .unwrap_or("");
+    scheme.contains('+') || !authority.is_empty()
+}
+
 /// Silences libvirt's default error printer: vmtel reports libvirt errors through its own log.
 pub fn quiet_libvirt_errors() {
     virt::error::clear_error_callback();
@@ -190,7 +204,8 @@ impl Collector {
             Some(h) => h.clone(),
             None => conn.hostname().unwrap_or_else(|_| self.spec.uri.clone()),
         };
-        // Only remote drivers support keepalive; it needs the event loop the daemon runs.
+        // Only remote drivers support keepalive; it needs the event loop the daemon runs for
+        // remote sources.
         if let Err(e) = conn.set_keep_alive(KEEPALIVE.0, KEEPALIVE.1) {
             tracing::debug!(source = %self.spec.uri, "no keepalive on this connection: {e}");
         }
@@ -418,5 +433,30 @@ impl Collector {
 impl Drop for Collector {
     fn drop(&mut self) {
         self.disconnect();
+    }
+}
+
+#[cfg(test)]
+mod uri_tests {
+    use super::is_remote_uri;
+
+    #[test]
+    fn remote_and_local_uris() {
+        for uri in [
+            "qemu+ssh://root@hv1/system",
+            "qemu+tls://hv1/system",
+            "qemu://hv1/system",
+            "test+unix:///default?socket=/tmp/s",
+        ] {
+            assert!(is_remote_uri(uri), "{uri}");
+        }
+        for uri in [
+            "qemu:///system",
+            "test:///default",
+            "test:///tmp/a.xml",
+            "bogus",
+        ] {
+            assert!(!is_remote_uri(uri), "{uri}");
+        }
     }
 }

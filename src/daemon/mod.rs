@@ -210,10 +210,23 @@ fn signal_channel() -> Result<Receiver<i32>> {
     Ok(rx)
 }
 
+/// Starts libvirt's event loop (for keepalive) when a source is remote; it costs CPU on every
+/// libvirt call, so local-only agents go without.
+fn event_loop_if_remote(config: &Config) -> Result<()> {
+    if config
+        .resolve_sources(&[])
+        .iter()
+        .any(|s| collect::is_remote_uri(&s.uri))
+    {
+        collect::start_event_loop()?;
+    }
+    Ok(())
+}
+
 /// Runs the agent until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
 pub fn run(config_path: Option<PathBuf>, mut config: Config) -> Result<()> {
     collect::quiet_libvirt_errors();
-    collect::start_event_loop()?;
+    event_loop_if_remote(&config)?;
     let signals = signal_channel()?;
     // A web configuration that would expose data without a token stops start-up; a port that
     // cannot be bound only costs the dashboard (logged), not collection.
@@ -251,6 +264,7 @@ pub fn run(config_path: Option<PathBuf>, mut config: Config) -> Result<()> {
                                 tracing::warn!("SIGHUP: [web] changes take effect at the next restart");
                             }
                             config = new;
+                            event_loop_if_remote(&config)?;
                             pipeline = Pipeline::start(&config)?;
                             if let Ok(mut l) = live.write() {
                                 *l = pipeline.live();

@@ -101,15 +101,24 @@ impl Encoder {
     ) -> usize {
         let ts = self.precision.convert(sample.timestamp_ns);
         let mut lines = 0;
+        let mut prefix = String::with_capacity(256);
+        out.reserve(sample.domains.len() * 2200);
         for (i, dom) in sample.domains.iter().enumerate() {
             let mut id_buf = itoa::Buffer::new();
             let vmid = match dom.id {
                 Some(id) => id_buf.format(id),
                 None => "",
             };
+            prefix.clear();
+            {
+                let mut l = Line::new(&mut prefix, "");
+                l.tag("host", &sample.host)
+                    .tag("VMID", vmid)
+                    .tag("name", &dom.name)
+                    .tag("uuid", &dom.uuid);
+            }
             let ids = Ids {
-                host: &sample.host,
-                vmid,
+                prefix: &prefix,
                 dom,
             };
             lines += usize::from(self.vm_metrics(&ids, ts, out));
@@ -129,10 +138,7 @@ impl Encoder {
 
     fn start<'b>(&self, out: &'b mut String, measurement: &str, ids: &Ids) -> Line<'b> {
         let mut line = Line::new(out, measurement);
-        line.tag("host", ids.host)
-            .tag("VMID", ids.vmid)
-            .tag("name", &ids.dom.name)
-            .tag("uuid", &ids.dom.uuid);
+        line.raw_tags(ids.prefix);
         line
     }
 
@@ -247,7 +253,6 @@ impl Encoder {
 
 /// The identity tags every line of one VM carries.
 struct Ids<'a> {
-    host: &'a str,
-    vmid: &'a str,
+    prefix: &'a str,
     dom: &'a DomainSample,
 }
