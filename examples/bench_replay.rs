@@ -5,10 +5,12 @@
 //! libvirt returns for a QEMU guest (`virsh domstats` of a real guest: `state`, `cpu-total`,
 //! `balloon` with guest statistics, `vcpu`, `interface`, `block`; about 80 typed parameters with
 //! 2 vCPUs, 2 NICs and 2 disks; names and paths as strings) with counters that move between
-//! cycles. The timed part is what `Collector::collect` and the daemon's worker do with such a
-//! list: decode (`params()` + `bulk::apply` into `DomainSample`s, cloning the name and UUID as
-//! the collector does), derive (`Deriver::update`), encode (`Encoder::encode_host` into a fresh
-//! `String`, as the worker hands its buffer to the sinks every cycle).
+//! cycles. The timed part is what `Collector::collect_chunks` and the daemon's worker do with such
+//! a list, chunk by chunk (`CHUNK_DOMAINS` VMs): decode (recycled `DomainSample`s, the name and
+//! UUID copied as libvirt's accessors return new strings, `bulk::Decoder::decode` with its layout
+//! cache), derive (`Deriver::update_chunk`), encode (`Encoder::encode_host` into the worker's
+//! buffer, handed on as a batch every `BATCH_BYTES` and replaced by a recycled buffer, as with a
+//! sink that keeps up).
 //!
 //! Usage: `bench_replay [--vms N] [--cycles C] [--vcpus V] [--nics K] [--disks D] [--json]`
 //! (defaults 10000 VMs, 12 cycles, 2/2/2). The first cycle (no previous sample, so no
@@ -21,8 +23,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{stats_ms, thread_cpu, Allocs};
-use vmtel::collect::bulk;
+use vmtel::collect::bulk::Decoder;
 use vmtel::collect::ffi::{OwnedParams, OwnedValue};
+use vmtel::collect::CHUNK_DOMAINS;
+use vmtel::daemon::worker::BATCH_BYTES;
+use vmtel::deliver::BufferPool;
 use vmtel::derive::Deriver;
 use vmtel::encode::Encoder;
 use vmtel::model::{DomainSample, HostSample};
@@ -167,15 +172,21 @@ struct Phase {
     allocs: Allocs,
 }
 
-fn timed<T>(f: impl FnOnce() -> T) -> (T, Phase) {
-    let a0 = Allocs::now();
-    let c0 = thread_cpu();
-    let w0 = Instant::now();
-    let out = f();
-    let wall = w0.elapsed();
-    let cpu = thread_cpu() - c0;
-    let allocs = Allocs::now().since(a0);
-    (out, Phase { wall, cpu, allocs })
+impl Phase {
+    /// Runs `f`, adding its wall time, CPU time and allocations to this phase.
+    fn time<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let a0 = Allocs::now();
+        let c0 = thread_cpu();
+        let w0 = Instant::now();
+        let out = f();
+        self.wall += w0.elapsed();
+        self.cpu += thread_cpu() - c0;
+        let a = Allocs::now().since(a0);
+        self.allocs.calls += a.calls;
+        self.allocs.bytes += a.bytes;
+        self.allocs.live += a.live;
+        out
+    }
 }
 
 struct Cycle {
@@ -211,8 +222,20 @@ fn main() {
 
     let vms = fleet(n, &shape);
     let mut deriver = Deriver::new();
+    let mut decoder = Decoder::new();
     let encoder = Encoder::default();
     let params_per_vm = record(0, &vms[0], &shape, 0).len();
+    // The worker's buffers, kept across cycles as the worker keeps them.
+    let mut spare: Vec<DomainSample> = Vec::new();
+    let mut features = Vec::new();
+    // A sink that keeps up: each batch's buffer comes back to the pool as soon as it is sent.
+    let pool = BufferPool::default();
+    let mut lines = pool.take();
+    let mut chunk = HostSample {
+        host: "hv-bench-01".into(),
+        timestamp_ns: 0,
+        domains: Vec::with_capacity(CHUNK_DOMAINS),
+    };
     let base_live = Allocs::now().live;
     let mut results = Vec::with_capacity(cycles);
     let mut sample_bytes = 0i64;
@@ -223,42 +246,56 @@ fn main() {
             .enumerate()
             .map(|(i, vm)| record(i, vm, &shape, c))
             .collect();
-        let before_decode = Allocs::now().live;
+        let mut batches = 0usize;
         let (ru0, rs0) = common::rusage(true);
         let c0 = thread_cpu();
         let w0 = Instant::now();
         let mono = c * 10_000_000_000 + 1;
-        // Decode: what Collector::collect does with each record of the list.
-        let (host, decode) = timed(|| {
-            let mut domains = Vec::with_capacity(records.len());
-            for (vm, rec) in vms.iter().zip(&records) {
-                let mut sample = DomainSample {
-                    name: vm.name.clone(),
-                    uuid: vm.uuid.clone(),
-                    id: Some(vm.id),
-                    mono_ns: mono,
-                    ..DomainSample::default()
-                };
-                bulk::apply(&mut sample, rec.params());
-                domains.push(sample);
-            }
-            HostSample {
-                host: "hv-bench-01".into(),
-                timestamp_ns: 1_795_644_568_000_000_000 + c as i64 * 10_000_000_000,
-                domains,
-            }
-        });
-        let live_with_sample = Allocs::now().live;
-        let (features, derive) = timed(|| deriver.update(&host));
-        let ((lines, out), encode) = timed(|| {
-            let mut out = String::new();
-            let lines = encoder.encode_host(&host, &features, &mut out);
-            (lines, out)
+        chunk.timestamp_ns = 1_795_644_568_000_000_000 + c as i64 * 10_000_000_000;
+        let (mut decode, mut derive, mut encode) =
+            (Phase::default(), Phase::default(), Phase::default());
+        let mut line_count = 0;
+        let mut bytes = 0;
+        deriver.begin_cycle();
+        for (vms, recs) in vms.chunks(CHUNK_DOMAINS).zip(records.chunks(CHUNK_DOMAINS)) {
+            // Decode: what Collector::collect_chunks does with each record of the list.
+            let live0 = Allocs::now().live;
+            decode.time(|| {
+                for (vm, rec) in vms.iter().zip(recs) {
+                    let mut sample = spare.pop().unwrap_or_default();
+                    sample.recycle();
+                    sample.name = vm.name.clone();
+                    sample.uuid = vm.uuid.clone();
+                    sample.id = Some(vm.id);
+                    sample.mono_ns = mono;
+                    decoder.decode(&mut sample, rec.raw_params());
+                    chunk.domains.push(sample);
+                }
+            });
+            sample_bytes = sample_bytes.max(Allocs::now().live - live0);
+            // Derive and encode: the worker's chunk callback.
+            derive.time(|| deriver.update_chunk(&chunk.domains, &mut features));
+            encode.time(|| {
+                let before = lines.len();
+                line_count += encoder.encode_host(&chunk, &features, &mut lines);
+                bytes += lines.len() - before;
+                if lines.len() >= BATCH_BYTES {
+                    let batch = std::mem::replace(&mut lines, pool.take());
+                    batches += 1;
+                    pool.put(batch);
+                }
+            });
+            spare.append(&mut chunk.domains);
+        }
+        derive.time(|| deriver.end_cycle());
+        encode.time(|| {
+            let batch = std::mem::replace(&mut lines, pool.take());
+            batches += 1;
+            pool.put(batch);
         });
         let total_wall = w0.elapsed();
         let total_cpu = thread_cpu() - c0;
         let (ru1, rs1) = common::rusage(true);
-        sample_bytes = live_with_sample - before_decode;
         results.push(Cycle {
             decode,
             derive,
@@ -267,13 +304,15 @@ fn main() {
             total_cpu,
             user: ru1 - ru0,
             sys: rs1 - rs0,
-            lines,
-            bytes: out.len(),
+            lines: line_count,
+            bytes,
         });
-        drop((host, features, out, records));
+        debug_assert!(batches > 0);
+        drop(records);
     }
-    // What stays allocated between cycles: the deriver's per-VM state (and this program's
-    // fixed fleet description, allocated before `base_live`).
+    // What stays allocated between cycles: the deriver's per-VM state, the decoder's layouts and
+    // the worker's chunk buffers (and this program's fixed fleet description, allocated before
+    // `base_live`).
     let steady_live = Allocs::now().live - base_live;
     let measured = &results[2..];
     let ms = |f: &dyn Fn(&Cycle) -> Duration| stats_ms(&measured.iter().map(f).collect::<Vec<_>>());
@@ -288,6 +327,7 @@ fn main() {
     let first = &results[0];
     let (rss, hwm) = common::rss_kib(0);
     let nf = n.max(1) as f64;
+    let per_chunk = CHUNK_DOMAINS.min(n).max(1) as f64;
     if json {
         let phase = |p: &Phase| {
             serde_json::json!({
@@ -312,7 +352,7 @@ fn main() {
             "first_cycle": {"wall_ms": first.total_wall.as_secs_f64() * 1e3, "cpu_ms": first.total_cpu.as_secs_f64() * 1e3},
             "lines": last.lines,
             "bytes": last.bytes,
-            "sample_bytes_per_vm": sample_bytes as f64 / nf,
+            "sample_bytes_per_vm": sample_bytes as f64 / per_chunk,
             "steady_heap_bytes_per_vm": steady_live as f64 / nf,
             "rss_kib": rss,
             "hwm_kib": hwm,
@@ -358,8 +398,8 @@ fn main() {
         first.total_wall.as_secs_f64() * 1e3
     );
     println!(
-        "memory: samples {:.0} B/VM per cycle, deriver state {:.0} B/VM between cycles; RSS {} KiB, peak {} KiB",
-        sample_bytes as f64 / nf,
+        "memory: samples {:.0} B/VM allocated by decode (largest chunk), state {:.0} B/VM between cycles; RSS {} KiB, peak {} KiB",
+        sample_bytes as f64 / per_chunk,
         steady_live as f64 / nf,
         rss,
         hwm

@@ -41,6 +41,23 @@ pub struct DomainSample {
     pub disks: Vec<DiskStats>,
 }
 
+impl DomainSample {
+    /// Empties the sample for reuse by another VM, keeping its allocations (the name, UUID and
+    /// device lists), so a collector can recycle samples from cycle to cycle.
+    pub fn recycle(&mut self) {
+        self.name.clear();
+        self.uuid.clear();
+        self.id = None;
+        self.mono_ns = 0;
+        self.state = None;
+        self.cpu = CpuStats::default();
+        self.vcpu = VcpuStats::default();
+        self.mem = MemoryStats::default();
+        self.nics.clear();
+        self.disks.clear();
+    }
+}
+
 /// CPU time in nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CpuStats {

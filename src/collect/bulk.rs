@@ -6,8 +6,11 @@
 //! values (QEMU's `-1` for "unsupported") are treated as missing, and gaps in the `net.N` and
 //! `block.N` indices (an interface with no statistics) are skipped.
 
-use super::ffi::{Param, Value};
-use crate::model::{DiskStats, DomainSample, NicStats};
+mod layout;
+
+use self::layout::Layout;
+use super::ffi::RawParam;
+use crate::model::DomainSample;
 
 /// Bit set of libvirt stats groups, using libvirt's own `VIR_DOMAIN_STATS_*` bit values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,167 +73,87 @@ impl Groups {
     }
 }
 
-/// Splits `net.3.rx.bytes` into (3, "rx.bytes").
-fn indexed(rest: &str) -> Option<(usize, &str)> {
-    let b = rest.as_bytes();
-    let mut idx: usize = 0;
-    let mut i = 0;
-    while i < b.len() && b[i].is_ascii_digit() {
-        idx = idx.checked_mul(10)?.checked_add(usize::from(b[i] - b'0'))?;
-        i += 1;
-    }
-    if i == 0 || i >= b.len() || b[i] != b'.' {
-        return None;
-    }
-    Some((idx, &rest[i + 1..]))
+/// Most parameter layouts a [`Decoder`] keeps (VMs of one shape share one).
+const MAX_LAYOUTS: usize = 64;
+
+/// Decodes bulk-stats records into samples. It remembers the parameter layouts it has seen (see
+/// [`layout`]), so a record shaped like an earlier one is decoded without parsing any name.
+/// Keep one per connection; any sequence of records gives the same results as a fresh decoder.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    layouts: Vec<Layout>,
+    last: usize,
+    clock: u64,
 }
 
-/// Gets or creates slot `idx` of a device table, bounding the index so a bogus one cannot make
-/// vmtel allocate without limit.
-fn slot<T: Default>(table: &mut Vec<Option<T>>, idx: usize) -> Option<&mut T> {
-    const MAX_DEVICES: usize = 4096;
-    if idx >= MAX_DEVICES {
-        return None;
+impl Decoder {
+    /// A decoder with no layout yet.
+    pub fn new() -> Self {
+        Self::default()
     }
-    if table.len() <= idx {
-        table.resize_with(idx + 1, || None);
-    }
-    Some(table[idx].get_or_insert_with(T::default))
-}
 
-/// Fills `sample` from the parameters of one record and returns the groups that were present.
-pub fn apply<'a>(sample: &mut DomainSample, params: impl Iterator<Item = Param<'a>>) -> Groups {
-    let mut seen = Groups::NONE;
-    let mut nics: Vec<Option<NicStats>> = Vec::new();
-    let mut disks: Vec<Option<DiskStats>> = Vec::new();
-    let mut delay_sum: Option<u64> = None;
-    for Param { name, value } in params {
-        let Some(dot) = name.bytes().position(|b| b == b'.') else {
-            continue;
+    /// Number of layouts kept.
+    pub fn layouts(&self) -> usize {
+        self.layouts.len()
+    }
+
+    /// Fills `sample` from one record's parameters and returns the groups that were present.
+    ///
+    /// Only what the record has is written: a group it lacks leaves its fields untouched (for
+    /// the per-domain fallback), and the NIC and disk lists are replaced only when their group is
+    /// present.
+    pub fn decode<'a, P>(&mut self, sample: &mut DomainSample, params: P) -> Groups
+    where
+        P: ExactSizeIterator<Item = RawParam<'a>> + Clone,
+    {
+        self.clock += 1;
+        let n = params.len();
+        let found = if self
+            .layouts
+            .get(self.last)
+            .is_some_and(|l| l.matches(params.clone()))
+        {
+            Some(self.last)
+        } else {
+            self.layouts
+                .iter()
+                .position(|l| l.len() == n && l.matches(params.clone()))
         };
-        let (group, rest) = (&name[..dot], &name[dot + 1..]);
-        let u = value.as_u64();
-        match group {
-            "state" => {
-                seen = seen.union(Groups::STATE);
-                if rest == "state" {
-                    sample.state = value.as_i64();
+        let at = match found {
+            Some(at) => at,
+            None => {
+                let layout = Layout::build(params.clone());
+                if !layout.cacheable {
+                    layout.apply(sample, params);
+                    return layout.groups;
                 }
-            }
-            "cpu" => {
-                seen = seen.union(Groups::CPU);
-                match rest {
-                    "time" => sample.cpu.time = u,
-                    "user" => sample.cpu.user = u,
-                    "system" => sample.cpu.system = u,
-                    _ => {}
-                }
-            }
-            "balloon" => {
-                seen = seen.union(Groups::BALLOON);
-                let m = &mut sample.mem;
-                match rest {
-                    "current" => m.current = u,
-                    "maximum" => m.maximum = u,
-                    "rss" => m.rss = u,
-                    "available" => m.available = u,
-                    "usable" => m.usable = u,
-                    "unused" => m.unused = u,
-                    "swap_in" => m.swap_in = u,
-                    "swap_out" => m.swap_out = u,
-                    "major_fault" => m.major_fault = u,
-                    "minor_fault" => m.minor_fault = u,
-                    "disk_caches" => m.disk_caches = u,
-                    _ => {}
-                }
-            }
-            "vcpu" => {
-                seen = seen.union(Groups::VCPU);
-                match rest {
-                    "current" => sample.vcpu.current = u.and_then(|v| u32::try_from(v).ok()),
-                    "maximum" => sample.vcpu.maximum = u.and_then(|v| u32::try_from(v).ok()),
-                    _ => {
-                        if let Some((_, "delay")) = indexed(rest) {
-                            if let Some(d) = u {
-                                delay_sum = Some(delay_sum.unwrap_or(0).saturating_add(d));
-                            }
-                        }
+                if self.layouts.len() >= MAX_LAYOUTS {
+                    if let Some(oldest) =
+                        (0..self.layouts.len()).min_by_key(|&i| self.layouts[i].used)
+                    {
+                        self.layouts.swap_remove(oldest);
                     }
                 }
+                self.layouts.push(layout);
+                self.layouts.len() - 1
             }
-            "net" => {
-                seen = seen.union(Groups::INTERFACE);
-                let Some((idx, key)) = indexed(rest) else {
-                    continue;
-                };
-                let Some(nic) = slot(&mut nics, idx) else {
-                    continue;
-                };
-                match key {
-                    "name" => nic.name = str_value(&value),
-                    "rx.bytes" => nic.rx_bytes = u,
-                    "rx.pkts" => nic.rx_pkts = u,
-                    "rx.errs" => nic.rx_errs = u,
-                    "rx.drop" => nic.rx_drop = u,
-                    "tx.bytes" => nic.tx_bytes = u,
-                    "tx.pkts" => nic.tx_pkts = u,
-                    "tx.errs" => nic.tx_errs = u,
-                    "tx.drop" => nic.tx_drop = u,
-                    _ => {}
-                }
-            }
-            "block" => {
-                seen = seen.union(Groups::BLOCK);
-                let Some((idx, key)) = indexed(rest) else {
-                    continue;
-                };
-                let Some(disk) = slot(&mut disks, idx) else {
-                    continue;
-                };
-                match key {
-                    "name" => disk.name = str_value(&value),
-                    "path" => disk.path = value.as_str().map(str::to_owned),
-                    "rd.reqs" => disk.rd_reqs = u,
-                    "rd.bytes" => disk.rd_bytes = u,
-                    "wr.reqs" => disk.wr_reqs = u,
-                    "wr.bytes" => disk.wr_bytes = u,
-                    "errors" => disk.errors = u,
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
+        };
+        self.last = at;
+        let Some(layout) = self.layouts.get_mut(at) else {
+            return Groups::NONE;
+        };
+        layout.used = self.clock;
+        layout.apply(sample, params);
+        layout.groups
     }
-    if delay_sum.is_some() {
-        sample.vcpu.delay_sum = delay_sum;
-    }
-    if seen.contains(Groups::INTERFACE) {
-        sample.nics = compact(nics, "net", |n| &mut n.name);
-    }
-    if seen.contains(Groups::BLOCK) {
-        sample.disks = compact(disks, "block", |d| &mut d.name);
-    }
-    seen
 }
 
-fn str_value(v: &Value) -> String {
-    v.as_str().unwrap_or_default().to_owned()
-}
-
-/// Drops empty slots and names unnamed devices after their index (`net2`).
-fn compact<T>(table: Vec<Option<T>>, prefix: &str, name: impl Fn(&mut T) -> &mut String) -> Vec<T> {
-    table
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, d)| {
-            let mut d = d?;
-            let n = name(&mut d);
-            if n.is_empty() {
-                *n = format!("{prefix}{i}");
-            }
-            Some(d)
-        })
-        .collect()
+/// Decodes one record with a fresh [`Decoder`] (no layout kept).
+pub fn apply<'a, P>(sample: &mut DomainSample, params: P) -> Groups
+where
+    P: ExactSizeIterator<Item = RawParam<'a>> + Clone,
+{
+    Decoder::new().decode(sample, params)
 }
 
 #[cfg(test)]

@@ -125,23 +125,127 @@ unsafe fn decode(p: &sys::virTypedParameter) -> Option<Param<'_>> {
     Some(Param { name, value })
 }
 
-/// Reads `n` parameters starting at `ptr`.
+/// One typed parameter, read lazily: checking its name against a known one costs a byte
+/// comparison, with no NUL scan or UTF-8 check. Only this module creates one, from arrays that
+/// satisfy [`decode`]'s contract for `'a`.
+#[derive(Clone, Copy)]
+pub struct RawParam<'a> {
+    p: &'a sys::virTypedParameter,
+}
+
+impl<'a> RawParam<'a> {
+    fn field(&self) -> &'a [u8; 80] {
+        // SAFETY: c_char and u8 have the same size and alignment; the array is borrowed from the
+        // parameter, which lives for `'a`.
+        unsafe { &*(&self.p.field as *const [c_char; 80] as *const [u8; 80]) }
+    }
+
+    /// The name's bytes before the NUL; `None` when the 80-byte field has no NUL.
+    pub fn name_bytes(&self) -> Option<&'a [u8]> {
+        let f = self.field();
+        let len = f.iter().position(|&b| b == 0)?;
+        Some(&f[..len])
+    }
+
+    /// True when the name is exactly `name` (which must not contain a NUL).
+    pub fn name_is(&self, name: &[u8]) -> bool {
+        let f = self.field();
+        name.len() < f.len() && f[name.len()] == 0 && f[..name.len()] == *name
+    }
+
+    /// Bytes `8k..8k+8` of the 80-byte name field as a little-endian word (0 past the field):
+    /// names are compared a word at a time (see the decoder's layouts).
+    #[inline]
+    pub fn name_word(&self, k: usize) -> u64 {
+        let f = self.field();
+        if k >= 10 {
+            return 0;
+        }
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&f[8 * k..8 * k + 8]);
+        u64::from_le_bytes(w)
+    }
+
+    /// The whole parameter, decoded; `None` for an unreadable name or a null string value.
+    pub fn decode(&self) -> Option<Param<'a>> {
+        // SAFETY: a RawParam is only made from parameters that satisfy `decode`'s contract.
+        unsafe { decode(self.p) }
+    }
+
+    /// The value as an unsigned counter; see [`Value::as_u64`].
+    pub fn as_u64(&self) -> Option<u64> {
+        // SAFETY: each union member is read only when `type_` says it is the one written.
+        unsafe {
+            match self.p.type_ as u32 {
+                sys::VIR_TYPED_PARAM_INT => u64::try_from(self.p.value.i).ok(),
+                sys::VIR_TYPED_PARAM_UINT => Some(u64::from(self.p.value.ui)),
+                sys::VIR_TYPED_PARAM_LLONG => u64::try_from(self.p.value.l).ok(),
+                sys::VIR_TYPED_PARAM_ULLONG => Some(self.p.value.ul),
+                _ => None,
+            }
+        }
+    }
+
+    /// The value as a signed integer; see [`Value::as_i64`].
+    pub fn as_i64(&self) -> Option<i64> {
+        // SAFETY: as in `as_u64`.
+        unsafe {
+            match self.p.type_ as u32 {
+                sys::VIR_TYPED_PARAM_INT => Some(i64::from(self.p.value.i)),
+                sys::VIR_TYPED_PARAM_UINT => Some(i64::from(self.p.value.ui)),
+                sys::VIR_TYPED_PARAM_LLONG => Some(self.p.value.l),
+                sys::VIR_TYPED_PARAM_ULLONG => i64::try_from(self.p.value.ul).ok(),
+                _ => None,
+            }
+        }
+    }
+
+    /// The value as a string (invalid UTF-8 replaced), if it is a non-null string.
+    pub fn as_str(&self) -> Option<Cow<'a, str>> {
+        if self.p.type_ as u32 != sys::VIR_TYPED_PARAM_STRING {
+            return None;
+        }
+        // SAFETY: the type says `s` is the member written; it is null or a NUL-terminated
+        // string living for `'a` (this type's invariant).
+        unsafe {
+            let s = self.p.value.s;
+            (!s.is_null()).then(|| CStr::from_ptr(s).to_string_lossy())
+        }
+    }
+}
+
+/// The parameters of one record (or [`OwnedParams`]), in order.
+#[derive(Clone)]
+pub struct RawParams<'a>(std::slice::Iter<'a, sys::virTypedParameter>);
+
+impl<'a> Iterator for RawParams<'a> {
+    type Item = RawParam<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<RawParam<'a>> {
+        self.0.next().map(|p| RawParam { p })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for RawParams<'_> {}
+
+/// Views `n` parameters starting at `ptr`.
 ///
 /// # Safety
 /// `ptr` must point to `n` initialised parameters (or be null with `n == 0`) satisfying
 /// [`decode`]'s contract, living at least as long as `'a`.
-unsafe fn params_from_raw<'a>(
-    ptr: *const sys::virTypedParameter,
-    n: usize,
-) -> impl Iterator<Item = Param<'a>> {
+unsafe fn raw_from_ptr<'a>(ptr: *const sys::virTypedParameter, n: usize) -> RawParams<'a> {
     let slice: &'a [sys::virTypedParameter] = if ptr.is_null() || n == 0 {
         &[]
     } else {
         // SAFETY: per the contract, `ptr` points to `n` parameters that outlive `'a`.
         unsafe { std::slice::from_raw_parts(ptr, n) }
     };
-    // SAFETY: string members of these parameters satisfy `decode`'s contract.
-    slice.iter().filter_map(|p| unsafe { decode(p) })
+    RawParams(slice.iter())
 }
 
 /// The records of one `virConnectGetAllDomainStats` call, freed on drop.
@@ -227,12 +331,17 @@ impl<'a> Record<'a> {
         }
     }
 
-    /// The record's typed parameters.
+    /// The record's typed parameters, decoded (unreadable ones skipped).
     pub fn params(&self) -> impl Iterator<Item = Param<'a>> {
+        self.raw_params().filter_map(|p| p.decode())
+    }
+
+    /// The record's typed parameters, undecoded.
+    pub fn raw_params(&self) -> RawParams<'a> {
         let n = usize::try_from(self.rec.nparams).unwrap_or(0);
         // SAFETY: libvirt filled `params` with `nparams` entries owned by the record, which lives
         // as long as the list (`'a`).
-        unsafe { params_from_raw(self.rec.params, n) }
+        unsafe { raw_from_ptr(self.rec.params, n) }
     }
 }
 
@@ -330,9 +439,14 @@ impl OwnedParams {
 
     /// The parameters, decoded exactly as a libvirt record's are.
     pub fn params(&self) -> impl Iterator<Item = Param<'_>> {
+        self.raw_params().filter_map(|p| p.decode())
+    }
+
+    /// The parameters, undecoded, as [`Record::raw_params`] gives them.
+    pub fn raw_params(&self) -> RawParams<'_> {
         // SAFETY: every string pointer in `params` points into a CString in `strings`, owned by
         // `self` and never mutated, so it outlives the borrow.
-        unsafe { params_from_raw(self.params.as_ptr(), self.params.len()) }
+        unsafe { raw_from_ptr(self.params.as_ptr(), self.params.len()) }
     }
 }
 

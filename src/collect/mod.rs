@@ -13,7 +13,7 @@ pub mod ffi;
 pub mod perdomain;
 pub mod warn;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,11 +21,25 @@ use virt::connect::Connect;
 use virt::error::ErrorNumber;
 use virt::sys;
 
-use self::bulk::Groups;
+use self::bulk::{Decoder, Groups};
 use self::devices::DeviceCache;
 use self::ffi::StatsList;
 use self::warn::Warnings;
 use crate::model::{DomainSample, HostSample};
+
+/// Domains decoded, completed and handed on together ([`Collector::collect_chunks`]). Bounds what
+/// a cycle holds in memory whatever the number of VMs: samples and line protocol for 10,000 VMs
+/// at once would take about 40 MB.
+pub const CHUNK_DOMAINS: usize = 128;
+
+/// What a finished cycle reports besides its chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CycleSummary {
+    /// Wall-clock time of the bulk call, ns since the epoch (also in every chunk).
+    pub timestamp_ns: i64,
+    /// Domains handed on in all chunks.
+    pub domains: usize,
+}
 
 /// Where to collect from: a libvirt URI and an optional host-name override.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,11 +148,19 @@ pub struct Collector {
     connects: u64,
     /// Guest balloon statistics period to enable where a running domain has none.
     balloon_period: Option<u32>,
-    /// `uuid/id` of domains whose balloon period vmtel already tried to set.
-    balloon_tried: HashSet<String>,
+    /// `uuid/id` of domains whose balloon period vmtel already tried to set, with the cycle
+    /// that last saw them.
+    balloon_tried: HashMap<String, u64>,
     /// NIC names per domain (UUID) whose XML was read and still lacked one of them (e.g. a NIC
-    /// without a target device): not read again until the names or the domain ID change.
-    identity_checked: HashMap<String, (Option<u32>, Vec<String>)>,
+    /// without a target device): not read again until the names or the domain ID change. With
+    /// the cycle that last saw the domain.
+    identity_checked: HashMap<String, (Option<u32>, Vec<String>, u64)>,
+    /// Record decoder with its layout cache.
+    decoder: Decoder,
+    /// Samples of the last chunk, reused by the next.
+    spare: Vec<DomainSample>,
+    /// Cycles run so far.
+    cycle: u64,
 }
 
 /// Keepalive probes on remote connections: interval in seconds and unanswered probes before
@@ -159,8 +181,11 @@ impl Collector {
             warn,
             connects: 0,
             balloon_period: None,
-            balloon_tried: HashSet::new(),
+            balloon_tried: HashMap::new(),
             identity_checked: HashMap::new(),
+            decoder: Decoder::new(),
+            spare: Vec::new(),
+            cycle: 0,
         }
     }
 
@@ -249,10 +274,29 @@ impl Collector {
         StatsList::fetch(conn, Groups::ALL.0, flags)
     }
 
-    /// Runs one cycle: connects if needed, reads every active domain, and returns the sample.
-    ///
-    /// A failure of the bulk call closes the connection, so that the next cycle reconnects.
+    /// Runs one cycle and returns every domain in one sample (for `vmtel once` and tests; the
+    /// daemon uses [`Collector::collect_chunks`]).
     pub fn collect(&mut self) -> Result<HostSample, CollectError> {
+        let mut domains = Vec::new();
+        let summary = self.collect_chunks(|chunk| domains.extend(chunk.domains.iter().cloned()))?;
+        Ok(HostSample {
+            host: self.host.clone(),
+            timestamp_ns: summary.timestamp_ns,
+            domains,
+        })
+    }
+
+    /// Runs one cycle: connects if needed, makes the bulk call, and hands the active domains to
+    /// `each` in chunks of at most [`CHUNK_DOMAINS`], each one complete (per-domain fallback
+    /// filled, MACs attached). Every chunk carries the same host and timestamp; `each` may change
+    /// a chunk, which is recycled afterwards.
+    ///
+    /// A failure of the bulk call closes the connection, so that the next cycle reconnects; it
+    /// comes before any chunk, so a cycle is never handed on in part.
+    pub fn collect_chunks(
+        &mut self,
+        mut each: impl FnMut(&mut HostSample),
+    ) -> Result<CycleSummary, CollectError> {
         self.connect()?;
         let before = mono_ns();
         let list = match self.fetch() {
@@ -269,25 +313,79 @@ impl Collector {
         // libvirt reads each domain at some point during the call; the midpoint bounds the
         // error of a rate by half the call's duration (a slow call at boot can take a second).
         let mono = before + (mono_ns().saturating_sub(before)) / 2;
-        let mut domains = Vec::with_capacity(list.len());
-        let mut handles = Vec::with_capacity(list.len());
+        self.cycle += 1;
+        let size = list.len().min(CHUNK_DOMAINS);
+        let mut chunk = HostSample {
+            host: self.host.clone(),
+            timestamp_ns,
+            domains: Vec::with_capacity(size),
+        };
+        let mut handles = Vec::with_capacity(size);
         let mut seen = Groups::NONE;
+        let mut total = 0;
         for rec in list.records() {
             let Some(dom) = rec.domain() else { continue };
-            let mut sample = DomainSample {
-                name: dom.name().unwrap_or_default(),
-                uuid: dom.uuid_string().unwrap_or_default(),
-                id: dom.id(),
-                mono_ns: mono,
-                ..DomainSample::default()
-            };
-            seen = seen.union(bulk::apply(&mut sample, rec.params()));
-            domains.push(sample);
+            let mut sample = self.spare.pop().unwrap_or_default();
+            sample.recycle();
+            sample.name = dom.name().unwrap_or_default();
+            sample.uuid = dom.uuid_string().unwrap_or_default();
+            sample.id = dom.id();
+            sample.mono_ns = mono;
+            seen = seen.union(self.decoder.decode(&mut sample, rec.raw_params()));
+            chunk.domains.push(sample);
             handles.push(dom);
+            if chunk.domains.len() >= CHUNK_DOMAINS {
+                total += self.finish_chunk(&mut chunk, &mut handles, seen, &mut each);
+            }
+        }
+        if !chunk.domains.is_empty() {
+            total += self.finish_chunk(&mut chunk, &mut handles, seen, &mut each);
         }
         drop(list);
+        self.cache.end_cycle();
+        let cycle = self.cycle;
+        self.identity_checked.retain(|_, v| v.2 == cycle);
+        self.balloon_tried.retain(|_, c| *c == cycle);
+        Ok(CycleSummary {
+            timestamp_ns,
+            domains: total,
+        })
+    }
+
+    /// Completes one chunk (groups the bulk call lacks, MACs, balloon period), hands it to
+    /// `each` and keeps its samples for reuse. Returns the number of domains.
+    fn finish_chunk(
+        &mut self,
+        chunk: &mut HostSample,
+        handles: &mut Vec<virt::domain::Domain>,
+        seen: Groups,
+        each: &mut impl FnMut(&mut HostSample),
+    ) -> usize {
+        self.note_groups(seen);
+        let missing = Groups::ALL.minus(self.bulk.unwrap_or(Groups::ALL));
+        if missing != Groups::NONE {
+            for (sample, dom) in chunk.domains.iter_mut().zip(handles.iter()) {
+                sample.mono_ns = mono_ns();
+                perdomain::fill(dom, sample, missing, &mut self.cache, &mut self.warn);
+            }
+        }
+        if !missing.contains(Groups::INTERFACE) {
+            self.attach_macs(&mut chunk.domains, handles);
+        }
+        if let Some(period) = self.balloon_period {
+            self.enable_balloon_stats(period, &chunk.domains, handles);
+        }
+        each(chunk);
+        let n = chunk.domains.len();
+        self.spare.append(&mut chunk.domains);
+        handles.clear();
+        n
+    }
+
+    /// Records which groups the bulk call returned (`seen`: so far in this cycle).
+    fn note_groups(&mut self, seen: Groups) {
         match self.bulk {
-            None if !domains.is_empty() => {
+            None => {
                 self.bulk = Some(seen);
                 let missing = Groups::ALL.minus(seen);
                 if missing != Groups::NONE {
@@ -303,25 +401,6 @@ impl Collector {
             Some(known) if !known.contains(seen) => self.bulk = Some(known.union(seen)),
             _ => {}
         }
-        let missing = Groups::ALL.minus(self.bulk.unwrap_or(Groups::ALL));
-        if missing != Groups::NONE {
-            for (sample, dom) in domains.iter_mut().zip(&handles) {
-                sample.mono_ns = mono_ns();
-                perdomain::fill(dom, sample, missing, &mut self.cache, &mut self.warn);
-            }
-        }
-        if !missing.contains(Groups::INTERFACE) {
-            self.attach_macs(&mut domains, &handles);
-        }
-        self.cache.end_cycle();
-        if let Some(period) = self.balloon_period {
-            self.enable_balloon_stats(period, &domains, &handles);
-        }
-        Ok(HostSample {
-            host: self.host.clone(),
-            timestamp_ns,
-            domains,
-        })
     }
 }
 
@@ -346,12 +425,14 @@ impl Collector {
                 .get_identity(&sample.uuid, sample.id)
                 .is_some_and(lists_all);
             if !complete {
-                let checked = self
-                    .identity_checked
-                    .get(&sample.uuid)
-                    .is_some_and(|(id, names)| {
-                        *id == sample.id && names.iter().eq(sample.nics.iter().map(|n| &n.name))
-                    });
+                let cycle = self.cycle;
+                let checked =
+                    self.identity_checked
+                        .get_mut(&sample.uuid)
+                        .is_some_and(|(id, names, seen)| {
+                            *seen = cycle;
+                            *id == sample.id && names.iter().eq(sample.nics.iter().map(|n| &n.name))
+                        });
                 if !checked {
                     match perdomain::read_devices(dom) {
                         Ok(Some(d)) => {
@@ -369,7 +450,7 @@ impl Collector {
                     }
                     let names = sample.nics.iter().map(|n| n.name.clone()).collect();
                     self.identity_checked
-                        .insert(sample.uuid.clone(), (sample.id, names));
+                        .insert(sample.uuid.clone(), (sample.id, names, self.cycle));
                 }
             }
             if let Some(d) = self.cache.get_identity(&sample.uuid, sample.id) {
@@ -382,11 +463,6 @@ impl Collector {
                 }
             }
         }
-        if self.identity_checked.len() > domains.len() {
-            let present: HashSet<&str> = domains.iter().map(|d| d.uuid.as_str()).collect();
-            self.identity_checked
-                .retain(|u, _| present.contains(u.as_str()));
-        }
     }
 
     /// Sets the balloon statistics period on running domains without guest memory statistics,
@@ -398,14 +474,14 @@ impl Collector {
         handles: &[virt::domain::Domain],
     ) {
         const RUNNING: i64 = 1;
-        let mut present = HashSet::with_capacity(domains.len());
         for (sample, dom) in domains.iter().zip(handles) {
             let key = format!("{}/{}", sample.uuid, sample.id.unwrap_or(0));
+            if let Some(seen) = self.balloon_tried.get_mut(&key) {
+                *seen = self.cycle;
+                continue;
+            }
             let has_guest_stats = sample.mem.usable.is_some() || sample.mem.available.is_some();
-            if sample.state == Some(RUNNING)
-                && !has_guest_stats
-                && !self.balloon_tried.contains(&key)
-            {
+            if sample.state == Some(RUNNING) && !has_guest_stats {
                 let period = i32::try_from(period).unwrap_or(i32::MAX);
                 match dom.set_memory_stats_period(period, sys::VIR_DOMAIN_AFFECT_LIVE) {
                     Ok(()) => tracing::info!(
@@ -422,11 +498,9 @@ impl Collector {
                         });
                     }
                 }
-                self.balloon_tried.insert(key.clone());
+                self.balloon_tried.insert(key, self.cycle);
             }
-            present.insert(key);
         }
-        self.balloon_tried.retain(|k| present.contains(k));
     }
 }
 

@@ -147,7 +147,8 @@ fn run(
         retry_at: None,
         last_error: String::new(),
     };
-    let mut lines = String::new();
+    let mut lines = hub.buffer();
+    let mut features = Vec::new();
     let mut late_logged = false;
     for tick in rx.iter() {
         let started = Instant::now();
@@ -158,38 +159,61 @@ fn run(
             continue;
         }
         lines.clear();
-        let mut line_count = 0;
-        let mut stamp = tick.grid_ns;
-        match collector.collect() {
-            Ok(mut sample) => {
-                // Normally the tick's grid point. A cycle that overran past the next grid point
-                // is stamped with the last grid point before its read (a tick that was skipped
-                // for this source), so its counters are never dated more than one interval early.
-                let read_at = tick_at_or_before(sample.timestamp_ns, settings.interval);
-                if read_at > tick.grid_ns {
-                    stats.late_cycles.fetch_add(1, Ordering::Relaxed);
-                    if !late_logged {
-                        tracing::warn!(source = %uri, "cycle finished after its deadline (the next tick); stamped with the grid point of its read (logged once per streak)");
-                        late_logged = true;
-                    }
-                } else {
-                    late_logged = false;
+        let mut pending = 0; // lines in `lines` not yet sent
+        let mut cycle_lines = 0;
+        let mut cycle_bytes = 0;
+        let mut stamp: Option<i64> = None;
+        // Normally the tick's grid point. A cycle that overran past the next grid point is
+        // stamped with the last grid point before its read (a tick that was skipped for this
+        // source), so its counters are never dated more than one interval early.
+        let mut stamp_for = |read_ns: i64| -> i64 {
+            let read_at = tick_at_or_before(read_ns, settings.interval);
+            if read_at > tick.grid_ns {
+                stats.late_cycles.fetch_add(1, Ordering::Relaxed);
+                if !late_logged {
+                    tracing::warn!(source = %uri, "cycle finished after its deadline (the next tick); stamped with the grid point of its read (logged once per streak)");
+                    late_logged = true;
                 }
-                stamp = read_at.max(tick.grid_ns);
-                sample.timestamp_ns = stamp;
-                if collector.connects() != connects {
-                    // New connection: counters may have restarted; no rates against old ones.
-                    deriver.reset();
-                    connects = collector.connects();
-                }
-                let features = deriver.update(&sample);
+            } else {
+                late_logged = false;
+            }
+            read_at.max(tick.grid_ns)
+        };
+        let result = collector.connect().and_then(|()| {
+            if collector.connects() != connects {
+                // New connection: counters may have restarted; no rates against old ones.
+                deriver.reset();
+                connects = collector.connects();
+            }
+            deriver.begin_cycle();
+            let summary = collector.collect_chunks(|chunk| {
+                let ts = *stamp.get_or_insert_with(|| stamp_for(chunk.timestamp_ns));
+                chunk.timestamp_ns = ts;
+                deriver.update_chunk(&chunk.domains, &mut features);
                 if let Some(book) = &settings.identity {
-                    book.record(&sample);
+                    book.record(chunk);
                 }
-                line_count += settings.encoder.encode_host(&sample, &features, &mut lines);
+                let before = lines.len();
+                let n = settings.encoder.encode_host(chunk, &features, &mut lines);
+                pending += n;
+                cycle_lines += n;
+                cycle_bytes += lines.len() - before;
+                if lines.len() >= BATCH_BYTES {
+                    send(&hub, &uri, ts, &mut lines, pending);
+                    pending = 0;
+                }
+            })?;
+            deriver.end_cycle();
+            if stamp.is_none() {
+                stamp = Some(stamp_for(summary.timestamp_ns));
+            }
+            Ok(summary)
+        });
+        match result {
+            Ok(summary) => {
                 stats
                     .domains
-                    .store(sample.domains.len() as u64, Ordering::Relaxed);
+                    .store(summary.domains as u64, Ordering::Relaxed);
                 stats.connected.store(true, Ordering::Relaxed);
                 if health.failures > 0 {
                     tracing::info!(source = %uri, "source is back after {} failed attempts", health.failures);
@@ -213,29 +237,40 @@ fn run(
                 set_last_error(&stats.last_error, msg);
             }
         }
+        let stamp = stamp.unwrap_or(tick.grid_ns);
         let elapsed = started.elapsed();
         stats.cycles.fetch_add(1, Ordering::Relaxed);
         stats.last_cycle_ns.store(
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        stats.lines.fetch_add(line_count as u64, Ordering::Relaxed);
-        stats.bytes.fetch_add(lines.len() as u64, Ordering::Relaxed);
-        line_count += stats.encode(
+        stats.lines.fetch_add(cycle_lines as u64, Ordering::Relaxed);
+        stats.bytes.fetch_add(cycle_bytes as u64, Ordering::Relaxed);
+        pending += stats.encode(
             &settings.encoder,
             &settings.agent_host,
             &uri,
             stamp,
             &mut lines,
         );
-        hub.send(Batch {
-            source: uri.clone(),
-            timestamp_ns: stamp,
-            lines: std::mem::take(&mut lines),
-            line_count,
-        });
+        send(&hub, &uri, stamp, &mut lines, pending);
         busy.store(false, Ordering::Release);
     }
+}
+
+/// A cycle is handed to the sinks in batches of about this size (and one at its end), so the
+/// memory a cycle's text takes stays small whatever the number of VMs.
+pub const BATCH_BYTES: usize = 128 * 1024;
+
+/// Hands `lines` to the sinks and leaves an empty (recycled) buffer in its place.
+fn send(hub: &Hub, uri: &str, timestamp_ns: i64, lines: &mut String, line_count: usize) {
+    let lines = std::mem::replace(lines, hub.buffer());
+    hub.send(Batch {
+        source: uri.to_owned(),
+        timestamp_ns,
+        lines,
+        line_count,
+    });
 }
 
 fn set_last_error(slot: &Mutex<Option<String>>, msg: String) {

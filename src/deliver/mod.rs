@@ -29,6 +29,43 @@ pub struct Batch {
     pub line_count: usize,
 }
 
+/// Batch buffers handed back once every sink is done with them, for the workers to fill again:
+/// a worker then writes into warm memory instead of new pages every cycle. Holds a few buffers
+/// at most.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    free: Mutex<Vec<String>>,
+}
+
+/// Buffers a [`BufferPool`] keeps.
+const POOL_BUFFERS: usize = 4;
+/// Larger buffers are not kept (a one-off large cycle does not pin its memory).
+const POOL_MAX_CAPACITY: usize = 1 << 20;
+
+impl BufferPool {
+    /// An empty buffer, recycled if one is free.
+    pub fn take(&self) -> String {
+        self.free
+            .lock()
+            .ok()
+            .and_then(|mut f| f.pop())
+            .unwrap_or_default()
+    }
+
+    /// Gives a buffer back (it is kept only if the pool has room and it is not too large).
+    pub fn put(&self, mut buf: String) {
+        if buf.capacity() == 0 || buf.capacity() > POOL_MAX_CAPACITY {
+            return;
+        }
+        buf.clear();
+        if let Ok(mut f) = self.free.lock() {
+            if f.len() < POOL_BUFFERS {
+                f.push(buf);
+            }
+        }
+    }
+}
+
 /// A destination for batches. Runs on its own thread; may block.
 pub trait Sink: Send {
     /// A short name for logs and self-telemetry (`stdout`, `file:/var/lib/vmtel/out.lp`).
@@ -70,6 +107,7 @@ struct Lane {
 /// Fans batches out to every sink, each behind its own bounded queue and thread.
 pub struct Hub {
     lanes: Vec<Lane>,
+    pool: Arc<BufferPool>,
     /// Each sink thread sends its lane index here when it has flushed and exits.
     done: crossbeam_channel::Receiver<usize>,
 }
@@ -81,6 +119,7 @@ impl Hub {
     /// Starts one thread per sink.
     pub fn start(sinks: Vec<Box<dyn Sink>>) -> std::io::Result<Hub> {
         let mut lanes = Vec::with_capacity(sinks.len());
+        let pool = Arc::new(BufferPool::default());
         let (done_tx, done) = crossbeam_channel::unbounded();
         for (index, mut sink) in sinks.into_iter().enumerate() {
             let done_tx = done_tx.clone();
@@ -91,6 +130,7 @@ impl Hub {
                 let _ = stats.delivery.set(d);
             }
             let st = Arc::clone(&stats);
+            let lane_pool = Arc::clone(&pool);
             let thread_name = format!("sink {name}");
             let log_name = name.clone();
             let thread = std::thread::Builder::new()
@@ -124,6 +164,10 @@ impl Hub {
                                 }
                             }
                         }
+                        // The last sink done with a batch recycles its buffer.
+                        if let Some(b) = Arc::into_inner(batch) {
+                            lane_pool.put(b.lines);
+                        }
                     }
                     if let Err(e) = sink.flush() {
                         tracing::error!(sink = %log_name, "cannot flush: {e}");
@@ -137,7 +181,13 @@ impl Hub {
                 stats,
             });
         }
-        Ok(Hub { lanes, done })
+        Ok(Hub { lanes, pool, done })
+    }
+
+    /// An empty buffer to encode the next batch into (recycled from an earlier batch if one is
+    /// free).
+    pub fn buffer(&self) -> String {
+        self.pool.take()
     }
 
     /// Queues `batch` for every sink without waiting.
@@ -162,6 +212,9 @@ impl Hub {
                     lane.stats.errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
+        }
+        if let Some(b) = Arc::into_inner(batch) {
+            self.pool.put(b.lines);
         }
     }
 

@@ -121,27 +121,43 @@ impl Deriver {
     }
 
     /// Computes the features of every VM in `host` against its previous sample and remembers
-    /// this sample. The result is parallel to `host.domains`.
+    /// this sample: one whole cycle. The result is parallel to `host.domains`.
     pub fn update(&mut self, host: &HostSample) -> Vec<Option<Features>> {
+        let mut out = Vec::with_capacity(host.domains.len());
+        self.begin_cycle();
+        self.update_chunk(&host.domains, &mut out);
+        self.end_cycle();
+        out
+    }
+
+    /// Starts a cycle that arrives in chunks ([`Deriver::update_chunk`], then
+    /// [`Deriver::end_cycle`]).
+    pub fn begin_cycle(&mut self) {
         self.generation += 1;
+    }
+
+    /// Computes the features of `domains` (part of the current cycle) into `out` (cleared
+    /// first; parallel to `domains`) and remembers these samples.
+    pub fn update_chunk(&mut self, domains: &[DomainSample], out: &mut Vec<Option<Features>>) {
         let generation = self.generation;
-        let out = host
-            .domains
-            .iter()
-            .map(|dom| {
-                // Look up before inserting: no key allocation for VMs already known.
-                if !self.prev.contains_key(&dom.uuid) {
-                    self.prev.insert(dom.uuid.clone(), Prev::default());
-                }
-                let prev = self.prev.get_mut(&dom.uuid)?;
-                let features = (prev.seen != 0).then(|| features(prev, dom)).flatten();
-                remember(prev, dom, generation);
-                features
-            })
-            .collect();
+        out.clear();
+        out.extend(domains.iter().map(|dom| {
+            // Look up before inserting: no key allocation for VMs already known.
+            if !self.prev.contains_key(&dom.uuid) {
+                self.prev.insert(dom.uuid.clone(), Prev::default());
+            }
+            let prev = self.prev.get_mut(&dom.uuid)?;
+            let features = (prev.seen != 0).then(|| features(prev, dom)).flatten();
+            remember(prev, dom, generation);
+            features
+        }));
+    }
+
+    /// Ends the current cycle: forgets VMs missing from the last few cycles.
+    pub fn end_cycle(&mut self) {
+        let generation = self.generation;
         self.prev
             .retain(|_, p| generation.saturating_sub(p.seen) < KEEP_UNSEEN);
-        out
     }
 }
 

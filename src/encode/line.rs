@@ -67,6 +67,47 @@ pub fn escape_into(out: &mut String, s: &str) {
     }
 }
 
+/// Decimal places float fields are written with. vmtel's floats are rates and percentages
+/// computed from counters: digits beyond the sixth decimal are noise, and writing a fixed number
+/// of decimals costs a fraction of the shortest round-trip form.
+pub const FLOAT_DECIMALS: u32 = 6;
+
+/// Appends `v` (finite) rounded to [`FLOAT_DECIMALS`] places, trailing zeros dropped (`12.5`,
+/// `0.000125`, `3.0`). Values too large for that in 53 bits (above about 9·10⁹) are written in
+/// full by `ryu`.
+fn push_float(buf: &mut String, v: f64) {
+    const SCALE: f64 = 1e6;
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    let scaled = (v * SCALE).round();
+    // Also false for NaN, which callers filter out anyway.
+    if scaled.abs() >= 9.0e15 || scaled.is_nan() {
+        buf.push_str(ryu::Buffer::new().format_finite(v));
+        return;
+    }
+    let scaled = scaled as i64;
+    let abs = scaled.unsigned_abs();
+    if scaled < 0 {
+        buf.push('-');
+    }
+    buf.push_str(itoa::Buffer::new().format(abs / 1_000_000));
+    buf.push('.');
+    let mut frac = abs % 1_000_000;
+    if frac == 0 {
+        buf.push('0');
+        return;
+    }
+    let mut width = FLOAT_DECIMALS;
+    while frac % 10 == 0 {
+        frac /= 10;
+        width -= 1;
+    }
+    let mut div = 10u64.pow(width - 1);
+    while div > 0 {
+        buf.push_str(DIGITS[((frac / div) % 10) as usize]);
+        div /= 10;
+    }
+}
+
 /// Builds one line of line protocol in a caller-owned buffer.
 ///
 /// Tags must be added before fields. If no field was added when [`Line::finish`] is called,
@@ -82,6 +123,17 @@ impl<'b> Line<'b> {
     pub fn new(buf: &'b mut String, measurement: &str) -> Self {
         let start = buf.len();
         escape_into(buf, measurement);
+        Line {
+            buf,
+            start,
+            fields: 0,
+        }
+    }
+
+    /// Starts a line whose measurement (and any tags that follow it) is already escaped.
+    pub fn new_escaped(buf: &'b mut String, escaped: &str) -> Self {
+        let start = buf.len();
+        buf.push_str(escaped);
         Line {
             buf,
             start,
@@ -135,11 +187,12 @@ impl<'b> Line<'b> {
         self
     }
 
-    /// Adds a float field; `None`, NaN and infinities are left out.
+    /// Adds a float field, rounded to [`FLOAT_DECIMALS`] decimal places; `None`, NaN and
+    /// infinities are left out.
     pub fn field_f64(&mut self, key: &str, value: Option<f64>) -> &mut Self {
         if let Some(v) = value.filter(|v| v.is_finite()) {
             self.field_key(key);
-            self.buf.push_str(ryu::Buffer::new().format_finite(v));
+            push_float(self.buf, v);
         }
         self
     }
@@ -147,12 +200,18 @@ impl<'b> Line<'b> {
     /// Ends the line with `timestamp` and a newline. Returns `false`, and removes the partial
     /// line, if it has no field.
     pub fn finish(self, timestamp: i64) -> bool {
+        self.finish_with(itoa::Buffer::new().format(timestamp))
+    }
+
+    /// Like [`Line::finish`], with the timestamp already formatted (an integer), so that the
+    /// many lines of one cycle format it once.
+    pub fn finish_with(self, timestamp: &str) -> bool {
         if self.fields == 0 {
             self.buf.truncate(self.start);
             return false;
         }
         self.buf.push(' ');
-        self.buf.push_str(itoa::Buffer::new().format(timestamp));
+        self.buf.push_str(timestamp);
         self.buf.push('\n');
         true
     }
@@ -189,6 +248,39 @@ mod tests {
     #[test]
     fn replaces_control_characters() {
         assert_eq!(esc("a\nb\tc"), "a\u{FFFD}b\u{FFFD}c");
+    }
+
+    fn float(v: f64) -> String {
+        let mut out = String::new();
+        push_float(&mut out, v);
+        out
+    }
+
+    #[test]
+    fn floats_have_at_most_six_decimals() {
+        assert_eq!(float(1.5), "1.5");
+        assert_eq!(float(3.0), "3.0");
+        assert_eq!(float(0.0), "0.0");
+        assert_eq!(float(-0.0), "0.0");
+        assert_eq!(float(-2.25), "-2.25");
+        assert_eq!(float(0.000125), "0.000125");
+        assert_eq!(float(1.0 / 3.0), "0.333333");
+        assert_eq!(float(2.0 / 3.0), "0.666667");
+        assert_eq!(float(99.9999996), "100.0");
+        assert_eq!(float(0.0000004), "0.0");
+        assert_eq!(float(-0.0000004), "0.0");
+        assert_eq!(float(1e12), "1000000000000.0");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn floats_read_back_within_half_a_unit_of_the_last_decimal(v in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO) {
+            let s = float(v);
+            let back: f64 = s.parse().map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{s:?}: {e}")))?;
+            let tolerance = 0.5e-6 + v.abs() * 1e-15;
+            proptest::prop_assert!((back - v).abs() <= tolerance, "{} -> {} -> {}", v, s, back);
+            proptest::prop_assert!(s.contains('.') || s.contains('e') || s.contains('E'), "{} is not a float literal", s);
+        }
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub const FIELD_KEYS: &[&str] = &[
     "disk_wr_iops",
 ];
 
+/// The measurements vmtel writes for VMs (none needs escaping).
+pub const MEASUREMENTS: &[&str] = &["vm_metrics", "vm_totals", "vm_devices", "vm_features"];
+
 /// Tag keys vmtel writes itself.
 pub const TAG_KEYS: &[&str] = &["host", "VMID", "name", "uuid", "devtype", "device"];
 
@@ -99,7 +102,12 @@ impl Encoder {
         features: &[Option<Features>],
         out: &mut String,
     ) -> usize {
-        let ts = self.precision.convert(sample.timestamp_ns);
+        let mut ts_buf = itoa::Buffer::new();
+        let ts = ts_buf.format(self.precision.convert(sample.timestamp_ns));
+        let mut global = String::new();
+        for (k, v) in &self.global_tags {
+            Line::new(&mut global, "").tag(k, v);
+        }
         let mut lines = 0;
         let mut prefix = String::with_capacity(256);
         out.reserve(sample.domains.len() * 2200);
@@ -119,6 +127,7 @@ impl Encoder {
             }
             let ids = Ids {
                 prefix: &prefix,
+                global: &global,
                 dom,
             };
             lines += usize::from(self.vm_metrics(&ids, ts, out));
@@ -136,35 +145,31 @@ impl Encoder {
         lines
     }
 
-    fn start<'b>(&self, out: &'b mut String, measurement: &str, ids: &Ids) -> Line<'b> {
-        let mut line = Line::new(out, measurement);
+    /// `measurement` is one of vmtel's own names, which need no escaping.
+    fn start<'b>(&self, out: &'b mut String, measurement: &'static str, ids: &Ids) -> Line<'b> {
+        debug_assert!(MEASUREMENTS.contains(&measurement));
+        let mut line = Line::new_escaped(out, measurement);
         line.raw_tags(ids.prefix);
         line
     }
 
-    fn global(&self, line: &mut Line) {
-        for (k, v) in &self.global_tags {
-            line.tag(k, v);
-        }
-    }
-
-    fn vm_metrics(&self, ids: &Ids, ts: i64, out: &mut String) -> bool {
+    fn vm_metrics(&self, ids: &Ids, ts: &str, out: &mut String) -> bool {
         let d = ids.dom;
         let mut line = self.start(out, "vm_metrics", ids);
-        self.global(&mut line);
+        line.raw_tags(ids.global);
         line.field_i64("state", d.state)
             .field_u64("cpus", d.vcpu.current.map(u64::from))
             .field_u64("cputime", d.cpu.time)
             .field_u64("memmax", d.mem.maximum)
             .field_u64("mem", d.mem.current);
-        line.finish(ts)
+        line.finish_with(ts)
     }
 
-    fn vm_totals(&self, ids: &Ids, ts: i64, out: &mut String) -> bool {
+    fn vm_totals(&self, ids: &Ids, ts: &str, out: &mut String) -> bool {
         let d = ids.dom;
         let (n, k) = (&d.nics, &d.disks);
         let mut line = self.start(out, "vm_totals", ids);
-        self.global(&mut line);
+        line.raw_tags(ids.global);
         line.field_u64("net_rxbytes", sum(n, |x| x.rx_bytes))
             .field_u64("net_rxpackets", sum(n, |x| x.rx_pkts))
             .field_u64("net_rxerrors", sum(n, |x| x.rx_errs))
@@ -192,24 +197,24 @@ impl Encoder {
             .field_u64("cpus", d.vcpu.current.map(u64::from))
             .field_u64("cputime", d.cpu.time)
             .field_i64("state", d.state);
-        line.finish(ts)
+        line.finish_with(ts)
     }
 
     fn device_start<'b>(
         &self,
         out: &'b mut String,
         ids: &Ids,
-        devtype: &str,
+        devtype: &'static str,
         device: &str,
     ) -> Line<'b> {
         let mut line = self.start(out, "vm_devices", ids);
-        line.tag("devtype", devtype).tag("device", device);
-        self.global(&mut line);
+        line.raw_tags(devtype).tag("device", device);
+        line.raw_tags(ids.global);
         line
     }
 
-    fn nic_line(&self, ids: &Ids, nic: &NicStats, ts: i64, out: &mut String) -> bool {
-        let mut line = self.device_start(out, ids, "nic", &nic.name);
+    fn nic_line(&self, ids: &Ids, nic: &NicStats, ts: &str, out: &mut String) -> bool {
+        let mut line = self.device_start(out, ids, ",devtype=nic", &nic.name);
         line.field_u64("rxbytes", nic.rx_bytes)
             .field_u64("rxpackets", nic.rx_pkts)
             .field_u64("rxerrors", nic.rx_errs)
@@ -218,22 +223,22 @@ impl Encoder {
             .field_u64("txpackets", nic.tx_pkts)
             .field_u64("txerrors", nic.tx_errs)
             .field_u64("txdrops", nic.tx_drop);
-        line.finish(ts)
+        line.finish_with(ts)
     }
 
-    fn disk_line(&self, ids: &Ids, disk: &DiskStats, ts: i64, out: &mut String) -> bool {
-        let mut line = self.device_start(out, ids, "disk", &disk.name);
+    fn disk_line(&self, ids: &Ids, disk: &DiskStats, ts: &str, out: &mut String) -> bool {
+        let mut line = self.device_start(out, ids, ",devtype=disk", &disk.name);
         line.field_u64("rd_req", disk.rd_reqs)
             .field_u64("rd_bytes", disk.rd_bytes)
             .field_u64("wr_reqs", disk.wr_reqs)
             .field_u64("wr_bytes", disk.wr_bytes)
             .field_u64("errors", disk.errors);
-        line.finish(ts)
+        line.finish_with(ts)
     }
 
-    fn vm_features(&self, ids: &Ids, f: &Features, ts: i64, out: &mut String) -> bool {
+    fn vm_features(&self, ids: &Ids, f: &Features, ts: &str, out: &mut String) -> bool {
         let mut line = self.start(out, "vm_features", ids);
-        self.global(&mut line);
+        line.raw_tags(ids.global);
         line.field_f64("cpu_pct", f.cpu_pct)
             .field_f64("cpu_usr_pct", f.cpu_usr_pct)
             .field_f64("cpu_sys_pct", f.cpu_sys_pct)
@@ -247,12 +252,14 @@ impl Encoder {
             .field_f64("disk_wr_bps", f.disk_wr_bps)
             .field_f64("disk_rd_iops", f.disk_rd_iops)
             .field_f64("disk_wr_iops", f.disk_wr_iops);
-        line.finish(ts)
+        line.finish_with(ts)
     }
 }
 
 /// The identity tags every line of one VM carries.
 struct Ids<'a> {
     prefix: &'a str,
+    /// The global tags, escaped.
+    global: &'a str,
     dom: &'a DomainSample,
 }

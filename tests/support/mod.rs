@@ -293,7 +293,21 @@ fn total<T>(devs: &[T], get: impl Fn(&T) -> Option<u64>) -> Option<Val> {
 }
 
 fn float(v: Option<f64>) -> Option<Val> {
-    v.filter(|v| v.is_finite()).map(Val::float)
+    v.filter(|v| v.is_finite())
+        .map(|v| Val::float(float_as_written(v)))
+}
+
+/// What a reader gets back for a float field, per docs/metrics.md: rounded to six decimal
+/// places (so `-0.0` and tiny values read as `0.0`), except values of 9·10⁹ or more, written in
+/// full.
+pub fn float_as_written(v: f64) -> f64 {
+    let scaled = v * 1e6;
+    if scaled.abs() >= 9e15 {
+        v
+    } else {
+        // `+ 0.0` turns a rounded -0.0 into 0.0.
+        scaled.round() / 1e6 + 0.0
+    }
 }
 
 fn point(

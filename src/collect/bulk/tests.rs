@@ -1,9 +1,9 @@
-//! Unit tests of [`super::apply`]: bulk-stats records shaped like the ones libvirt's QEMU driver
+//! Unit tests of [`super::Decoder`] (and [`super::apply`], a fresh decoder): bulk-stats records shaped like the ones libvirt's QEMU driver
 //! returns (key names and types from libvirt's `virConnectGetAllDomainStats` documentation),
 //! built with [`OwnedParams`] so that they go through the same decoder as real records.
 
 use super::super::ffi::{OwnedParams, OwnedValue};
-use super::{apply, Groups};
+use super::{apply, Decoder, Groups};
 use crate::model::{CpuStats, DiskStats, DomainSample, MemoryStats, NicStats, VcpuStats};
 
 use OwnedValue::{Bool, Double, Int, LLong, Str, UInt, ULLong};
@@ -29,7 +29,7 @@ fn blank() -> DomainSample {
 
 fn run(p: &OwnedParams) -> (DomainSample, Groups) {
     let mut s = blank();
-    let g = apply(&mut s, p.params());
+    let g = apply(&mut s, p.raw_params());
     (s, g)
 }
 
@@ -520,9 +520,140 @@ fn groups_absent_from_the_record_leave_fields_untouched() {
         ..NicStats::default()
     }];
     s.vcpu.delay_sum = Some(42);
-    let g = apply(&mut s, record(vec![("state.state", Int(3))]).params());
+    let g = apply(&mut s, record(vec![("state.state", Int(3))]).raw_params());
     assert_eq!(g, Groups::STATE);
     assert_eq!(s.state, Some(3));
     assert_eq!(s.nics.len(), 1);
     assert_eq!(s.vcpu.delay_sum, Some(42));
+}
+
+/// A record made of a random selection of `full_qemu_record`'s keys (in a random order, with
+/// random values) and extra devices at random indices: shapes that share parameter counts but
+/// not names, and names that move.
+fn arbitrary_record() -> impl proptest::strategy::Strategy<Value = Vec<(String, OwnedValue)>> {
+    use proptest::prelude::*;
+    let keys: Vec<&'static str> = full_qemu_record().into_iter().map(|(k, _)| k).collect();
+    let n = keys.len();
+    (
+        proptest::sample::subsequence(keys, 0..=n),
+        proptest::collection::vec(any::<u64>(), n),
+        proptest::collection::vec((0usize..6, 0usize..3, "[a-z]{0,3}"), 0..4),
+        any::<u64>(),
+    )
+        .prop_map(|(picked, values, extra, seed)| {
+            let mut out: Vec<(String, OwnedValue)> = picked
+                .into_iter()
+                .zip(values)
+                .map(|(k, v)| {
+                    let value = if k.ends_with(".name") || k.ends_with(".path") {
+                        Str(format!("dev{}", v % 5))
+                    } else if v % 7 == 0 {
+                        LLong(-1)
+                    } else {
+                        ULLong(v % 1_000_000)
+                    };
+                    (k.to_owned(), value)
+                })
+                .collect();
+            for (idx, kind, name) in extra {
+                let group = if kind == 0 { "net" } else { "block" };
+                out.push((format!("{group}.{idx}.name"), Str(name)));
+                out.push((format!("{group}.{idx}.rx.bytes"), ULLong(idx as u64)));
+                out.push((format!("{group}.{idx}.wr.reqs"), ULLong(idx as u64)));
+            }
+            // A deterministic shuffle, so that the same keys also come in other orders.
+            let len = out.len().max(1);
+            for i in 0..out.len() {
+                let j = (seed.wrapping_mul(i as u64 + 1) % len as u64) as usize;
+                out.swap(i, j);
+            }
+            out
+        })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// A decoder that has seen other records (its layout cache) gives exactly what a fresh one
+    /// gives, whatever the sequence of shapes.
+    #[test]
+    fn cached_layouts_decode_like_a_fresh_decoder(records in proptest::collection::vec(arbitrary_record(), 1..12), repeat in 1usize..3) {
+        let mut shared = Decoder::new();
+        for _ in 0..repeat {
+            for entries in &records {
+                let mut p = OwnedParams::new();
+                for (k, v) in entries {
+                    p.push(k, v.clone());
+                }
+                let mut cached = blank();
+                let g1 = shared.decode(&mut cached, p.raw_params());
+                let mut fresh = blank();
+                let g2 = apply(&mut fresh, p.raw_params());
+                proptest::prop_assert_eq!(g1, g2);
+                proptest::prop_assert_eq!(&cached, &fresh);
+            }
+        }
+        proptest::prop_assert!(shared.layouts() <= 64);
+    }
+}
+
+#[test]
+fn a_renamed_parameter_with_the_same_count_is_not_taken_for_the_cached_layout() {
+    let mut d = Decoder::new();
+    let first = record(vec![
+        ("state.state", Int(1)),
+        ("net.0.name", Str("tap0".into())),
+        ("net.0.rx.bytes", ULLong(10)),
+    ]);
+    let mut s = blank();
+    d.decode(&mut s, first.raw_params());
+    assert_eq!(s.nics[0].rx_bytes, Some(10));
+    // Same number of parameters, one name changed: a disk where the NIC counter was.
+    let second = record(vec![
+        ("state.state", Int(1)),
+        ("net.0.name", Str("tap0".into())),
+        ("block.0.wr.reqs", ULLong(10)),
+    ]);
+    let mut s = blank();
+    let g = d.decode(&mut s, second.raw_params());
+    assert_eq!(
+        g,
+        Groups::STATE.union(Groups::INTERFACE).union(Groups::BLOCK)
+    );
+    assert_eq!(s.nics[0].rx_bytes, None);
+    assert_eq!(s.disks.len(), 1);
+    assert_eq!(s.disks[0].name, "block0");
+    assert_eq!(s.disks[0].wr_reqs, Some(10));
+    assert_eq!(d.layouts(), 2);
+    // A name that differs only after a common prefix, and one that is longer.
+    for name in ["net.0.rx.bytez", "net.0.rx.bytes2"] {
+        let third = record(vec![
+            ("state.state", Int(1)),
+            ("net.0.name", Str("tap0".into())),
+            (name, ULLong(10)),
+        ]);
+        let mut s = blank();
+        d.decode(&mut s, third.raw_params());
+        assert_eq!(s.nics[0].rx_bytes, None, "{name}");
+    }
+}
+
+#[test]
+fn many_shapes_keep_a_bounded_cache() {
+    let mut d = Decoder::new();
+    for vcpus in 0..200u64 {
+        let mut entries = vec![("vcpu.current".to_owned(), UInt(vcpus as u32))];
+        for v in 0..vcpus % 70 {
+            entries.push((format!("vcpu.{v}.delay"), ULLong(1)));
+        }
+        let mut p = OwnedParams::new();
+        for (k, v) in &entries {
+            p.push(k, v.clone());
+        }
+        let mut s = blank();
+        d.decode(&mut s, p.raw_params());
+        assert_eq!(s.vcpu.current, Some(vcpus as u32));
+        assert_eq!(s.vcpu.delay_sum, (vcpus % 70 > 0).then_some(vcpus % 70));
+    }
+    assert!(d.layouts() <= 64, "{} layouts", d.layouts());
 }
