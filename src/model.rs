@@ -41,6 +41,33 @@ pub struct DomainSample {
     pub disks: Vec<DiskStats>,
 }
 
+/// A compact key for a VM: its UUID as 128 bits (`8c1f…-…` parsed), or, for a string that is not
+/// a UUID, two 64-bit hashes of it. Per-VM state is kept under this key rather than the
+/// 36-character string.
+pub fn uuid_key(uuid: &str) -> u128 {
+    use std::hash::{Hash, Hasher};
+    if uuid.len() == 36 {
+        let mut v: u128 = 0;
+        let mut digits = 0;
+        for b in uuid.bytes().filter(|&b| b != b'-') {
+            let Some(d) = char::from(b).to_digit(16) else {
+                break;
+            };
+            v = (v << 4) | u128::from(d);
+            digits += 1;
+        }
+        if digits == 32 {
+            return v;
+        }
+    }
+    let hash = |salt: u8| {
+        let mut h = std::hash::DefaultHasher::new();
+        (salt, uuid).hash(&mut h);
+        u128::from(h.finish())
+    };
+    (hash(0) << 64) | hash(1)
+}
+
 impl DomainSample {
     /// Empties the sample for reuse by another VM, keeping its allocations (the name, UUID and
     /// device lists), so a collector can recycle samples from cycle to cycle.

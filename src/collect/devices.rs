@@ -6,7 +6,10 @@
 //! seen in a cycle are dropped, so the cache stays as large as the fleet.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::model::uuid_key;
 
 /// A network interface as the domain XML describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,20 +82,25 @@ pub fn parse_domain_xml(xml: &str) -> Result<Devices, roxmltree::Error> {
 #[derive(Debug)]
 struct Entry {
     id: Option<u32>,
-    fetched: Instant,
-    devices: Devices,
+    /// When the entry goes stale.
+    expires: Instant,
+    devices: Arc<Devices>,
     seen: bool,
 }
 
 /// Per-domain device lists keyed by UUID, with a TTL.
+///
+/// Each entry lives between half the TTL and the whole TTL, spread by its UUID: the lists of a
+/// fleet are all read in the first cycle, and without the spread they would all be read again
+/// in the same later cycle (seconds of XML reading at a thousand domains).
 #[derive(Debug)]
 pub struct DeviceCache {
     ttl: Duration,
-    entries: HashMap<String, Entry>,
+    entries: HashMap<u128, Entry>,
 }
 
 impl DeviceCache {
-    /// An empty cache whose entries live for `ttl`.
+    /// An empty cache whose entries live for at most `ttl`.
     pub fn new(ttl: Duration) -> Self {
         DeviceCache {
             ttl,
@@ -100,38 +108,46 @@ impl DeviceCache {
         }
     }
 
+    /// How long the entry of the domain with key `key` lives: 50 % to 100 % of the TTL.
+    fn ttl_of(&self, key: u128) -> Duration {
+        let spread = (key ^ (key >> 64)) as u64 % 1024;
+        self.ttl / 2 + self.ttl.mul_f64(spread as f64 / 2048.0)
+    }
+
     /// The cached devices of `uuid`, if they are fresh and belong to the same domain ID.
-    pub fn get(&mut self, uuid: &str, id: Option<u32>, now: Instant) -> Option<&Devices> {
-        let ttl = self.ttl;
-        let e = self.entries.get_mut(uuid)?;
-        if e.id != id || now.saturating_duration_since(e.fetched) >= ttl {
+    pub fn get(&mut self, uuid: &str, id: Option<u32>, now: Instant) -> Option<Arc<Devices>> {
+        let e = self.entries.get_mut(&uuid_key(uuid))?;
+        if e.id != id || now >= e.expires {
             return None;
         }
         e.seen = true;
-        Some(&e.devices)
+        Some(Arc::clone(&e.devices))
     }
 
     /// Stores a freshly read device list.
-    pub fn put(&mut self, uuid: &str, id: Option<u32>, now: Instant, devices: Devices) -> &Devices {
-        let e = self.entries.entry(uuid.to_owned()).or_insert(Entry {
+    pub fn put(
+        &mut self,
+        uuid: &str,
+        id: Option<u32>,
+        now: Instant,
+        devices: Devices,
+    ) -> Arc<Devices> {
+        let key = uuid_key(uuid);
+        let devices = Arc::new(devices);
+        let entry = Entry {
             id,
-            fetched: now,
-            devices: Devices::default(),
-            seen: true,
-        });
-        *e = Entry {
-            id,
-            fetched: now,
-            devices,
+            expires: now + self.ttl_of(key),
+            devices: Arc::clone(&devices),
             seen: true,
         };
-        &e.devices
+        self.entries.insert(key, entry);
+        devices
     }
 
     /// The cached devices of `uuid` for domain ID `id`, however old: device identity (MACs)
     /// does not change while a domain runs, except by hot-plug, which the caller detects.
     pub fn get_identity(&mut self, uuid: &str, id: Option<u32>) -> Option<&Devices> {
-        let e = self.entries.get_mut(uuid)?;
+        let e = self.entries.get_mut(&uuid_key(uuid))?;
         if e.id != id {
             return None;
         }
@@ -141,7 +157,7 @@ impl DeviceCache {
 
     /// Marks `uuid`'s entry stale, so the next cycle reads the XML again.
     pub fn invalidate(&mut self, uuid: &str) {
-        self.entries.remove(uuid);
+        self.entries.remove(&uuid_key(uuid));
     }
 
     /// Drops the entries of domains not looked up since the previous call.
@@ -190,6 +206,36 @@ mod tests {
     }
 
     #[test]
+    fn refreshes_of_a_fleet_are_spread_over_the_second_half_of_the_ttl() {
+        let ttl = Duration::from_secs(300);
+        let mut c = DeviceCache::new(ttl);
+        let t0 = Instant::now();
+        let uuids: Vec<String> = (0..1000).map(crate::demo::uuid_for).collect();
+        for u in &uuids {
+            c.put(u, Some(1), t0, Devices::default());
+        }
+        // Every entry lives at least half the TTL and at most the TTL.
+        for u in &uuids {
+            assert!(c
+                .get(u, Some(1), t0 + ttl / 2 - Duration::from_millis(1))
+                .is_some());
+        }
+        let mut expired_by = |secs: u64| {
+            uuids
+                .iter()
+                .filter(|u| c.get(u, Some(1), t0 + Duration::from_secs(secs)).is_none())
+                .count()
+        };
+        assert_eq!(expired_by(300), 1000);
+        // Spread: each 30 s slice of the second half holds about a fifth of them, not all.
+        let slices: Vec<usize> = (0..=5).map(|k| expired_by(150 + 30 * k)).collect();
+        for w in slices.windows(2) {
+            let n = w[1] - w[0];
+            assert!((100..=300).contains(&n), "{slices:?}");
+        }
+    }
+
+    #[test]
     fn bad_xml_is_an_error() {
         assert!(parse_domain_xml("<domain><devices>").is_err());
     }
@@ -199,7 +245,7 @@ mod tests {
         let mut c = DeviceCache::new(Duration::from_secs(300));
         let t0 = Instant::now();
         c.put("u", Some(1), t0, Devices::default());
-        assert!(c.get("u", Some(1), t0 + Duration::from_secs(299)).is_some());
+        assert!(c.get("u", Some(1), t0 + Duration::from_secs(149)).is_some());
         assert!(c.get("u", Some(1), t0 + Duration::from_secs(300)).is_none());
         assert!(c.get("u", Some(2), t0).is_none(), "new domain ID refreshes");
         c.end_cycle();

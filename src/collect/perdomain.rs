@@ -115,9 +115,9 @@ pub fn fill(
     }
     let now = Instant::now();
     let devices = match cache.get(&uuid, sample.id, now) {
-        Some(d) => d.clone(),
+        Some(d) => d,
         None => match read_devices(dom) {
-            Ok(Some(d)) => cache.put(&uuid, sample.id, now, d).clone(),
+            Ok(Some(d)) => cache.put(&uuid, sample.id, now, d),
             Ok(None) => return,
             Err(msg) => {
                 warn.once(&format!("xml:{uuid}"), || {
