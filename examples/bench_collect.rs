@@ -9,8 +9,9 @@
 //!   `virDomainGetInfo`, `virDomainGetCPUStats`, `virDomainMemoryStats`, and
 //!   `virDomainInterfaceStats`/`virDomainBlockStats` per device (device names read from the XML
 //!   once, before the measured cycles).
-//! * `vmtel`: vmtel's whole cycle: `Collector::collect`, `Deriver::update`, `Encoder::encode_host`
-//!   into a fresh buffer (as the daemon's worker does).
+//! * `vmtel`: vmtel's whole cycle as the daemon's worker runs it: `Collector::collect_chunks`,
+//!   and per chunk `Deriver::update_chunk` and `Encoder::encode_host`, with a batch handed on
+//!   every `BATCH_BYTES` (its buffer recycled, as with a sink that keeps up).
 //! * `connect`: opening and closing a connection (what a collector that reconnects every cycle
 //!   adds; the test driver re-reads its node XML on every open).
 //! * `dump`: one bulk call; prints every parameter of the first record with its type.
@@ -40,6 +41,8 @@ use vmtel::collect::bulk::Groups;
 use vmtel::collect::devices::parse_domain_xml;
 use vmtel::collect::ffi::{StatsList, Value};
 use vmtel::collect::{Collector, SourceSpec};
+use vmtel::daemon::worker::BATCH_BYTES;
+use vmtel::deliver::BufferPool;
 use vmtel::derive::Deriver;
 use vmtel::encode::Encoder;
 
@@ -170,22 +173,43 @@ struct Vmtel {
     collector: Collector,
     deriver: Deriver,
     encoder: Encoder,
+    pool: BufferPool,
+    features: Vec<Option<vmtel::model::Features>>,
     lines: usize,
     bytes: usize,
 }
 
 impl Strategy for Vmtel {
     fn cycle(&mut self) -> usize {
-        let sample = self
+        let (deriver, encoder, pool, features) = (
+            &mut self.deriver,
+            &self.encoder,
+            &self.pool,
+            &mut self.features,
+        );
+        let mut out = pool.take();
+        let (mut lines, mut bytes) = (0, 0);
+        deriver.begin_cycle();
+        let summary = self
             .collector
-            .collect()
+            .collect_chunks(|chunk| {
+                deriver.update_chunk(&chunk.domains, features);
+                let before = out.len();
+                lines += encoder.encode_host(chunk, features, &mut out);
+                bytes += out.len() - before;
+                if out.len() >= BATCH_BYTES {
+                    let batch = std::mem::replace(&mut out, pool.take());
+                    std::hint::black_box(&batch);
+                    pool.put(batch);
+                }
+            })
             .unwrap_or_else(|e| die(format!("vmtel cycle: {e}")));
-        let features = self.deriver.update(&sample);
-        let mut out = String::new();
-        self.lines = self.encoder.encode_host(&sample, &features, &mut out);
-        self.bytes = out.len();
+        deriver.end_cycle();
         std::hint::black_box(&out);
-        sample.domains.len()
+        pool.put(out);
+        self.lines = lines;
+        self.bytes = bytes;
+        summary.domains
     }
     fn output(&self) -> (usize, usize) {
         (self.lines, self.bytes)
@@ -311,6 +335,8 @@ fn main() {
             ),
             deriver: Deriver::new(),
             encoder: Encoder::default(),
+            pool: BufferPool::default(),
+            features: Vec::new(),
             lines: 0,
             bytes: 0,
         }),

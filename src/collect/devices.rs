@@ -76,6 +76,9 @@ pub fn parse_domain_xml(xml: &str) -> Result<Devices, roxmltree::Error> {
             _ => {}
         }
     }
+    // Kept for as long as the domain runs: no spare capacity.
+    devices.nics.shrink_to_fit();
+    devices.disks.shrink_to_fit();
     Ok(devices)
 }
 

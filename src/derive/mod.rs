@@ -61,12 +61,32 @@ fn name_key(name: &str) -> u64 {
     h.finish()
 }
 
-/// One device's previous counters.
+/// One device's previous counters (48 bytes).
 #[derive(Debug, Clone, Copy)]
 struct PrevDevice {
     name: u64,
+    values: [u64; 4],
+    present: u8,
     nic: bool,
-    counters: Kept,
+}
+
+impl PrevDevice {
+    fn new(name: &str, nic: bool, counters: Counters) -> PrevDevice {
+        let k = Kept::new(counters);
+        PrevDevice {
+            name: name_key(name),
+            values: k.values,
+            present: k.present,
+            nic,
+        }
+    }
+
+    fn counters(&self) -> Kept {
+        Kept {
+            values: self.values,
+            present: self.present,
+        }
+    }
 }
 
 /// What a VM's previous sample left behind.
@@ -108,7 +128,7 @@ fn device_deltas<T>(
         };
         let new = counters(dev);
         for k in 0..4 {
-            if let (Some(a), Some(b)) = (new[k], old.counters.get(k)) {
+            if let (Some(a), Some(b)) = (new[k], old.counters().get(k)) {
                 match a.checked_sub(b) {
                     Some(d) => out[k] = Some(out[k].unwrap_or(0).saturating_add(d)),
                     None => backwards[k] = true,
@@ -192,16 +212,15 @@ fn remember(prev: &mut Prev, dom: &DomainSample, generation: u64) {
         dom.vcpu.delay_sum,
     ]);
     prev.devices.clear();
-    let nics = dom.nics.iter().map(|n| PrevDevice {
-        name: name_key(&n.name),
-        nic: true,
-        counters: Kept::new(nic_counters(n)),
-    });
-    let disks = dom.disks.iter().map(|d| PrevDevice {
-        name: name_key(&d.name),
-        nic: false,
-        counters: Kept::new(disk_counters(d)),
-    });
+    prev.devices.reserve_exact(dom.nics.len() + dom.disks.len());
+    let nics = dom
+        .nics
+        .iter()
+        .map(|n| PrevDevice::new(&n.name, true, nic_counters(n)));
+    let disks = dom
+        .disks
+        .iter()
+        .map(|d| PrevDevice::new(&d.name, false, disk_counters(d)));
     prev.devices.extend(nics.chain(disks));
     prev.seen = generation;
 }
