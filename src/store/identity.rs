@@ -2,7 +2,9 @@
 //! schema, so the workers hand it to the store here: each cycle they record what they know, and
 //! the store sink writes what changed into its `devices` table.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Mutex;
 
 use crate::model::{DomainSample, HostSample};
@@ -40,30 +42,25 @@ fn identities(dom: &DomainSample) -> Vec<DeviceIdentity> {
     nics.chain(disks).collect()
 }
 
-/// True when `devs` describes exactly the devices of `dom` (no allocation).
-fn same(devs: &[DeviceIdentity], dom: &DomainSample) -> bool {
-    let nics = dom
-        .nics
-        .iter()
-        .map(|n| ("nic", n.name.as_str(), n.mac.as_deref(), None));
-    let disks = dom
-        .disks
-        .iter()
-        .map(|d| ("disk", d.name.as_str(), None, d.path.as_deref()));
-    devs.len() == dom.nics.len() + dom.disks.len()
-        && devs
-            .iter()
-            .zip(nics.chain(disks))
-            .all(|(a, (t, name, mac, path))| {
-                a.devtype == t
-                    && a.device == name
-                    && a.mac.as_deref() == mac
-                    && a.path.as_deref() == path
-            })
+/// A fingerprint of the devices of `dom` (their order, names, MACs and paths), no allocation.
+fn fingerprint(seed: &RandomState, dom: &DomainSample) -> u64 {
+    let mut h = seed.build_hasher();
+    for n in &dom.nics {
+        ("nic", n.name.as_str(), n.mac.as_deref()).hash(&mut h);
+    }
+    for d in &dom.disks {
+        ("disk", d.name.as_str(), d.path.as_deref()).hash(&mut h);
+    }
+    (dom.nics.len(), dom.disks.len()).hash(&mut h);
+    h.finish()
 }
 
 /// The latest known identity of every device, with the entries changed since the last
 /// [`DeviceBook::take_changed`].
+///
+/// Per VM it keeps only 16 bytes (keyed hashes of its UUID and of its devices' identity), so
+/// that a VM whose devices did not change costs nothing more; the identities themselves are
+/// held only from a change until the store takes them.
 #[derive(Debug, Default)]
 pub struct DeviceBook {
     inner: Mutex<Book>,
@@ -71,14 +68,15 @@ pub struct DeviceBook {
 
 #[derive(Debug, Default)]
 struct Book {
-    /// host → uuid → devices.
-    known: HashMap<String, HashMap<String, Vec<DeviceIdentity>>>,
+    seed: RandomState,
+    /// host → hash of the UUID → fingerprint of the devices.
+    known: HashMap<String, HashMap<u64, u64>>,
     changed: Vec<(Key, Vec<DeviceIdentity>)>,
 }
 
 impl DeviceBook {
-    /// Records the devices of every VM in `sample`. Allocates only for VMs whose devices
-    /// changed since the previous call.
+    /// Records the devices of every VM in `sample`. Beyond a list of the VMs present, allocates
+    /// only for VMs whose devices changed since the previous call.
     pub fn record(&self, sample: &HostSample) {
         let Ok(mut guard) = self.inner.lock() else {
             return;
@@ -90,18 +88,20 @@ impl DeviceBook {
         let Some(known) = book.known.get_mut(&sample.host) else {
             return;
         };
+        let mut present = Vec::with_capacity(sample.domains.len());
         for dom in &sample.domains {
-            if known.get(&dom.uuid).is_some_and(|devs| same(devs, dom)) {
+            let uuid = book.seed.hash_one(dom.uuid.as_str());
+            let devices = fingerprint(&book.seed, dom);
+            present.push(uuid);
+            if known.insert(uuid, devices) == Some(devices) {
                 continue;
             }
-            let devs = identities(dom);
-            known.insert(dom.uuid.clone(), devs.clone());
             book.changed
-                .push(((sample.host.clone(), dom.uuid.clone()), devs));
+                .push(((sample.host.clone(), dom.uuid.clone()), identities(dom)));
         }
-        if known.len() > sample.domains.len() {
-            let present: HashSet<&str> = sample.domains.iter().map(|d| d.uuid.as_str()).collect();
-            known.retain(|u, _| present.contains(u.as_str()));
+        if known.len() > present.len() {
+            present.sort_unstable();
+            known.retain(|u, _| present.binary_search(u).is_ok());
         }
         // Bound memory when nothing drains the book (no store configured).
         if book.changed.len() > 100_000 {

@@ -2,40 +2,42 @@
 //!
 //! Every numeric field of every line becomes a point (measurement and tag set → `series`,
 //! field name → `fields`). All lines of a batch carry the batch's grid timestamp, so points are
-//! stamped with it (ms) whatever the configured line precision. 1-minute roll-ups are kept in
-//! memory per series and field while their minute is open and written (added to what is there)
-//! when it closes, in the same transaction as the batch that closed it.
+//! stamped with it (ms) whatever the configured line precision. A cycle may arrive as several
+//! batches with the same timestamp. 1-minute roll-ups are computed from the raw points when
+//! their minute closes, in the same transaction as the batch that closed it (see [`rollup`]).
+//!
+//! What the sink keeps in memory does not grow with the points: a compact id per live series
+//! ([`SeriesCache`]), the field names, and the set of open minutes.
+//!
+//! [`rollup`]: super::rollup
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use influxdb_line_protocol::{parse_lines, FieldValue};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, Transaction};
 
+use super::rollup::{OpenMinutes, MINUTE_MS};
 use super::schema::{self, is_corrupt, is_full};
+use super::series::SeriesCache;
 use super::{retention, StoreSettings};
 use crate::deliver::{Batch, Sink};
 
 /// How long a store that failed to open waits before trying again.
 const REOPEN_AFTER: Duration = Duration::from_secs(30);
 
-/// One minute of one field of one series.
-#[derive(Debug, Clone, Copy)]
-struct Acc {
-    minute: i64,
-    sum: f64,
-    n: i64,
-    min: f64,
-    max: f64,
-}
+/// Minutes between generations of the series cache: a series not seen for 10 to 20 minutes is
+/// forgotten (and looked up again in the table if it comes back).
+const SERIES_GENERATION_MINUTES: i64 = 10;
 
 struct Db {
     conn: Connection,
-    series: HashMap<(String, String), i64>,
+    series: SeriesCache,
     fields: HashMap<String, i64>,
-    open: HashMap<(i64, i64), Acc>,
+    open: OpenMinutes,
     swept_minute: i64,
+    generation_minute: i64,
 }
 
 /// The embedded history as a sink (see the module docs).
@@ -49,15 +51,6 @@ pub struct StoreSink {
 enum Value {
     Int(i64),
     Real(f64),
-}
-
-impl Value {
-    fn as_f64(&self) -> f64 {
-        match self {
-            Value::Int(i) => *i as f64,
-            Value::Real(f) => *f,
-        }
-    }
 }
 
 fn value(v: &FieldValue) -> Option<Value> {
@@ -109,12 +102,20 @@ impl StoreSink {
                         tracing::error!("{w}");
                     }
                     self.retry_at = None;
+                    let mut open = OpenMinutes::default();
+                    // The newest minute may have been left open by a stop without a clean
+                    // shutdown: close it again with the next minute (it is recomputed, so a
+                    // roll-up written at shutdown is not counted twice).
+                    if let Ok(Some(last)) = newest_ts(&conn) {
+                        open.touch(last.div_euclid(MINUTE_MS));
+                    }
                     self.db = Some(Db {
                         conn,
-                        series: HashMap::new(),
+                        series: SeriesCache::default(),
                         fields: HashMap::new(),
-                        open: HashMap::new(),
+                        open,
                         swept_minute: 0,
+                        generation_minute: 0,
                     });
                     tracing::info!(path = %self.settings.path.display(), "history store open");
                 }
@@ -141,7 +142,13 @@ impl StoreSink {
                 let st = &settings.status;
                 st.batches.fetch_add(1, Ordering::Relaxed);
                 st.points.fetch_add(points, Ordering::Relaxed);
-                let minute = ts.div_euclid(60_000);
+                let minute = ts.div_euclid(MINUTE_MS);
+                if minute - db.generation_minute >= SERIES_GENERATION_MINUTES
+                    || minute < db.generation_minute
+                {
+                    db.generation_minute = minute;
+                    db.series.rotate();
+                }
                 let mut maintain = Ok(());
                 if minute != db.swept_minute {
                     db.swept_minute = minute;
@@ -181,67 +188,24 @@ impl StoreSink {
     /// Writes the roll-ups of minutes still open (at shutdown).
     fn close_minutes(&mut self) {
         let Some(db) = self.db.as_mut() else { return };
-        let pending: Vec<_> = db.open.drain().collect();
-        if pending.is_empty() {
+        if db.open.is_empty() {
             return;
         }
         let r = db.conn.transaction().and_then(|tx| {
-            for ((series, field), acc) in &pending {
-                write_rollup(&tx, *series, *field, acc)?;
-            }
-            tx.commit()
+            let closed = db.open.close_before(&tx, None)?;
+            tx.commit()?;
+            Ok(closed)
         });
-        if let Err(e) = r {
-            tracing::warn!("history store: cannot write the last minute's roll-ups: {e}");
+        match r {
+            Ok(closed) => db.open.closed(&closed),
+            Err(e) => tracing::warn!("history store: cannot write the last minute's roll-ups: {e}"),
         }
     }
 }
 
-fn series_id(
-    tx: &Transaction,
-    cache: &mut HashMap<(String, String), i64>,
-    measurement: &str,
-    tags: &BTreeMap<String, String>,
-    ts: i64,
-) -> rusqlite::Result<i64> {
-    let tag_text = serde_json::to_string(tags).unwrap_or_default();
-    let key = (measurement.to_owned(), tag_text);
-    if let Some(id) = cache.get(&key) {
-        return Ok(*id);
-    }
-    let found: Option<i64> = tx
-        .query_row(
-            "SELECT id FROM series WHERE measurement = ?1 AND tags = ?2",
-            params![key.0, key.1],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let id = match found {
-        Some(id) => id,
-        None => {
-            let t = |k: &str| tags.get(k).map(String::as_str);
-            tx.execute(
-                "INSERT INTO series (measurement, tags, host, name, uuid, vmid, devtype, device, source, sink, first_ts, last_ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
-                params![
-                    key.0,
-                    key.1,
-                    t("host"),
-                    t("name"),
-                    t("uuid"),
-                    t("VMID"),
-                    t("devtype"),
-                    t("device"),
-                    t("source"),
-                    t("sink"),
-                    ts
-                ],
-            )?;
-            tx.last_insert_rowid()
-        }
-    };
-    cache.insert(key, id);
-    Ok(id)
+/// The newest time any series was seen, ms.
+fn newest_ts(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT MAX(last_ts) FROM series", [], |r| r.get(0))
 }
 
 fn field_id(
@@ -260,17 +224,6 @@ fn field_id(
     Ok(id)
 }
 
-fn write_rollup(tx: &Transaction, series: i64, field: i64, acc: &Acc) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO rollup_1m (series_id, ts, field_id, sum, n, min, max) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (series_id, ts, field_id) DO UPDATE SET
-           sum = rollup_1m.sum + excluded.sum, n = rollup_1m.n + excluded.n,
-           min = MIN(rollup_1m.min, excluded.min), max = MAX(rollup_1m.max, excluded.max)",
-    )?
-    .execute(params![series, acc.minute * 60_000, field, acc.sum, acc.n, acc.min, acc.max])?;
-    Ok(())
-}
-
 /// Writes one batch in one transaction; returns the number of points.
 fn write_batch(
     db: &mut Db,
@@ -278,82 +231,42 @@ fn write_batch(
     batch: &Batch,
     ts: i64,
 ) -> rusqlite::Result<u64> {
-    let minute = ts.div_euclid(60_000);
+    let minute = ts.div_euclid(MINUTE_MS);
     let tx = db.conn.transaction()?;
+    // Minutes before this batch's close first (their points are all in).
+    let closed = db.open.close_before(&tx, Some(minute))?;
     let mut points = 0u64;
     let mut touched: Vec<i64> = Vec::new();
-    let mut closed: Vec<((i64, i64), Acc)> = Vec::new();
-    for line in parse_lines(&batch.lines) {
-        let Ok(line) = line else {
-            // vmtel's own encoder wrote it; a line it cannot parse back is skipped, not fatal.
-            continue;
-        };
-        let tags: BTreeMap<String, String> = line
-            .series
-            .tag_set
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let sid = series_id(&tx, &mut db.series, &line.series.measurement, &tags, ts)?;
-        touched.push(sid);
-        for (k, v) in &line.field_set {
-            let Some(v) = value(v) else { continue };
-            let fid = field_id(&tx, &mut db.fields, k)?;
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO points (series_id, ts, field_id, value) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            match v {
-                Value::Int(i) => stmt.execute(params![sid, ts, fid, i])?,
-                Value::Real(f) => stmt.execute(params![sid, ts, fid, f])?,
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO points (series_id, ts, field_id, value) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for line in parse_lines(&batch.lines) {
+            let Ok(line) = line else {
+                // vmtel's own encoder wrote it; a line it cannot parse back is skipped, not fatal.
+                continue;
             };
-            points += 1;
-            let x = v.as_f64();
-            let acc = db.open.entry((sid, fid)).or_insert(Acc {
-                minute,
-                sum: 0.0,
-                n: 0,
-                min: x,
-                max: x,
-            });
-            if acc.minute != minute {
-                closed.push(((sid, fid), *acc));
-                *acc = Acc {
-                    minute,
-                    sum: 0.0,
-                    n: 0,
-                    min: x,
-                    max: x,
+            let sid = db.series.id(&tx, &line.series, ts)?;
+            touched.push(sid);
+            for (k, v) in &line.field_set {
+                let Some(v) = value(v) else { continue };
+                let fid = field_id(&tx, &mut db.fields, k)?;
+                match v {
+                    Value::Int(i) => insert.execute(params![sid, ts, fid, i])?,
+                    Value::Real(f) => insert.execute(params![sid, ts, fid, f])?,
                 };
+                points += 1;
             }
-            acc.sum += x;
-            acc.n += 1;
-            acc.min = acc.min.min(x);
-            acc.max = acc.max.max(x);
         }
     }
     touched.sort_unstable();
     touched.dedup();
-    for sid in touched {
-        tx.prepare_cached("UPDATE series SET last_ts = ?2 WHERE id = ?1 AND last_ts < ?2")?
-            .execute(params![sid, ts])?;
-    }
-    // Minutes of series that stopped reporting close too.
-    if minute != db.swept_minute {
-        let stale: Vec<(i64, i64)> = db
-            .open
-            .iter()
-            .filter(|(_, a)| a.minute < minute)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in stale {
-            if let Some(a) = db.open.remove(&k) {
-                closed.push((k, a));
-            }
+    {
+        let mut seen =
+            tx.prepare_cached("UPDATE series SET last_ts = ?2 WHERE id = ?1 AND last_ts < ?2")?;
+        for sid in touched {
+            seen.execute(params![sid, ts])?;
         }
-    }
-    for ((sid, fid), acc) in &closed {
-        write_rollup(&tx, *sid, *fid, acc)?;
     }
     for ((host, uuid), devs) in settings.identity.take_changed() {
         for d in devs {
@@ -364,6 +277,10 @@ fn write_batch(
         }
     }
     tx.commit()?;
+    db.open.closed(&closed);
+    if points > 0 {
+        db.open.touch(minute);
+    }
     Ok(points)
 }
 

@@ -2,8 +2,9 @@
 //! `/metrics` work with no database server at all.
 //!
 //! * [`schema`]: the tables, opening the file, and what happens to a corrupt one.
-//! * [`ingest`]: the [`StoreSink`]: line protocol in, one transaction per batch, 1-minute
-//!   roll-ups computed as the points arrive.
+//! * [`ingest`]: the [`StoreSink`]: line protocol in, one transaction per batch.
+//! * [`series`]: a line's series → its row, remembered in a few bytes per live series.
+//! * [`rollup`]: 1-minute roll-ups, computed in SQL from the raw points when a minute closes.
 //! * [`retention`]: raw points older than `retention_raw`, roll-ups older than
 //!   `retention_rollup`, and the oldest data whenever the file nears `max_size`.
 //! * [`query`]: what the web server reads (fleet, one VM's series, vmtel's own health).
@@ -17,7 +18,11 @@ pub mod identity;
 pub mod ingest;
 pub mod query;
 pub mod retention;
+pub mod rollup;
 pub mod schema;
+pub mod series;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

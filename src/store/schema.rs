@@ -15,6 +15,17 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
+/// The writer's page cache, KiB (SQLite's default is 2000 per connection). A batch touches the
+/// newest leaf page of every series, spread over the whole `points` tree, far more than any
+/// affordable cache holds, so the cache serves the upper levels of the trees and pages touched
+/// twice within a batch; a larger one buys little CPU (measured: 2 MiB vs 512 KiB, under 10 %
+/// of the store's CPU at 1,000 VMs) for memory that counts in vmtel's RSS.
+pub const WRITER_CACHE_KIB: i64 = 512;
+
+/// The page cache of each reader connection (one per web request), KiB: the dashboard's
+/// queries are point and range lookups that read each page about once.
+pub const READER_CACHE_KIB: i64 = 256;
+
 /// Bumped when the tables change incompatibly.
 pub const SCHEMA_VERSION: i64 = 1;
 
@@ -149,6 +160,7 @@ fn try_open(path: &Path, max_size: u64) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     // Reading the schema fails here on a file that is not a database.
     conn.execute_batch(DDL)?;
     let version: Option<String> = conn
@@ -192,6 +204,7 @@ pub fn open_ro(path: &Path) -> rusqlite::Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(2))?;
+    conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
     Ok(conn)
 }
 
