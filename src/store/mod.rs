@@ -27,7 +27,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
@@ -130,9 +130,15 @@ pub struct StoreStatus {
     pub oldest_raw_ms: AtomicU64,
     /// The file in use.
     pub path: Mutex<Option<PathBuf>>,
-    /// The last error, with a fix, if the store is failing now.
+    /// The last error, with a fix, if the store is failing now (or failed within
+    /// [`ERROR_HOLD`]).
     pub last_error: Mutex<Option<String>>,
+    /// When the last error happened.
+    failed_at: Mutex<Option<Instant>>,
 }
+
+/// How long an error stays shown after it last happened, while writes succeed again.
+pub const ERROR_HOLD: Duration = Duration::from_secs(60);
 
 /// A snapshot of [`StoreStatus`], as the JSON API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -157,6 +163,9 @@ impl StoreStatus {
     /// Records a failure (and logs it when it differs from the last one).
     pub fn fail(&self, msg: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut t) = self.failed_at.lock() {
+            *t = Some(Instant::now());
+        }
         if let Ok(mut g) = self.last_error.lock() {
             if g.as_deref() != Some(msg.as_str()) {
                 tracing::error!("{msg}");
@@ -165,8 +174,24 @@ impl StoreStatus {
         }
     }
 
-    /// Records that writing works (again).
+    /// Records that writing works (again). The last error stays shown until writes have
+    /// succeeded for [`ERROR_HOLD`] since it happened: a store at its size bound fails a batch,
+    /// frees room and succeeds with the next, and that must read as one lasting condition, not
+    /// as an error that comes and goes (and is logged) every cycle.
     pub fn ok(&self) {
+        self.ok_at(Instant::now());
+    }
+
+    fn ok_at(&self, now: Instant) {
+        let recent = self
+            .failed_at
+            .lock()
+            .ok()
+            .and_then(|t| *t)
+            .is_some_and(|t| now.saturating_duration_since(t) < ERROR_HOLD);
+        if recent {
+            return;
+        }
         if let Ok(mut g) = self.last_error.lock() {
             if g.take().is_some() {
                 tracing::info!("history store writes again");
@@ -208,4 +233,37 @@ pub struct StoreSettings {
     pub status: Arc<StoreStatus>,
     /// Device identity from the workers.
     pub identity: Arc<identity::DeviceBook>,
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::{StoreStatus, ERROR_HOLD};
+    use std::time::{Duration, Instant};
+
+    fn shown(s: &StoreStatus) -> Option<String> {
+        s.view().last_error
+    }
+
+    #[test]
+    fn an_error_stays_shown_while_failures_recur_and_clears_after_the_hold() {
+        let s = StoreStatus::default();
+        s.fail("history store is full".into());
+        // A success right after (room was made) does not hide the condition.
+        s.ok();
+        assert_eq!(shown(&s).as_deref(), Some("history store is full"));
+        s.fail("history store is full".into());
+        s.ok();
+        assert_eq!(s.view().errors, 2);
+        assert!(shown(&s).is_some());
+        // Writes that keep succeeding for the hold period clear it.
+        s.ok_at(Instant::now() + ERROR_HOLD + Duration::from_secs(1));
+        assert_eq!(shown(&s), None);
+    }
+
+    #[test]
+    fn success_without_a_failure_shows_nothing() {
+        let s = StoreStatus::default();
+        s.ok();
+        assert_eq!(shown(&s), None);
+    }
 }
