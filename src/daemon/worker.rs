@@ -261,7 +261,7 @@ fn run(
 
 /// A cycle is handed to the sinks in batches of about this size (and one at its end), so the
 /// memory a cycle's text takes stays small whatever the number of VMs.
-pub const BATCH_BYTES: usize = 64 * 1024;
+pub const BATCH_BYTES: usize = 32 * 1024;
 
 /// Hands `lines` to the sinks and leaves an empty (recycled) buffer in its place.
 fn send(hub: &Hub, uri: &str, timestamp_ns: i64, lines: &mut String, line_count: usize) {

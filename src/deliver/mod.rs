@@ -40,7 +40,7 @@ pub struct BufferPool {
 /// Buffers a [`BufferPool`] keeps.
 const POOL_BUFFERS: usize = 2;
 /// Larger buffers are not kept (a one-off large cycle does not pin its memory).
-const POOL_MAX_CAPACITY: usize = 512 * 1024;
+const POOL_MAX_CAPACITY: usize = 256 * 1024;
 
 impl BufferPool {
     /// An empty buffer, recycled if one is free.

@@ -9,7 +9,6 @@
 //! devices do not distort the totals.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use crate::model::{uuid_key, DiskStats, DomainSample, Features, HostSample, NicStats};
 
@@ -56,9 +55,8 @@ impl Kept {
 /// keeping the hash instead of the name saves an allocation per device. Two names of one VM
 /// colliding is a 2⁻⁶⁴ event.
 fn name_key(name: &str) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    name.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x766d_7465_6c00).hash_one(name)
 }
 
 /// One device's previous counters (48 bytes).
@@ -102,7 +100,7 @@ struct Prev {
 /// Per-VM state for derived values. One per source.
 #[derive(Debug, Default)]
 pub struct Deriver {
-    prev: HashMap<u128, Prev>,
+    prev: HashMap<u128, Prev, foldhash::fast::RandomState>,
     generation: u64,
 }
 
