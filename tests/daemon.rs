@@ -457,3 +457,60 @@ fn a_stuck_hypervisor_does_not_delay_the_others_and_its_ticks_are_skipped() {
     );
     assert!(d.stderr().contains("tick skipped"), "{}", d.stderr());
 }
+
+/// A host larger than one chunk (the collector hands on 32 domains at a time and the worker a
+/// batch every 32 KiB): every cycle still has every domain exactly once, all under the cycle's
+/// grid timestamp, with rates from the second cycle on and `domains` counting them all.
+#[test]
+fn a_large_host_is_collected_whole_in_every_cycle() {
+    use vmtel::demo::{uuid_for, write_node, Vm};
+    const N: usize = 150;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let vms: Vec<Vm> = (0..N)
+        .map(|i| Vm::standard(i, &format!("big {i}, ü")))
+        .collect();
+    let (_, uri) = write_node(dir.path(), "big.xml", &vms).expect("write fleet");
+    let d = Daemon::start(&format!(
+        "interval = \"1s\"\n[[sources]]\nuri = \"{uri}\"\nhost = \"big\"\n"
+    ));
+    let lines = d.wait_for(60, "4 complete cycles of the large host", |l| {
+        internal(l, &uri).len() >= 4
+    });
+    let cycles: Vec<i64> = internal(&lines, &uri).iter().map(|l| l.ts).collect();
+    let want: std::collections::BTreeSet<String> = (0..N).map(uuid_for).collect();
+    for (k, &t) in cycles.iter().enumerate() {
+        let at = |m: &str| -> Vec<&Line> {
+            lines
+                .iter()
+                .filter(|l| l.ts == t && l.measurement == m)
+                .collect()
+        };
+        let metrics = at("vm_metrics");
+        let uuids: std::collections::BTreeSet<String> = metrics
+            .iter()
+            .filter_map(|l| l.tags.get("uuid").cloned())
+            .collect();
+        assert_eq!(
+            metrics.len(),
+            N,
+            "cycle {k} at {t}: one vm_metrics line per domain"
+        );
+        assert_eq!(uuids, want, "cycle {k}: every domain once");
+        assert_eq!(at("vm_totals").len(), N);
+        assert_eq!(at("vm_devices").len(), 4 * N, "2 NICs + 2 disks each");
+        let features = at("vm_features").len();
+        if k == 0 {
+            assert_eq!(features, 0, "no rates in the first cycle");
+        } else {
+            assert_eq!(features, N, "cycle {k}: rates for every domain");
+        }
+        let own = internal(&lines, &uri)[k];
+        assert_eq!(int(own, "domains"), Some(N as i64), "{own:?}");
+        assert_eq!(int(own, "errors"), Some(0));
+    }
+    assert_no_negative_rates(&lines);
+    // Names survive escaping through the chunks.
+    assert!(lines
+        .iter()
+        .any(|l| l.tags.get("name").map(String::as_str) == Some("big 149, ü")));
+}
