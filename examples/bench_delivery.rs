@@ -169,6 +169,7 @@ fn main() {
         let stats = sink.delivery_stats().expect("stats");
         for b in &batches {
             sink.write(&Batch {
+                end_of_cycle: true,
                 source: "bench".into(),
                 timestamp_ns: 0,
                 lines: b.clone(),

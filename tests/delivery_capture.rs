@@ -21,6 +21,7 @@ fn output(toml_text: &str) -> InfluxOutput {
 
 fn batch(lines: &str) -> Batch {
     Batch {
+        end_of_cycle: true,
         source: "test".into(),
         timestamp_ns: 0,
         lines: lines.into(),

@@ -26,6 +26,7 @@ fn batch(ts_ms: i64, cputime: i64) -> Batch {
         ts = ts_ms / 1000
     );
     Batch {
+        end_of_cycle: true,
         source: "test".into(),
         timestamp_ns: ts_ms * 1_000_000,
         lines,

@@ -160,6 +160,7 @@ impl Pipeline {
         );
         if line_count > 0 {
             self.hub.send(Batch {
+                end_of_cycle: true,
                 source: "vmtel".into(),
                 timestamp_ns: grid_ns,
                 lines,

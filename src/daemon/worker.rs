@@ -199,7 +199,7 @@ fn run(
                 cycle_lines += n;
                 cycle_bytes += lines.len() - before;
                 if lines.len() >= BATCH_BYTES {
-                    send(&hub, &uri, ts, &mut lines, pending);
+                    send(&hub, &uri, ts, &mut lines, pending, false);
                     pending = 0;
                 }
             })?;
@@ -253,7 +253,7 @@ fn run(
             stamp,
             &mut lines,
         );
-        send(&hub, &uri, stamp, &mut lines, pending);
+        send(&hub, &uri, stamp, &mut lines, pending, true);
         crate::collect::ffi::release_free_memory();
         busy.store(false, Ordering::Release);
     }
@@ -264,13 +264,14 @@ fn run(
 pub const BATCH_BYTES: usize = 32 * 1024;
 
 /// Hands `lines` to the sinks and leaves an empty (recycled) buffer in its place.
-fn send(hub: &Hub, uri: &str, timestamp_ns: i64, lines: &mut String, line_count: usize) {
+fn send(hub: &Hub, uri: &str, timestamp_ns: i64, lines: &mut String, line_count: usize, end: bool) {
     let lines = std::mem::replace(lines, hub.buffer());
     hub.send(Batch {
         source: uri.to_owned(),
         timestamp_ns,
         lines,
         line_count,
+        end_of_cycle: end,
     });
 }
 

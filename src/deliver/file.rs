@@ -112,6 +112,7 @@ mod tests {
 
     fn batch(s: &str) -> Batch {
         Batch {
+            end_of_cycle: true,
             source: "s".into(),
             timestamp_ns: 0,
             lines: s.into(),

@@ -27,6 +27,9 @@ pub struct Batch {
     pub lines: String,
     /// Number of lines in `lines`.
     pub line_count: usize,
+    /// True for the last batch of a cycle (a cycle arrives as several batches with the same
+    /// timestamp; a sink may gather them and write them together).
+    pub end_of_cycle: bool,
 }
 
 /// Batch buffers handed back once every sink is done with them, for the workers to fill again:

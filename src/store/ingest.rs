@@ -45,7 +45,14 @@ pub struct StoreSink {
     settings: StoreSettings,
     db: Option<Db>,
     retry_at: Option<Instant>,
+    /// Batches of the current cycle not written yet (see [`GATHER_BYTES`]).
+    pending: Option<Batch>,
 }
+
+/// A cycle reaches the store as many small batches; they are gathered (up to this much text, or
+/// until the cycle's last batch) and written in one transaction, since a transaction per batch
+/// costs far more than its rows.
+const GATHER_BYTES: usize = 512 * 1024;
 
 /// A value as SQLite stores it: integers stay exact.
 enum Value {
@@ -77,6 +84,7 @@ impl StoreSink {
             settings,
             db: None,
             retry_at: None,
+            pending: None,
         }
     }
 
@@ -284,22 +292,56 @@ fn write_batch(
     Ok(points)
 }
 
+impl StoreSink {
+    /// Writes the gathered batches, if any.
+    fn write_pending(&mut self) -> Result<(), String> {
+        match self.pending.take() {
+            Some(p) => self.ingest(&p),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Sink for StoreSink {
     fn name(&self) -> String {
         "store".into()
     }
 
     fn write(&mut self, batch: &Batch) -> std::io::Result<()> {
-        self.ingest(batch).map_err(std::io::Error::other)
+        let mut result = Ok(());
+        if let Some(p) = &self.pending {
+            if p.timestamp_ns != batch.timestamp_ns
+                || p.source != batch.source
+                || p.lines.len() + batch.lines.len() > GATHER_BYTES
+            {
+                result = self.write_pending();
+            }
+        }
+        match &mut self.pending {
+            Some(p) => {
+                p.lines.push_str(&batch.lines);
+                p.line_count += batch.line_count;
+            }
+            None => self.pending = Some(batch.clone()),
+        }
+        if batch.end_of_cycle {
+            let last = self.write_pending();
+            result = result.and(last);
+        }
+        result.map_err(std::io::Error::other)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        // Batches wait for the end of their cycle (or GATHER_BYTES), not for an empty queue.
         Ok(())
     }
 }
 
 impl Drop for StoreSink {
     fn drop(&mut self) {
+        if let Err(e) = self.write_pending() {
+            tracing::warn!("history store: cannot write the last batches: {e}");
+        }
         self.close_minutes();
     }
 }

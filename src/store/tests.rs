@@ -32,6 +32,7 @@ fn sink(path: &Path) -> (StoreSink, Arc<StoreStatus>) {
 
 fn batch(ts_ms: i64, lines: String) -> Batch {
     Batch {
+        end_of_cycle: true,
         source: "test".into(),
         timestamp_ns: ts_ms * 1_000_000,
         line_count: lines.lines().count(),
@@ -299,4 +300,47 @@ proptest! {
             .expect("count");
         prop_assert_eq!(n, 1);
     }
+}
+
+#[test]
+fn batches_of_a_cycle_are_gathered_and_written_at_its_last_batch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("h.db");
+    let (mut s, status) = sink(&path);
+    let points = |c: &Connection| count(c, "SELECT COUNT(*) FROM points");
+    // Open the file with a first, complete cycle.
+    s.write(&batch(T0, vm_line("a", 1, T0))).expect("write");
+    let c = Connection::open(&path).expect("open");
+    let before = points(&c);
+    assert_eq!(before, 1);
+    // The next cycle in three batches: nothing is written until the last one.
+    let ts = T0 + 10_000;
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        let mut b = batch(ts, vm_line(name, 2 + i as i64, ts));
+        b.end_of_cycle = false;
+        s.write(&b).expect("write");
+        assert_eq!(points(&c), before, "batch {i} is gathered, not written yet");
+    }
+    s.write(&batch(ts, vm_line("c", 9, ts))).expect("write");
+    assert_eq!(
+        points(&c),
+        before + 3,
+        "the cycle's last batch writes all three"
+    );
+    assert_eq!(status.view().batches, 2, "one transaction per cycle");
+    // A cycle cut short (no last batch) is written when the next timestamp arrives, or on drop.
+    let ts2 = T0 + 20_000;
+    let mut b = batch(ts2, vm_line("a", 10, ts2));
+    b.end_of_cycle = false;
+    s.write(&b).expect("write");
+    let mut b = batch(ts2 + 10_000, vm_line("a", 11, ts2 + 10_000));
+    b.end_of_cycle = false;
+    s.write(&b).expect("write");
+    assert_eq!(points(&c), before + 4);
+    drop(s);
+    assert_eq!(
+        points(&c),
+        before + 5,
+        "the last gathered batch is written on drop"
+    );
 }
