@@ -214,3 +214,12 @@ pub fn stats_ms(v: &[Duration]) -> (f64, f64, f64) {
     let mean = ms.iter().sum::<f64>() / ms.len() as f64;
     (ms[0], ms[ms.len() / 2], mean)
 }
+
+/// The value after `--name` in `args`, parsed, or `default`.
+pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

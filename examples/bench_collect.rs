@@ -33,7 +33,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{proc_cpu, proc_cpu_ns, process_cpu, rss_kib, stats_ms, Allocs};
+use common::{arg, proc_cpu, proc_cpu_ns, process_cpu, rss_kib, stats_ms, Allocs};
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
@@ -48,14 +48,6 @@ use vmtel::encode::Encoder;
 
 #[global_allocator]
 static ALLOC: common::Counting = common::Counting;
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn die(msg: impl std::fmt::Display) -> ! {
     eprintln!("bench_collect: {msg}");

@@ -22,7 +22,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{stats_ms, thread_cpu, Allocs};
+use common::{arg, stats_ms, thread_cpu, Allocs};
 use vmtel::collect::bulk::Decoder;
 use vmtel::collect::ffi::{OwnedParams, OwnedValue};
 use vmtel::collect::CHUNK_DOMAINS;
@@ -202,14 +202,6 @@ struct Cycle {
     sys: Duration,
     lines: usize,
     bytes: usize,
-}
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

@@ -164,12 +164,6 @@ impl<'a> RawParam<'a> {
         Some(&f[..len])
     }
 
-    /// True when the name is exactly `name` (which must not contain a NUL).
-    pub fn name_is(&self, name: &[u8]) -> bool {
-        let f = self.field();
-        name.len() < f.len() && f[name.len()] == 0 && f[..name.len()] == *name
-    }
-
     /// Bytes `8k..8k+8` of the 80-byte name field as a little-endian word (0 past the field):
     /// names are compared a word at a time (see the decoder's layouts).
     #[inline]
