@@ -28,7 +28,7 @@ pub struct Batch {
     /// Number of lines in `lines`.
     pub line_count: usize,
     /// True for the last batch of a cycle (a cycle arrives as several batches with the same
-    /// timestamp; a sink may gather them and write them together).
+    /// timestamp; a sink may write them in one transaction).
     pub end_of_cycle: bool,
 }
 

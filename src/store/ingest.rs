@@ -1,13 +1,16 @@
-//! The store sink: line protocol in, rows out, one transaction per batch.
+//! The store sink: line protocol in, rows out, one transaction per cycle.
 //!
 //! Every numeric field of every line becomes a point (measurement and tag set → `series`,
 //! field name → `fields`). All lines of a batch carry the batch's grid timestamp, so points are
-//! stamped with it (ms) whatever the configured line precision. A cycle may arrive as several
-//! batches with the same timestamp. 1-minute roll-ups are computed from the raw points when
-//! their minute closes, in the same transaction as the batch that closed it (see [`rollup`]).
+//! stamped with it (ms) whatever the configured line precision. A cycle arrives as several
+//! batches with the same timestamp; each is written as it arrives, into a transaction that is
+//! committed with the cycle's last batch (see [`TX_BYTES`]). 1-minute roll-ups are computed from
+//! the raw points when their minute closes, in the transaction of the cycle that closed it (see
+//! [`rollup`]).
 //!
-//! What the sink keeps in memory does not grow with the points: a compact id per live series
-//! ([`SeriesCache`]), the field names, and the set of open minutes.
+//! What the sink keeps in memory does not grow with the points or the cycle: a compact id per
+//! live series ([`SeriesCache`]), the field names, the set of open minutes, and SQLite's bounded
+//! page cache.
 //!
 //! [`rollup`]: super::rollup
 
@@ -16,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use influxdb_line_protocol::{parse_lines, FieldValue};
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection};
 
 use super::rollup::{OpenMinutes, MINUTE_MS};
 use super::schema::{self, is_corrupt, is_full};
@@ -38,6 +41,10 @@ struct Db {
     open: OpenMinutes,
     swept_minute: i64,
     generation_minute: i64,
+    /// The transaction the current cycle's batches go into.
+    tx: Option<OpenTx>,
+    /// Series of the batch being written (reused).
+    touched: Vec<i64>,
 }
 
 /// The embedded history as a sink (see the module docs).
@@ -45,14 +52,7 @@ pub struct StoreSink {
     settings: StoreSettings,
     db: Option<Db>,
     retry_at: Option<Instant>,
-    /// Batches of the current cycle not written yet (see [`GATHER_BYTES`]).
-    pending: Option<Batch>,
 }
-
-/// A cycle reaches the store as many small batches; they are gathered (up to this much text, or
-/// until the cycle's last batch) and written in one transaction, since a transaction per batch
-/// costs far more than its rows.
-const GATHER_BYTES: usize = 512 * 1024;
 
 /// A value as SQLite stores it: integers stay exact.
 enum Value {
@@ -84,7 +84,6 @@ impl StoreSink {
             settings,
             db: None,
             retry_at: None,
-            pending: None,
         }
     }
 
@@ -124,6 +123,8 @@ impl StoreSink {
                         open,
                         swept_minute: 0,
                         generation_minute: 0,
+                        tx: None,
+                        touched: Vec::new(),
                     });
                     tracing::info!(path = %self.settings.path.display(), "history store open");
                 }
@@ -140,29 +141,29 @@ impl StoreSink {
             .ok_or_else(|| "history store unavailable".into())
     }
 
-    fn ingest(&mut self, batch: &Batch) -> Result<(), String> {
-        let ts = batch.timestamp_ns.div_euclid(1_000_000);
-        let settings = self.settings.clone();
+    /// Writes `batch` into the open transaction (beginning one if none is open).
+    fn write_batch(&mut self, batch: &Batch) -> Result<(), String> {
         let db = self.db()?;
-        let result = write_batch(db, &settings, batch, ts);
+        let result = db.write(batch);
+        result.map_err(|e| self.failed(e))
+    }
+
+    /// Commits the open transaction, if any, then runs retention.
+    fn commit(&mut self) -> Result<(), String> {
+        let Some(db) = self.db.as_mut() else {
+            return Ok(());
+        };
+        let Some(tx) = db.tx.take() else {
+            return Ok(());
+        };
+        let settings = self.settings.clone();
+        let result = db.commit(&tx, &settings);
         match result {
-            Ok(points) => {
+            Ok(()) => {
                 let st = &settings.status;
                 st.batches.fetch_add(1, Ordering::Relaxed);
-                st.points.fetch_add(points, Ordering::Relaxed);
-                let minute = ts.div_euclid(MINUTE_MS);
-                if minute - db.generation_minute >= SERIES_GENERATION_MINUTES
-                    || minute < db.generation_minute
-                {
-                    db.generation_minute = minute;
-                    db.series.rotate();
-                }
-                let mut maintain = Ok(());
-                if minute != db.swept_minute {
-                    db.swept_minute = minute;
-                    maintain = retention::expire(&db.conn, ts, &settings);
-                }
-                let size = maintain.and_then(|()| retention::bound_size(&db.conn, &settings));
+                st.points.fetch_add(tx.points, Ordering::Relaxed);
+                let size = db.maintain(tx.ts, &settings);
                 match size {
                     Ok(()) => st.ok(),
                     Err(e) => st.fail(format!(
@@ -172,25 +173,39 @@ impl StoreSink {
                 }
                 Ok(())
             }
-            Err(e) => {
-                let path = settings.path.display();
-                let msg = if is_full(&e) {
-                    // Make room for the next batches.
-                    let _ = retention::bound_size(&db.conn, &settings);
-                    format!(
-                        "history store {path} is full ({e}; [store] max_size = {}): a batch was not kept and the oldest data is being removed; raise max_size or free disk space. Collection goes on",
-                        bytesize::ByteSize::b(settings.max_size)
-                    )
-                } else if is_corrupt(&e) {
-                    self.db = None;
-                    format!("history store {path} is damaged ({e}): it will be moved aside and a new one started. Collection goes on")
-                } else {
-                    format!("history store {path}: cannot write ({e}); collection goes on")
-                };
-                settings.status.fail(msg.clone());
-                Err(msg)
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// Rolls back what the open transaction holds and reports `e` (with a fix).
+    fn failed(&mut self, e: rusqlite::Error) -> String {
+        let settings = &self.settings;
+        let path = settings.path.display();
+        let msg = if is_full(&e) {
+            format!(
+                "history store {path} is full ({e}; [store] max_size = {}): a cycle's points were not kept and the oldest data is being removed; raise max_size or free disk space. Collection goes on",
+                bytesize::ByteSize::b(settings.max_size)
+            )
+        } else if is_corrupt(&e) {
+            format!("history store {path} is damaged ({e}): it will be moved aside and a new one started. Collection goes on")
+        } else {
+            format!("history store {path}: cannot write ({e}); collection goes on")
+        };
+        if let Some(db) = self.db.as_mut() {
+            db.tx = None;
+            if !db.conn.is_autocommit() {
+                let _ = db.conn.execute_batch("ROLLBACK");
+            }
+            if is_full(&e) {
+                // Make room for the next cycles.
+                let _ = retention::bound_size(&db.conn, settings);
             }
         }
+        if is_corrupt(&e) {
+            self.db = None;
+        }
+        settings.status.fail(msg.clone());
+        msg
     }
 
     /// Writes the roll-ups of minutes still open (at shutdown).
@@ -217,7 +232,7 @@ fn newest_ts(conn: &Connection) -> rusqlite::Result<Option<i64>> {
 }
 
 fn field_id(
-    tx: &Transaction,
+    tx: &Connection,
     cache: &mut HashMap<String, i64>,
     name: &str,
 ) -> rusqlite::Result<i64> {
@@ -232,73 +247,126 @@ fn field_id(
     Ok(id)
 }
 
-/// Writes one batch in one transaction; returns the number of points.
-fn write_batch(
-    db: &mut Db,
-    settings: &StoreSettings,
-    batch: &Batch,
+/// The transaction a cycle's batches are written into (see [`TX_BYTES`]).
+struct OpenTx {
+    /// The batches' grid timestamp, ns (all batches of a transaction share it).
+    timestamp_ns: i64,
+    /// The same, ms.
     ts: i64,
-) -> rusqlite::Result<u64> {
-    let minute = ts.div_euclid(MINUTE_MS);
-    let tx = db.conn.transaction()?;
-    // Minutes before this batch's close first (their points are all in).
-    let closed = db.open.close_before(&tx, Some(minute))?;
-    let mut points = 0u64;
-    let mut touched: Vec<i64> = Vec::new();
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT OR REPLACE INTO points (series_id, ts, field_id, value) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for line in parse_lines(&batch.lines) {
-            let Ok(line) = line else {
-                // vmtel's own encoder wrote it; a line it cannot parse back is skipped, not fatal.
-                continue;
-            };
-            let sid = db.series.id(&tx, &line.series, ts)?;
-            touched.push(sid);
-            for (k, v) in &line.field_set {
-                let Some(v) = value(v) else { continue };
-                let fid = field_id(&tx, &mut db.fields, k)?;
-                match v {
-                    Value::Int(i) => insert.execute(params![sid, ts, fid, i])?,
-                    Value::Real(f) => insert.execute(params![sid, ts, fid, f])?,
-                };
-                points += 1;
-            }
-        }
-    }
-    touched.sort_unstable();
-    touched.dedup();
-    {
-        let mut seen =
-            tx.prepare_cached("UPDATE series SET last_ts = ?2 WHERE id = ?1 AND last_ts < ?2")?;
-        for sid in touched {
-            seen.execute(params![sid, ts])?;
-        }
-    }
-    for ((host, uuid), devs) in settings.identity.take_changed() {
-        for d in devs {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO devices (host, uuid, devtype, device, mac, path, last_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![host, uuid, d.devtype, d.device, d.mac, d.path, ts])?;
-        }
-    }
-    tx.commit()?;
-    db.open.closed(&closed);
-    if points > 0 {
-        db.open.touch(minute);
-    }
-    Ok(points)
+    /// Minutes rolled up in this transaction (closed once it commits).
+    closed: Vec<i64>,
+    /// Points written.
+    points: u64,
+    /// Text written, bytes.
+    bytes: usize,
 }
 
-impl StoreSink {
-    /// Writes the gathered batches, if any.
-    fn write_pending(&mut self) -> Result<(), String> {
-        match self.pending.take() {
-            Some(p) => self.ingest(&p),
-            None => Ok(()),
+/// A cycle reaches the store as many small batches; they are written into one transaction,
+/// committed with the cycle's last batch (or once this much text went in), since a transaction
+/// per batch costs far more than its rows. The batches are written as they arrive: nothing of
+/// the cycle is held in memory but SQLite's (bounded) page cache.
+const TX_BYTES: usize = 4 * 1024 * 1024;
+
+impl Db {
+    /// Writes one batch into the open transaction, beginning one (and rolling up the minutes
+    /// before the batch's) if none is open.
+    fn write(&mut self, batch: &Batch) -> rusqlite::Result<()> {
+        let ts = batch.timestamp_ns.div_euclid(1_000_000);
+        if self.tx.is_none() {
+            self.conn.execute_batch("BEGIN")?;
+            // Minutes before this batch's close first (their points are all in).
+            self.tx = Some(OpenTx {
+                timestamp_ns: batch.timestamp_ns,
+                ts,
+                closed: Vec::new(),
+                points: 0,
+                bytes: 0,
+            });
+            let closed = self
+                .open
+                .close_before(&self.conn, Some(ts.div_euclid(MINUTE_MS)))?;
+            if let Some(tx) = self.tx.as_mut() {
+                tx.closed = closed;
+            }
         }
+        let points = self.insert(batch, ts)?;
+        if let Some(tx) = self.tx.as_mut() {
+            tx.points += points;
+            tx.bytes += batch.lines.len();
+        }
+        Ok(())
+    }
+
+    /// Inserts the points of one batch (in the open transaction); returns how many.
+    fn insert(&mut self, batch: &Batch, ts: i64) -> rusqlite::Result<u64> {
+        let conn = &self.conn;
+        let mut points = 0u64;
+        self.touched.clear();
+        {
+            let mut insert = conn.prepare_cached(
+                "INSERT OR REPLACE INTO points (series_id, ts, field_id, value) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for line in parse_lines(&batch.lines) {
+                let Ok(line) = line else {
+                    // vmtel's own encoder wrote it; a line it cannot parse back is skipped.
+                    continue;
+                };
+                let sid = self.series.id(conn, &line.series, ts)?;
+                self.touched.push(sid);
+                for (k, v) in &line.field_set {
+                    let Some(v) = value(v) else { continue };
+                    let fid = field_id(conn, &mut self.fields, k)?;
+                    match v {
+                        Value::Int(i) => insert.execute(params![sid, ts, fid, i])?,
+                        Value::Real(f) => insert.execute(params![sid, ts, fid, f])?,
+                    };
+                    points += 1;
+                }
+            }
+        }
+        self.touched.sort_unstable();
+        self.touched.dedup();
+        let mut seen =
+            conn.prepare_cached("UPDATE series SET last_ts = ?2 WHERE id = ?1 AND last_ts < ?2")?;
+        for sid in &self.touched {
+            seen.execute(params![sid, ts])?;
+        }
+        Ok(points)
+    }
+
+    /// Writes the device identities that changed and commits `tx` (already taken out of
+    /// `self.tx`).
+    fn commit(&mut self, tx: &OpenTx, settings: &StoreSettings) -> rusqlite::Result<()> {
+        for ((host, uuid), devs) in settings.identity.take_changed() {
+            for d in devs {
+                self.conn.prepare_cached(
+                    "INSERT OR REPLACE INTO devices (host, uuid, devtype, device, mac, path, last_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![host, uuid, d.devtype, d.device, d.mac, d.path, tx.ts])?;
+            }
+        }
+        self.conn.execute_batch("COMMIT")?;
+        self.open.closed(&tx.closed);
+        if tx.points > 0 {
+            self.open.touch(tx.ts.div_euclid(MINUTE_MS));
+        }
+        Ok(())
+    }
+
+    /// After a commit: series cache generations, retention once a minute, the size bound.
+    fn maintain(&mut self, ts: i64, settings: &StoreSettings) -> rusqlite::Result<()> {
+        let minute = ts.div_euclid(MINUTE_MS);
+        if minute - self.generation_minute >= SERIES_GENERATION_MINUTES
+            || minute < self.generation_minute
+        {
+            self.generation_minute = minute;
+            self.series.rotate();
+        }
+        if minute != self.swept_minute {
+            self.swept_minute = minute;
+            retention::expire(&self.conn, ts, settings)?;
+        }
+        retention::bound_size(&self.conn, settings)
     }
 }
 
@@ -309,37 +377,26 @@ impl Sink for StoreSink {
 
     fn write(&mut self, batch: &Batch) -> std::io::Result<()> {
         let mut result = Ok(());
-        if let Some(p) = &self.pending {
-            if p.timestamp_ns != batch.timestamp_ns
-                || p.source != batch.source
-                || p.lines.len() + batch.lines.len() > GATHER_BYTES
-            {
-                result = self.write_pending();
-            }
+        let open = self.db.as_ref().and_then(|db| db.tx.as_ref());
+        if open.is_some_and(|tx| tx.timestamp_ns != batch.timestamp_ns || tx.bytes >= TX_BYTES) {
+            result = self.commit();
         }
-        match &mut self.pending {
-            Some(p) => {
-                p.lines.push_str(&batch.lines);
-                p.line_count += batch.line_count;
-            }
-            None => self.pending = Some(batch.clone()),
-        }
+        result = result.and(self.write_batch(batch));
         if batch.end_of_cycle {
-            let last = self.write_pending();
-            result = result.and(last);
+            result = result.and(self.commit());
         }
         result.map_err(std::io::Error::other)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        // Batches wait for the end of their cycle (or GATHER_BYTES), not for an empty queue.
+        // A cycle's transaction is committed with its last batch, not when the queue is empty.
         Ok(())
     }
 }
 
 impl Drop for StoreSink {
     fn drop(&mut self) {
-        if let Err(e) = self.write_pending() {
+        if let Err(e) = self.commit() {
             tracing::warn!("history store: cannot write the last batches: {e}");
         }
         self.close_minutes();

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 use influxdb_line_protocol::Series;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 
 /// A series' in-memory key: 128 bits of keyed hash.
 type Key = [u64; 2];
@@ -85,7 +85,7 @@ impl SeriesCache {
     }
 
     /// The id of `series`, creating its row (first and last seen at `ts`) if it is new.
-    pub fn id(&mut self, tx: &Transaction, series: &Series<'_>, ts: i64) -> rusqlite::Result<i64> {
+    pub fn id(&mut self, tx: &Connection, series: &Series<'_>, ts: i64) -> rusqlite::Result<i64> {
         let key = self.key(series);
         let tag = u64::from(self.generation) << ID_BITS;
         if let Some(v) = self.map.get_mut(&key) {
@@ -129,7 +129,7 @@ impl SeriesCache {
 }
 
 /// Finds the row of `series` in the table, or adds it.
-fn lookup_or_insert(tx: &Transaction, series: &Series<'_>, ts: i64) -> rusqlite::Result<i64> {
+fn lookup_or_insert(tx: &Connection, series: &Series<'_>, ts: i64) -> rusqlite::Result<i64> {
     let measurement = series.measurement.as_str();
     let tags: BTreeMap<&str, &str> = series
         .tag_set

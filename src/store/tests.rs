@@ -303,7 +303,7 @@ proptest! {
 }
 
 #[test]
-fn batches_of_a_cycle_are_gathered_and_written_at_its_last_batch() {
+fn a_cycle_is_one_transaction_committed_with_its_last_batch() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("h.db");
     let (mut s, status) = sink(&path);
@@ -319,13 +319,17 @@ fn batches_of_a_cycle_are_gathered_and_written_at_its_last_batch() {
         let mut b = batch(ts, vm_line(name, 2 + i as i64, ts));
         b.end_of_cycle = false;
         s.write(&b).expect("write");
-        assert_eq!(points(&c), before, "batch {i} is gathered, not written yet");
+        assert_eq!(
+            points(&c),
+            before,
+            "batch {i} is written but not committed yet"
+        );
     }
     s.write(&batch(ts, vm_line("c", 9, ts))).expect("write");
     assert_eq!(
         points(&c),
         before + 3,
-        "the cycle's last batch writes all three"
+        "the cycle's last batch commits all three"
     );
     assert_eq!(status.view().batches, 2, "one transaction per cycle");
     // A cycle cut short (no last batch) is written when the next timestamp arrives, or on drop.
@@ -341,6 +345,6 @@ fn batches_of_a_cycle_are_gathered_and_written_at_its_last_batch() {
     assert_eq!(
         points(&c),
         before + 5,
-        "the last gathered batch is written on drop"
+        "the open transaction is committed on drop"
     );
 }
