@@ -108,8 +108,8 @@ impl FloorPerDomain {
                 devices.insert(
                     d.uuid_string().unwrap_or_default(),
                     (
-                        devs.nics.into_iter().map(|n| n.target).collect(),
-                        devs.disks.into_iter().map(|d| d.target).collect(),
+                        devs.nics().map(|n| n.target.to_owned()).collect(),
+                        devs.disks().map(|d| d.target.to_owned()).collect(),
                     ),
                 );
             }

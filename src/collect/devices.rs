@@ -12,57 +12,148 @@ use std::time::{Duration, Instant};
 use crate::model::uuid_key;
 
 /// A network interface as the domain XML describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NicDevice {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NicDevice<'a> {
     /// Host-side target device (`<target dev='...'/>`), the name libvirt's stats calls take.
-    pub target: String,
+    pub target: &'a str,
     /// MAC address, when the XML has one.
-    pub mac: Option<String>,
+    pub mac: Option<&'a str>,
 }
 
 /// A disk as the domain XML describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskDevice {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskDevice<'a> {
     /// Guest-side target device (`<target dev='vda'/>`).
-    pub target: String,
+    pub target: &'a str,
     /// Source file, block device or volume name, when the XML has one.
-    pub source: Option<String>,
+    pub source: Option<&'a str>,
 }
 
-/// The devices of one domain.
+/// Where a string is in [`Devices`]' text: `[start, end)`, or [`ABSENT`].
+type Span = [u32; 2];
+
+const ABSENT: Span = [u32::MAX, u32::MAX];
+
+/// The devices of one domain (NICs and disks with a target device).
+///
+/// A list is cached for as long as its domain runs, so it is kept compactly: all its strings
+/// back to back in one allocation, and two spans per device (target, then MAC or source) in
+/// another, instead of a `String` per name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Devices {
-    /// Network interfaces with a target device.
-    pub nics: Vec<NicDevice>,
-    /// Disks with a target device.
-    pub disks: Vec<DiskDevice>,
+    text: Box<str>,
+    /// The NICs' spans, then the disks'.
+    spans: Box<[Span]>,
+    nic_count: usize,
+}
+
+impl Devices {
+    /// A device list with these NICs and disks.
+    pub fn new(nics: &[NicDevice<'_>], disks: &[DiskDevice<'_>]) -> Devices {
+        let mut b = Builder::default();
+        for n in nics {
+            b.nic(n.target, n.mac);
+        }
+        for d in disks {
+            b.disk(d.target, d.source);
+        }
+        b.build()
+    }
+
+    fn get(&self, span: Span) -> Option<&str> {
+        let [start, end] = span;
+        if span == ABSENT {
+            return None;
+        }
+        self.text.get(start as usize..end as usize)
+    }
+
+    fn pairs<'a>(
+        &'a self,
+        spans: &'a [Span],
+    ) -> impl ExactSizeIterator<Item = (&'a str, Option<&'a str>)> + 'a {
+        spans
+            .chunks_exact(2)
+            .map(|p| (self.get(p[0]).unwrap_or(""), self.get(p[1])))
+    }
+
+    /// The network interfaces, in the XML's order.
+    pub fn nics(&self) -> impl ExactSizeIterator<Item = NicDevice<'_>> + '_ {
+        let (nics, _) = self.spans.split_at(2 * self.nic_count);
+        self.pairs(nics)
+            .map(|(target, mac)| NicDevice { target, mac })
+    }
+
+    /// The disks, in the XML's order.
+    pub fn disks(&self) -> impl ExactSizeIterator<Item = DiskDevice<'_>> + '_ {
+        let (_, disks) = self.spans.split_at(2 * self.nic_count);
+        self.pairs(disks)
+            .map(|(target, source)| DiskDevice { target, source })
+    }
+}
+
+/// Collects a [`Devices`]: NICs and disks in any order.
+#[derive(Default)]
+struct Builder {
+    text: String,
+    nics: Vec<Span>,
+    disks: Vec<Span>,
+}
+
+impl Builder {
+    fn span(&mut self, s: Option<&str>) -> Span {
+        let Some(s) = s else { return ABSENT };
+        let start = self.text.len();
+        self.text.push_str(s);
+        match (u32::try_from(start), u32::try_from(self.text.len())) {
+            (Ok(a), Ok(b)) if b != u32::MAX => [a, b],
+            // Beyond 4 GiB of names: not kept (a domain XML is far smaller).
+            _ => ABSENT,
+        }
+    }
+
+    fn nic(&mut self, target: &str, mac: Option<&str>) {
+        let pair = [self.span(Some(target)), self.span(mac)];
+        self.nics.extend(pair);
+    }
+
+    fn disk(&mut self, target: &str, source: Option<&str>) {
+        let pair = [self.span(Some(target)), self.span(source)];
+        self.disks.extend(pair);
+    }
+
+    fn build(mut self) -> Devices {
+        let nic_count = self.nics.len() / 2;
+        self.nics.append(&mut self.disks);
+        Devices {
+            text: self.text.into_boxed_str(),
+            spans: self.nics.into_boxed_slice(),
+            nic_count,
+        }
+    }
 }
 
 /// Parses the devices out of a domain's XML description.
 pub fn parse_domain_xml(xml: &str) -> Result<Devices, roxmltree::Error> {
     let doc = roxmltree::Document::parse(xml)?;
-    let mut devices = Devices::default();
+    let mut devices = Builder::default();
     let Some(devs) = doc
         .root_element()
         .children()
         .find(|n| n.has_tag_name("devices"))
     else {
-        return Ok(devices);
+        return Ok(devices.build());
     };
-    let child_attr = |node: roxmltree::Node, tag: &str, attr: &str| {
+    fn child_attr<'a>(node: roxmltree::Node<'a, '_>, tag: &str, attr: &str) -> Option<&'a str> {
         node.children()
             .find(|c| c.has_tag_name(tag))
             .and_then(|c| c.attribute(attr))
-            .map(str::to_owned)
-    };
+    }
     for node in devs.children().filter(|n| n.is_element()) {
         match node.tag_name().name() {
             "interface" => {
                 if let Some(target) = child_attr(node, "target", "dev") {
-                    devices.nics.push(NicDevice {
-                        target,
-                        mac: child_attr(node, "mac", "address"),
-                    });
+                    devices.nic(target, child_attr(node, "mac", "address"));
                 }
             }
             "disk" => {
@@ -70,16 +161,13 @@ pub fn parse_domain_xml(xml: &str) -> Result<Devices, roxmltree::Error> {
                     let source = ["file", "dev", "name", "volume"]
                         .iter()
                         .find_map(|a| child_attr(node, "source", a));
-                    devices.disks.push(DiskDevice { target, source });
+                    devices.disk(target, source);
                 }
             }
             _ => {}
         }
     }
-    // Kept for as long as the domain runs: no spare capacity.
-    devices.nics.shrink_to_fit();
-    devices.disks.shrink_to_fit();
-    Ok(devices)
+    Ok(devices.build())
 }
 
 #[derive(Debug)]
@@ -194,18 +282,20 @@ mod tests {
     #[test]
     fn parses_targets_sources_and_macs() {
         let d = parse_domain_xml(XML).expect("valid xml");
+        let nics: Vec<_> = d.nics().collect();
         assert_eq!(
-            d.nics,
-            vec![NicDevice {
-                target: "tap0".into(),
-                mac: Some("52:54:00:00:00:01".into())
+            nics,
+            [NicDevice {
+                target: "tap0",
+                mac: Some("52:54:00:00:00:01")
             }]
         );
-        let names: Vec<_> = d.disks.iter().map(|d| d.target.as_str()).collect();
+        let disks: Vec<_> = d.disks().collect();
+        let names: Vec<_> = disks.iter().map(|d| d.target).collect();
         assert_eq!(names, ["vda", "sdb", "hdc"]);
-        assert_eq!(d.disks[0].source.as_deref(), Some("/x/a b.img"));
-        assert_eq!(d.disks[1].source.as_deref(), Some("/dev/sdz"));
-        assert_eq!(d.disks[2].source, None);
+        assert_eq!(disks[0].source, Some("/x/a b.img"));
+        assert_eq!(disks[1].source, Some("/dev/sdz"));
+        assert_eq!(disks[2].source, None);
     }
 
     #[test]
@@ -235,6 +325,29 @@ mod tests {
         for w in slices.windows(2) {
             let n = w[1] - w[0];
             assert!((100..=300).contains(&n), "{slices:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the names (empty, unicode, any order of NICs and disks), the compact list
+        /// gives back exactly what went in.
+        #[test]
+        fn a_device_list_gives_back_what_went_in(
+            nics in proptest::collection::vec(("\\PC{0,12}", proptest::option::of("\\PC{0,20}")), 0..5),
+            disks in proptest::collection::vec(("\\PC{0,12}", proptest::option::of("\\PC{0,40}")), 0..5),
+        ) {
+            let n: Vec<NicDevice> = nics
+                .iter()
+                .map(|(t, m)| NicDevice { target: t, mac: m.as_deref() })
+                .collect();
+            let d: Vec<DiskDevice> = disks
+                .iter()
+                .map(|(t, s)| DiskDevice { target: t, source: s.as_deref() })
+                .collect();
+            let devices = Devices::new(&n, &d);
+            proptest::prop_assert_eq!(devices.nics().collect::<Vec<_>>(), n);
+            proptest::prop_assert_eq!(devices.disks().collect::<Vec<_>>(), d);
+            proptest::prop_assert_eq!(devices.nics().len(), nics.len());
         }
     }
 

@@ -33,12 +33,14 @@ use crate::model::{DomainSample, HostSample};
 pub const CHUNK_DOMAINS: usize = 32;
 
 /// What a finished cycle reports besides its chunks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CycleSummary {
     /// Wall-clock time of the bulk call, ns since the epoch (also in every chunk).
     pub timestamp_ns: i64,
     /// Domains handed on in all chunks.
     pub domains: usize,
+    /// The host name every chunk carried.
+    pub host: String,
 }
 
 /// Where to collect from: a libvirt URI and an optional host-name override.
@@ -349,6 +351,7 @@ impl Collector {
         Ok(CycleSummary {
             timestamp_ns,
             domains: total,
+            host: self.host.clone(),
         })
     }
 
@@ -418,7 +421,7 @@ impl Collector {
                 sample
                     .nics
                     .iter()
-                    .all(|n| d.nics.iter().any(|x| x.target == n.name))
+                    .all(|n| d.nics().any(|x| x.target == n.name))
             };
             let complete = self
                 .cache
@@ -456,10 +459,9 @@ impl Collector {
             if let Some(d) = self.cache.get_identity(&sample.uuid, sample.id) {
                 for nic in &mut sample.nics {
                     nic.mac = d
-                        .nics
-                        .iter()
+                        .nics()
                         .find(|x| x.target == nic.name)
-                        .and_then(|x| x.mac.clone());
+                        .and_then(|x| x.mac.map(str::to_owned));
                 }
             }
         }

@@ -129,12 +129,12 @@ pub fn fill(
     };
     let mut stale = false;
     if missing.contains(Groups::INTERFACE) {
-        sample.nics = Vec::with_capacity(devices.nics.len());
-        for nic in &devices.nics {
-            match dom.interface_stats(&nic.target) {
+        sample.nics = Vec::with_capacity(devices.nics().len());
+        for nic in devices.nics() {
+            match dom.interface_stats(nic.target) {
                 Ok(s) => sample.nics.push(NicStats {
-                    name: nic.target.clone(),
-                    mac: nic.mac.clone(),
+                    name: nic.target.to_owned(),
+                    mac: nic.mac.map(str::to_owned),
                     rx_bytes: nonneg(s.rx_bytes),
                     rx_pkts: nonneg(s.rx_packets),
                     rx_errs: nonneg(s.rx_errs),
@@ -158,12 +158,12 @@ pub fn fill(
         }
     }
     if missing.contains(Groups::BLOCK) {
-        sample.disks = Vec::with_capacity(devices.disks.len());
-        for disk in &devices.disks {
-            match dom.block_stats(&disk.target) {
+        sample.disks = Vec::with_capacity(devices.disks().len());
+        for disk in devices.disks() {
+            match dom.block_stats(disk.target) {
                 Ok(s) => sample.disks.push(DiskStats {
-                    name: disk.target.clone(),
-                    path: disk.source.clone(),
+                    name: disk.target.to_owned(),
+                    path: disk.source.map(str::to_owned),
                     rd_reqs: nonneg(s.rd_req),
                     rd_bytes: nonneg(s.rd_bytes),
                     wr_reqs: nonneg(s.wr_req),

@@ -211,6 +211,9 @@ fn run(
         });
         match result {
             Ok(summary) => {
+                if let Some(book) = &settings.identity {
+                    book.end_cycle(&summary.host);
+                }
                 stats
                     .domains
                     .store(summary.domains as u64, Ordering::Relaxed);

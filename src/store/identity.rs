@@ -58,9 +58,9 @@ fn fingerprint(seed: &RandomState, dom: &DomainSample) -> u64 {
 /// The latest known identity of every device, with the entries changed since the last
 /// [`DeviceBook::take_changed`].
 ///
-/// Per VM it keeps only 16 bytes (keyed hashes of its UUID and of its devices' identity), so
-/// that a VM whose devices did not change costs nothing more; the identities themselves are
-/// held only from a change until the store takes them.
+/// Per VM it keeps only 24 bytes (keyed hashes of its UUID and of its devices' identity, and the
+/// cycle it was last recorded in), so that a VM whose devices did not change costs nothing more;
+/// the identities themselves are held only from a change until the store takes them.
 #[derive(Debug, Default)]
 pub struct DeviceBook {
     inner: Mutex<Book>,
@@ -69,43 +69,57 @@ pub struct DeviceBook {
 #[derive(Debug, Default)]
 struct Book {
     seed: RandomState,
-    /// host → hash of the UUID → fingerprint of the devices.
-    known: HashMap<String, HashMap<u64, u64>>,
+    /// Per host: hash of the UUID → (fingerprint of the devices, cycle last recorded).
+    known: HashMap<String, HostBook>,
     changed: Vec<(Key, Vec<DeviceIdentity>)>,
 }
 
+#[derive(Debug, Default)]
+struct HostBook {
+    vms: HashMap<u64, (u64, u32)>,
+    cycle: u32,
+}
+
 impl DeviceBook {
-    /// Records the devices of every VM in `sample`. Beyond a list of the VMs present, allocates
-    /// only for VMs whose devices changed since the previous call.
+    /// Records the devices of every VM in `sample` (a whole cycle of its host, or one chunk of
+    /// it). Allocates only for VMs whose devices changed since they were last recorded.
     pub fn record(&self, sample: &HostSample) {
         let Ok(mut guard) = self.inner.lock() else {
             return;
         };
         let book = &mut *guard;
         if !book.known.contains_key(&sample.host) {
-            book.known.insert(sample.host.clone(), HashMap::new());
+            book.known.insert(sample.host.clone(), HostBook::default());
         }
-        let Some(known) = book.known.get_mut(&sample.host) else {
+        let Some(host) = book.known.get_mut(&sample.host) else {
             return;
         };
-        let mut present = Vec::with_capacity(sample.domains.len());
+        let cycle = host.cycle;
         for dom in &sample.domains {
             let uuid = book.seed.hash_one(dom.uuid.as_str());
             let devices = fingerprint(&book.seed, dom);
-            present.push(uuid);
-            if known.insert(uuid, devices) == Some(devices) {
+            if host.vms.insert(uuid, (devices, cycle)).map(|(fp, _)| fp) == Some(devices) {
                 continue;
             }
             book.changed
                 .push(((sample.host.clone(), dom.uuid.clone()), identities(dom)));
         }
-        if known.len() > present.len() {
-            present.sort_unstable();
-            known.retain(|u, _| present.binary_search(u).is_ok());
-        }
         // Bound memory when nothing drains the book (no store configured).
         if book.changed.len() > 100_000 {
             book.changed.clear();
+        }
+    }
+
+    /// Ends `host`'s cycle: VMs not recorded since the previous call are forgotten (a VM that
+    /// comes back is recorded as changed).
+    pub fn end_cycle(&self, host: &str) {
+        let Ok(mut book) = self.inner.lock() else {
+            return;
+        };
+        if let Some(h) = book.known.get_mut(host) {
+            let cycle = h.cycle;
+            h.vms.retain(|_, (_, c)| *c == cycle);
+            h.cycle = cycle.wrapping_add(1);
         }
     }
 
@@ -115,5 +129,66 @@ impl DeviceBook {
             .lock()
             .map(|mut b| std::mem::take(&mut b.changed))
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NicStats;
+
+    fn vm(uuid: &str, mac: &str) -> DomainSample {
+        DomainSample {
+            uuid: uuid.into(),
+            nics: vec![NicStats {
+                name: "vnet0".into(),
+                mac: Some(mac.into()),
+                ..NicStats::default()
+            }],
+            ..DomainSample::default()
+        }
+    }
+
+    fn chunk(vms: Vec<DomainSample>) -> HostSample {
+        HostSample {
+            host: "h".into(),
+            timestamp_ns: 0,
+            domains: vms,
+        }
+    }
+
+    fn changed_uuids(book: &DeviceBook) -> Vec<String> {
+        let mut u: Vec<_> = book
+            .take_changed()
+            .into_iter()
+            .map(|((_, u), _)| u)
+            .collect();
+        u.sort();
+        u
+    }
+
+    #[test]
+    fn a_cycle_in_chunks_reports_only_what_changed() {
+        let book = DeviceBook::default();
+        let cycle = |mac_b: &str| {
+            book.record(&chunk(vec![vm("a", "m1")]));
+            book.record(&chunk(vec![vm("b", mac_b)]));
+            book.end_cycle("h");
+        };
+        cycle("m2");
+        assert_eq!(changed_uuids(&book), ["a", "b"], "first sight");
+        cycle("m2");
+        assert!(
+            changed_uuids(&book).is_empty(),
+            "nothing changed, in either chunk"
+        );
+        cycle("m3");
+        assert_eq!(changed_uuids(&book), ["b"], "b's MAC changed");
+        // A VM missing from a cycle is forgotten; when it comes back it is new again.
+        book.record(&chunk(vec![vm("a", "m1")]));
+        book.end_cycle("h");
+        assert!(changed_uuids(&book).is_empty());
+        cycle("m3");
+        assert_eq!(changed_uuids(&book), ["b"]);
     }
 }
