@@ -30,7 +30,7 @@ use crate::model::{DomainSample, HostSample};
 /// Domains decoded, completed and handed on together ([`Collector::collect_chunks`]). Bounds what
 /// a cycle holds in memory whatever the number of VMs: samples and line protocol for 10,000 VMs
 /// at once would take about 40 MB.
-pub const CHUNK_DOMAINS: usize = 32;
+pub const CHUNK_DOMAINS: usize = 16;
 
 /// What a finished cycle reports besides its chunks.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -147,7 +147,6 @@ fn run(
         retry_at: None,
         last_error: String::new(),
     };
-    let mut lines = hub.buffer();
     let mut features = Vec::new();
     let mut late_logged = false;
     for tick in rx.iter() {
@@ -158,7 +157,8 @@ fn run(
             busy.store(false, Ordering::Release);
             continue;
         }
-        lines.clear();
+        // Between cycles the worker holds no text buffer: it takes one when a cycle starts.
+        let mut lines = hub.buffer();
         let mut pending = 0; // lines in `lines` not yet sent
         let mut cycle_lines = 0;
         let mut cycle_bytes = 0;
@@ -266,9 +266,11 @@ fn run(
 /// memory a cycle's text takes stays small whatever the number of VMs.
 pub const BATCH_BYTES: usize = 32 * 1024;
 
-/// Hands `lines` to the sinks and leaves an empty (recycled) buffer in its place.
+/// Hands `lines` to the sinks and leaves an empty buffer in its place: a recycled one within a
+/// cycle, none (no memory) after its last batch.
 fn send(hub: &Hub, uri: &str, timestamp_ns: i64, lines: &mut String, line_count: usize, end: bool) {
-    let lines = std::mem::replace(lines, hub.buffer());
+    let next = if end { String::new() } else { hub.buffer() };
+    let lines = std::mem::replace(lines, next);
     hub.send(Batch {
         source: uri.to_owned(),
         timestamp_ns,

@@ -33,15 +33,15 @@ pub struct Batch {
 }
 
 /// Batch buffers handed back once every sink is done with them, for the workers to fill again:
-/// a worker then writes into warm memory instead of new pages every cycle. Holds a few buffers
-/// at most.
+/// a worker then writes into warm memory instead of new pages every batch. Holds one buffer at
+/// most (a batch is about 32 KiB; what a slow sink still holds is not the pool's).
 #[derive(Debug, Default)]
 pub struct BufferPool {
     free: Mutex<Vec<String>>,
 }
 
 /// Buffers a [`BufferPool`] keeps.
-const POOL_BUFFERS: usize = 2;
+const POOL_BUFFERS: usize = 1;
 /// Larger buffers are not kept (a one-off large cycle does not pin its memory).
 const POOL_MAX_CAPACITY: usize = 256 * 1024;
 
