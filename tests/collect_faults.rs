@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use virt::connect::Connect;
 use vmtel::collect::bulk::Groups;
-use vmtel::collect::devices::DeviceCache;
+use vmtel::collect::device_cache::DeviceCache;
 use vmtel::collect::perdomain;
 use vmtel::collect::warn::Warnings;
 use vmtel::collect::{Collector, SourceSpec};

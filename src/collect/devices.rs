@@ -1,15 +1,6 @@
-//! The device list of each domain (NIC and disk names), read from the domain XML and cached.
-//!
-//! Only the per-domain fallback needs it (the bulk call names devices itself). Entries live for
-//! the configured TTL, and are refreshed early when the domain's ID changes (it was restarted)
-//! or when a device call failed (a device was hot-unplugged). Entries of domains that were not
-//! seen in a cycle are dropped, so the cache stays as large as the fleet.
-
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use crate::model::uuid_key;
+//! The device list of each domain (NIC and disk names, MACs and sources), read from the domain
+//! XML. The per-domain fallback needs it to ask for each device's counters, and the bulk path
+//! for the NICs' MAC addresses; [`super::device_cache`] keeps the lists between cycles.
 
 /// A network interface as the domain XML describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,22 +20,24 @@ pub struct DiskDevice<'a> {
     pub source: Option<&'a str>,
 }
 
-/// Where a string is in [`Devices`]' text: `[start, end)`, or [`ABSENT`].
+/// A string's place in a list's text: `[start, end)`, or [`ABSENT`].
 type Span = [u32; 2];
 
 const ABSENT: Span = [u32::MAX, u32::MAX];
 
-/// The devices of one domain (NICs and disks with a target device).
+/// Header: the number of NICs, then of devices (u32, little-endian each).
+const HEADER: usize = 8;
+/// Bytes per device: two spans (target, then MAC or source) of two u32.
+const DEVICE_BYTES: usize = 16;
+
+/// The devices of one domain (NICs and disks with a target device), as one byte string.
 ///
-/// A list is cached for as long as its domain runs, so it is kept compactly: all its strings
-/// back to back in one allocation, and two spans per device (target, then MAC or source) in
-/// another, instead of a `String` per name.
+/// A list is cached for as long as its domain runs, so it is one allocation laid out as:
+/// a header (NIC count, device count), two spans per device (NICs first), then all the strings
+/// back to back. [`DeviceList`] reads it in place; the cache stores the same bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Devices {
-    text: Box<str>,
-    /// The NICs' spans, then the disks'.
-    spans: Box<[Span]>,
-    nic_count: usize,
+    bytes: Box<[u8]>,
 }
 
 impl Devices {
@@ -60,35 +53,100 @@ impl Devices {
         b.build()
     }
 
-    fn get(&self, span: Span) -> Option<&str> {
-        let [start, end] = span;
-        if span == ABSENT {
-            return None;
-        }
-        self.text.get(start as usize..end as usize)
+    /// The list, to read.
+    pub fn list(&self) -> DeviceList<'_> {
+        DeviceList { bytes: &self.bytes }
     }
 
-    fn pairs<'a>(
-        &'a self,
-        spans: &'a [Span],
-    ) -> impl ExactSizeIterator<Item = (&'a str, Option<&'a str>)> + 'a {
-        spans
-            .chunks_exact(2)
-            .map(|p| (self.get(p[0]).unwrap_or(""), self.get(p[1])))
+    /// The list's bytes (what [`DeviceList::from_bytes`] reads).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// The network interfaces, in the XML's order.
     pub fn nics(&self) -> impl ExactSizeIterator<Item = NicDevice<'_>> + '_ {
-        let (nics, _) = self.spans.split_at(2 * self.nic_count);
-        self.pairs(nics)
-            .map(|(target, mac)| NicDevice { target, mac })
+        self.list().nics()
     }
 
     /// The disks, in the XML's order.
     pub fn disks(&self) -> impl ExactSizeIterator<Item = DiskDevice<'_>> + '_ {
-        let (_, disks) = self.spans.split_at(2 * self.nic_count);
-        self.pairs(disks)
-            .map(|(target, source)| DiskDevice { target, source })
+        self.list().disks()
+    }
+}
+
+/// A device list read in place (from a [`Devices`] or the cache's storage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceList<'a> {
+    bytes: &'a [u8],
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    bytes
+        .get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+impl<'a> DeviceList<'a> {
+    /// Reads the bytes of a [`Devices`] ([`Devices::as_bytes`]). Bytes of any other shape read
+    /// as a list of fewer devices, never a panic.
+    pub fn from_bytes(bytes: &'a [u8]) -> DeviceList<'a> {
+        DeviceList { bytes }
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        let nics = read_u32(self.bytes, 0) as usize;
+        let all = read_u32(self.bytes, 4) as usize;
+        let fits = self.bytes.len().saturating_sub(HEADER) / DEVICE_BYTES;
+        let all = all.min(fits);
+        (nics.min(all), all)
+    }
+
+    fn text_start(&self) -> usize {
+        HEADER + self.counts().1 * DEVICE_BYTES
+    }
+
+    fn string(&self, text: usize, span: Span) -> Option<&'a str> {
+        if span == ABSENT {
+            return None;
+        }
+        let [a, b] = span;
+        let bytes = self.bytes.get(text + a as usize..text + b as usize)?;
+        std::str::from_utf8(bytes).ok()
+    }
+
+    /// Device `i`'s target and second string.
+    fn device(&self, i: usize) -> (&'a str, Option<&'a str>) {
+        let at = HEADER + i * DEVICE_BYTES;
+        let span = |k: usize| {
+            [
+                read_u32(self.bytes, at + 8 * k),
+                read_u32(self.bytes, at + 8 * k + 4),
+            ]
+        };
+        let text = self.text_start();
+        (
+            self.string(text, span(0)).unwrap_or(""),
+            self.string(text, span(1)),
+        )
+    }
+
+    /// The network interfaces, in the XML's order.
+    pub fn nics(self) -> impl ExactSizeIterator<Item = NicDevice<'a>> {
+        let (nics, _) = self.counts();
+        (0..nics).map(move |i| {
+            let (target, mac) = self.device(i);
+            NicDevice { target, mac }
+        })
+    }
+
+    /// The disks, in the XML's order.
+    pub fn disks(self) -> impl ExactSizeIterator<Item = DiskDevice<'a>> {
+        let (nics, all) = self.counts();
+        (nics..all).map(move |i| {
+            let (target, source) = self.device(i);
+            DiskDevice { target, source }
+        })
     }
 }
 
@@ -122,13 +180,21 @@ impl Builder {
         self.disks.extend(pair);
     }
 
-    fn build(mut self) -> Devices {
-        let nic_count = self.nics.len() / 2;
-        self.nics.append(&mut self.disks);
+    fn build(self) -> Devices {
+        let count = |spans: &[Span]| u32::try_from(spans.len() / 2).unwrap_or(0);
+        let nics = count(&self.nics);
+        let all = nics.saturating_add(count(&self.disks));
+        let mut bytes =
+            Vec::with_capacity(HEADER + (self.nics.len() + self.disks.len()) * 8 + self.text.len());
+        bytes.extend_from_slice(&nics.to_le_bytes());
+        bytes.extend_from_slice(&all.to_le_bytes());
+        for [a, b] in self.nics.iter().chain(&self.disks) {
+            bytes.extend_from_slice(&a.to_le_bytes());
+            bytes.extend_from_slice(&b.to_le_bytes());
+        }
+        bytes.extend_from_slice(self.text.as_bytes());
         Devices {
-            text: self.text.into_boxed_str(),
-            spans: self.nics.into_boxed_slice(),
-            nic_count,
+            bytes: bytes.into_boxed_slice(),
         }
     }
 }
@@ -170,103 +236,6 @@ pub fn parse_domain_xml(xml: &str) -> Result<Devices, roxmltree::Error> {
     Ok(devices.build())
 }
 
-#[derive(Debug)]
-struct Entry {
-    id: Option<u32>,
-    /// When the entry goes stale.
-    expires: Instant,
-    devices: Arc<Devices>,
-    seen: bool,
-}
-
-/// Per-domain device lists keyed by UUID, with a TTL.
-///
-/// Each entry lives between half the TTL and the whole TTL, spread by its UUID: the lists of a
-/// fleet are all read in the first cycle, and without the spread they would all be read again
-/// in the same later cycle (seconds of XML reading at a thousand domains).
-#[derive(Debug)]
-pub struct DeviceCache {
-    ttl: Duration,
-    entries: HashMap<u128, Entry>,
-}
-
-impl DeviceCache {
-    /// An empty cache whose entries live for at most `ttl`.
-    pub fn new(ttl: Duration) -> Self {
-        DeviceCache {
-            ttl,
-            entries: HashMap::new(),
-        }
-    }
-
-    /// How long the entry of the domain with key `key` lives: 50 % to 100 % of the TTL.
-    fn ttl_of(&self, key: u128) -> Duration {
-        let spread = (key ^ (key >> 64)) as u64 % 1024;
-        self.ttl / 2 + self.ttl.mul_f64(spread as f64 / 2048.0)
-    }
-
-    /// The cached devices of `uuid`, if they are fresh and belong to the same domain ID.
-    pub fn get(&mut self, uuid: &str, id: Option<u32>, now: Instant) -> Option<Arc<Devices>> {
-        let e = self.entries.get_mut(&uuid_key(uuid))?;
-        if e.id != id || now >= e.expires {
-            return None;
-        }
-        e.seen = true;
-        Some(Arc::clone(&e.devices))
-    }
-
-    /// Stores a freshly read device list.
-    pub fn put(
-        &mut self,
-        uuid: &str,
-        id: Option<u32>,
-        now: Instant,
-        devices: Devices,
-    ) -> Arc<Devices> {
-        let key = uuid_key(uuid);
-        let devices = Arc::new(devices);
-        let entry = Entry {
-            id,
-            expires: now + self.ttl_of(key),
-            devices: Arc::clone(&devices),
-            seen: true,
-        };
-        self.entries.insert(key, entry);
-        devices
-    }
-
-    /// The cached devices of `uuid` for domain ID `id`, however old: device identity (MACs)
-    /// does not change while a domain runs, except by hot-plug, which the caller detects.
-    pub fn get_identity(&mut self, uuid: &str, id: Option<u32>) -> Option<&Devices> {
-        let e = self.entries.get_mut(&uuid_key(uuid))?;
-        if e.id != id {
-            return None;
-        }
-        e.seen = true;
-        Some(&e.devices)
-    }
-
-    /// Marks `uuid`'s entry stale, so the next cycle reads the XML again.
-    pub fn invalidate(&mut self, uuid: &str) {
-        self.entries.remove(&uuid_key(uuid));
-    }
-
-    /// Drops the entries of domains not looked up since the previous call.
-    pub fn end_cycle(&mut self) {
-        self.entries.retain(|_, e| std::mem::take(&mut e.seen));
-    }
-
-    /// Number of cached domains.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// True when nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,36 +267,6 @@ mod tests {
         assert_eq!(disks[2].source, None);
     }
 
-    #[test]
-    fn refreshes_of_a_fleet_are_spread_over_the_second_half_of_the_ttl() {
-        let ttl = Duration::from_secs(300);
-        let mut c = DeviceCache::new(ttl);
-        let t0 = Instant::now();
-        let uuids: Vec<String> = (0..1000).map(crate::demo::uuid_for).collect();
-        for u in &uuids {
-            c.put(u, Some(1), t0, Devices::default());
-        }
-        // Every entry lives at least half the TTL and at most the TTL.
-        for u in &uuids {
-            assert!(c
-                .get(u, Some(1), t0 + ttl / 2 - Duration::from_millis(1))
-                .is_some());
-        }
-        let mut expired_by = |secs: u64| {
-            uuids
-                .iter()
-                .filter(|u| c.get(u, Some(1), t0 + Duration::from_secs(secs)).is_none())
-                .count()
-        };
-        assert_eq!(expired_by(300), 1000);
-        // Spread: each 30 s slice of the second half holds about a fifth of them, not all.
-        let slices: Vec<usize> = (0..=5).map(|k| expired_by(150 + 30 * k)).collect();
-        for w in slices.windows(2) {
-            let n = w[1] - w[0];
-            assert!((100..=300).contains(&n), "{slices:?}");
-        }
-    }
-
     proptest::proptest! {
         /// Whatever the names (empty, unicode, any order of NICs and disks), the compact list
         /// gives back exactly what went in.
@@ -354,22 +293,5 @@ mod tests {
     #[test]
     fn bad_xml_is_an_error() {
         assert!(parse_domain_xml("<domain><devices>").is_err());
-    }
-
-    #[test]
-    fn ttl_id_change_and_pruning() {
-        let mut c = DeviceCache::new(Duration::from_secs(300));
-        let t0 = Instant::now();
-        c.put("u", Some(1), t0, Devices::default());
-        assert!(c.get("u", Some(1), t0 + Duration::from_secs(149)).is_some());
-        assert!(c.get("u", Some(1), t0 + Duration::from_secs(300)).is_none());
-        assert!(c.get("u", Some(2), t0).is_none(), "new domain ID refreshes");
-        c.end_cycle();
-        assert_eq!(c.len(), 1, "looked up this cycle: kept");
-        c.end_cycle();
-        assert!(c.is_empty(), "not looked up for a cycle: dropped");
-        c.put("v", None, t0, Devices::default());
-        c.invalidate("v");
-        assert!(c.get("v", None, t0).is_none());
     }
 }

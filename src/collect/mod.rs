@@ -8,6 +8,7 @@
 //! `state`) is filled from per-domain calls from then on ([`perdomain`]).
 
 pub mod bulk;
+pub mod device_cache;
 pub mod devices;
 pub mod ffi;
 pub mod perdomain;
@@ -22,7 +23,7 @@ use virt::error::ErrorNumber;
 use virt::sys;
 
 use self::bulk::{Decoder, Groups};
-use self::devices::DeviceCache;
+use self::device_cache::DeviceCache;
 use self::ffi::StatsList;
 use self::warn::Warnings;
 use crate::model::{DomainSample, HostSample};
@@ -417,7 +418,7 @@ impl Collector {
             if sample.nics.is_empty() {
                 continue;
             }
-            let lists_all = |d: &devices::Devices| {
+            let lists_all = |d: devices::DeviceList<'_>| {
                 sample
                     .nics
                     .iter()
@@ -439,7 +440,7 @@ impl Collector {
                 if !checked {
                     match perdomain::read_devices(dom) {
                         Ok(Some(d)) => {
-                            self.cache.put(&sample.uuid, sample.id, now, d);
+                            self.cache.put(&sample.uuid, sample.id, now, &d);
                         }
                         Ok(None) => continue, // destroyed since the bulk call
                         Err(msg) => {

@@ -9,7 +9,8 @@ use virt::error::{Error, ErrorNumber};
 use virt::sys;
 
 use super::bulk::Groups;
-use super::devices::{parse_domain_xml, DeviceCache, Devices};
+use super::device_cache::DeviceCache;
+use super::devices::{parse_domain_xml, Devices};
 use super::warn::Warnings;
 use crate::model::{DiskStats, DomainSample, NicStats};
 
@@ -114,10 +115,11 @@ pub fn fill(
         return;
     }
     let now = Instant::now();
-    let devices = match cache.get(&uuid, sample.id, now) {
-        Some(d) => d,
-        None => match read_devices(dom) {
-            Ok(Some(d)) => cache.put(&uuid, sample.id, now, d),
+    if !cache.is_fresh(&uuid, sample.id, now) {
+        match read_devices(dom) {
+            Ok(Some(d)) => {
+                cache.put(&uuid, sample.id, now, &d);
+            }
             Ok(None) => return,
             Err(msg) => {
                 warn.once(&format!("xml:{uuid}"), || {
@@ -125,7 +127,11 @@ pub fn fill(
                 });
                 return;
             }
-        },
+        }
+    }
+    let Some(devices) = cache.get(&uuid, sample.id, now) else {
+        // Not cached (beyond the cache's size limit): nothing to ask for this cycle.
+        return;
     };
     let mut stale = false;
     if missing.contains(Groups::INTERFACE) {
