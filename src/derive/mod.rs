@@ -1,7 +1,8 @@
 //! Derive: rates and utilisation (`vm_features`) from two consecutive samples of the same VM.
 //!
-//! A [`Deriver`] keeps, per VM (by UUID), the counters of the previous sample, compactly (about
-//! 300 bytes per VM with two NICs and two disks: device names are kept as 64-bit hashes). A rate is
+//! A [`Deriver`] keeps, per VM (by UUID), the counters of the previous sample, compactly: about
+//! 330 bytes per VM with up to four devices, in two large allocations for the whole fleet (a
+//! table of slots and an index), nothing allocated per VM. A rate is
 //! computed only from a pair of readings that are comparable: the same VMID (a destroyed and
 //! restarted VM gets a new one), a positive time step, and a counter that did not go backwards.
 //! Anything else yields no value for that interval, never a negative number or a spike. Per-NIC
@@ -51,41 +52,53 @@ impl Kept {
     }
 }
 
-/// A 64-bit hash of a device name: a VM's previous device counters are matched by name, and
+/// The bits of a [`PrevDevice`] tag that hold the hash of the device name; the top bits hold the
+/// presence of its four counters and whether it is a NIC.
+const NAME_BITS: u64 = (1 << 59) - 1;
+const NIC_BIT: u64 = 1 << 59;
+const PRESENT_SHIFT: u32 = 60;
+
+/// A 59-bit hash of a device name: a VM's previous device counters are matched by name, and
 /// keeping the hash instead of the name saves an allocation per device. Two names of one VM
-/// colliding is a 2⁻⁶⁴ event.
+/// colliding is a 2⁻⁵⁹ event.
 fn name_key(name: &str) -> u64 {
     use std::hash::BuildHasher;
-    foldhash::fast::FixedState::with_seed(0x766d_7465_6c00).hash_one(name)
+    foldhash::fast::FixedState::with_seed(0x766d_7465_6c00).hash_one(name) & NAME_BITS
 }
 
-/// One device's previous counters (48 bytes).
-#[derive(Debug, Clone, Copy)]
+/// One device's previous counters (40 bytes): the name hash, NIC flag and presence bits packed
+/// in one word, then the four counters.
+#[derive(Debug, Default, Clone, Copy)]
 struct PrevDevice {
-    name: u64,
+    tag: u64,
     values: [u64; 4],
-    present: u8,
-    nic: bool,
 }
 
 impl PrevDevice {
     fn new(name: &str, nic: bool, counters: Counters) -> PrevDevice {
         let k = Kept::new(counters);
+        let nic = if nic { NIC_BIT } else { 0 };
         PrevDevice {
-            name: name_key(name),
+            tag: name_key(name) | nic | (u64::from(k.present) << PRESENT_SHIFT),
             values: k.values,
-            present: k.present,
-            nic,
         }
+    }
+
+    fn is(&self, name: u64, nic: bool) -> bool {
+        self.tag & NAME_BITS == name && (self.tag & NIC_BIT != 0) == nic
     }
 
     fn counters(&self) -> Kept {
         Kept {
             values: self.values,
-            present: self.present,
+            // Four bits: fits.
+            present: (self.tag >> PRESENT_SHIFT) as u8,
         }
     }
 }
+
+/// Devices kept in a VM's slot itself; a VM with more keeps the rest in a vector.
+const INLINE_DEVICES: usize = 4;
 
 /// What a VM's previous sample left behind.
 #[derive(Debug, Default)]
@@ -93,14 +106,47 @@ struct Prev {
     id: Option<u32>,
     mono_ns: u64,
     cpu: Kept,
-    devices: Vec<PrevDevice>,
+    /// Generation of the last update; 0 for a free slot.
     seen: u64,
+    inline: [PrevDevice; INLINE_DEVICES],
+    count: u8,
+    more: Vec<PrevDevice>,
+}
+
+impl Prev {
+    fn devices(&self) -> impl Iterator<Item = &PrevDevice> {
+        let n = usize::from(self.count).min(INLINE_DEVICES);
+        self.inline[..n].iter().chain(self.more.iter())
+    }
+
+    fn set_devices(&mut self, devices: impl Iterator<Item = PrevDevice>) {
+        self.count = 0;
+        self.more.clear();
+        for d in devices {
+            match self.inline.get_mut(usize::from(self.count)) {
+                Some(slot) if self.more.is_empty() => {
+                    *slot = d;
+                    self.count += 1;
+                }
+                _ => self.more.push(d),
+            }
+        }
+        if self.more.capacity() > 2 * self.more.len() {
+            self.more.shrink_to_fit();
+        }
+    }
 }
 
 /// Per-VM state for derived values. One per source.
+///
+/// The VMs' states live in one vector of slots (freed slots are reused) found through an index
+/// by UUID: the whole fleet's state is two allocations, which the allocator can keep compact,
+/// rather than one or more small ones per VM scattered among each cycle's short-lived memory.
 #[derive(Debug, Default)]
 pub struct Deriver {
-    prev: HashMap<u128, Prev, foldhash::fast::RandomState>,
+    index: HashMap<u128, u32, foldhash::fast::RandomState>,
+    slots: Vec<Prev>,
+    free: Vec<u32>,
     generation: u64,
 }
 
@@ -112,7 +158,7 @@ fn delta(now: Option<u64>, before: Option<u64>) -> Option<u64> {
 /// when no device has both readings, or when any device's counter went backwards.
 fn device_deltas<T>(
     now: &[T],
-    before: &[PrevDevice],
+    before: &Prev,
     nic: bool,
     name: impl Fn(&T) -> &str,
     counters: impl Fn(&T) -> Counters,
@@ -121,7 +167,7 @@ fn device_deltas<T>(
     let mut backwards = [false; 4];
     for dev in now {
         let key = name_key(name(dev));
-        let Some(old) = before.iter().find(|d| d.nic == nic && d.name == key) else {
+        let Some(old) = before.devices().find(|d| d.is(key, nic)) else {
             continue;
         };
         let new = counters(dev);
@@ -150,17 +196,38 @@ impl Deriver {
 
     /// Number of VMs whose previous sample is kept.
     pub fn len(&self) -> usize {
-        self.prev.len()
+        self.index.len()
     }
 
     /// True when no VM state is kept.
     pub fn is_empty(&self) -> bool {
-        self.prev.is_empty()
+        self.index.is_empty()
     }
 
     /// Forgets every VM, e.g. after a reconnect, so that the next cycle emits no rates.
     pub fn reset(&mut self) {
-        self.prev.clear();
+        self.index.clear();
+        self.slots.clear();
+        self.free.clear();
+    }
+
+    /// The slot of the VM with UUID key `key`, a new (empty) one if it has none.
+    fn slot(&mut self, key: u128) -> &mut Prev {
+        let next = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        let free = &mut self.free;
+        let i = *self
+            .index
+            .entry(key)
+            .or_insert_with(|| free.pop().unwrap_or(next));
+        let i = i as usize;
+        if i >= self.slots.len() {
+            // Grow by a quarter, not double: the table is most of the deriver's memory.
+            if self.slots.len() == self.slots.capacity() {
+                self.slots.reserve_exact(self.slots.len() / 4 + 16);
+            }
+            self.slots.resize_with(i + 1, Prev::default);
+        }
+        &mut self.slots[i]
     }
 
     /// Computes the features of every VM in `host` against its previous sample and remembers
@@ -185,18 +252,38 @@ impl Deriver {
         let generation = self.generation;
         out.clear();
         out.extend(domains.iter().map(|dom| {
-            let prev = self.prev.entry(uuid_key(&dom.uuid)).or_default();
+            let prev = self.slot(uuid_key(&dom.uuid));
             let features = (prev.seen != 0).then(|| features(prev, dom)).flatten();
             remember(prev, dom, generation);
             features
         }));
     }
 
-    /// Ends the current cycle: forgets VMs missing from the last few cycles.
+    /// Ends the current cycle: forgets VMs missing from the last few cycles (their slots are
+    /// reused).
     pub fn end_cycle(&mut self) {
         let generation = self.generation;
-        self.prev
-            .retain(|_, p| generation.saturating_sub(p.seen) < KEEP_UNSEEN);
+        let (slots, free) = (&mut self.slots, &mut self.free);
+        self.index.retain(|_, i| {
+            let Some(p) = slots.get_mut(*i as usize) else {
+                return false;
+            };
+            let keep = generation.saturating_sub(p.seen) < KEEP_UNSEEN;
+            if !keep {
+                *p = Prev::default();
+                free.push(*i);
+            }
+            keep
+        });
+        // A fleet that shrank for good gives its slots back.
+        while self.slots.last().is_some_and(|p| p.seen == 0) {
+            self.slots.pop();
+        }
+        let len = self.slots.len();
+        self.free.retain(|i| (*i as usize) < len);
+        if self.slots.capacity() > 2 * len + 64 {
+            self.slots.shrink_to_fit();
+        }
     }
 }
 
@@ -209,8 +296,6 @@ fn remember(prev: &mut Prev, dom: &DomainSample, generation: u64) {
         dom.cpu.system,
         dom.vcpu.delay_sum,
     ]);
-    prev.devices.clear();
-    prev.devices.reserve_exact(dom.nics.len() + dom.disks.len());
     let nics = dom
         .nics
         .iter()
@@ -219,7 +304,7 @@ fn remember(prev: &mut Prev, dom: &DomainSample, generation: u64) {
         .disks
         .iter()
         .map(|d| PrevDevice::new(&d.name, false, disk_counters(d)));
-    prev.devices.extend(nics.chain(disks));
+    prev.set_devices(nics.chain(disks));
     prev.seen = generation;
 }
 
@@ -235,8 +320,8 @@ fn features(prev: &Prev, dom: &DomainSample) -> Option<Features> {
         let d = delta(now, before)? as f64;
         Some(d / (secs * 1e9 * cpus?) * 100.0)
     };
-    let net = device_deltas(&dom.nics, &prev.devices, true, |n| &n.name, nic_counters);
-    let disk = device_deltas(&dom.disks, &prev.devices, false, |d| &d.name, disk_counters);
+    let net = device_deltas(&dom.nics, prev, true, |n| &n.name, nic_counters);
+    let disk = device_deltas(&dom.disks, prev, false, |d| &d.name, disk_counters);
     let mem_used_pct = match (dom.mem.available, dom.mem.usable) {
         (Some(avail), Some(usable)) if avail > 0 && usable <= avail => {
             Some((avail - usable) as f64 / avail as f64 * 100.0)

@@ -512,10 +512,76 @@ fn state_stays_bounded_under_churn() {
             d.len()
         );
     }
+    assert!(
+        d.slots.len() as u64 <= KEEP_UNSEEN + 1,
+        "freed slots are reused: {} slots",
+        d.slots.len()
+    );
     d.update(&host(vec![]));
     d.update(&host(vec![]));
     d.update(&host(vec![]));
     assert!(d.is_empty());
+    assert!(d.slots.is_empty(), "an empty fleet keeps no slots");
+}
+
+#[test]
+fn a_vm_in_a_reused_slot_starts_fresh() {
+    let mut d = Deriver::new();
+    let mut a = vm("a", 1, SEC, 1);
+    a.cpu.time = Some(50 * SEC);
+    a.nics = vec![nic("vnet0", 1_000_000, 0, 0, 0)];
+    d.update(&host(vec![a]));
+    for _ in 0..KEEP_UNSEEN {
+        d.update(&host(vec![]));
+    }
+    assert!(d.is_empty());
+    // b takes a's slot: its first sample has nothing to compare with, whatever a left there.
+    let mut b = vm("b", 1, 2 * SEC, 1);
+    b.cpu.time = Some(SEC);
+    b.nics = vec![nic("vnet0", 10, 0, 0, 0)];
+    assert_eq!(d.update(&host(vec![b.clone()])), vec![None]);
+    b.mono_ns += SEC;
+    b.cpu.time = Some(SEC + SEC / 2);
+    b.nics = vec![nic("vnet0", 110, 0, 0, 0)];
+    let f = d.update(&host(vec![b])).pop().flatten().expect("features");
+    close(f.cpu_pct, 50.0);
+    close(f.net_rx_bps, 100.0);
+}
+
+#[test]
+fn every_device_of_a_vm_with_many_counts() {
+    // More devices than a slot holds inline; then fewer, then more again.
+    let nics = |k: u64, n: usize| -> Vec<NicStats> {
+        (0..n)
+            .map(|i| nic(&format!("tap{i}"), k * (i as u64 + 1), 0, 0, 0))
+            .collect()
+    };
+    let disks = |k: u64, n: usize| -> Vec<DiskStats> {
+        (0..n)
+            .map(|i| disk(&format!("vd{i}"), 0, k * (i as u64 + 1), 0, 0))
+            .collect()
+    };
+    let mut d = Deriver::new();
+    let mut t = SEC;
+    let mut step = |k: u64, n_nics: usize, n_disks: usize| {
+        let mut v = vm("m", 1, t, 1);
+        t += SEC;
+        v.nics = nics(k, n_nics);
+        v.disks = disks(k, n_disks);
+        d.update(&host(vec![v])).pop().flatten()
+    };
+    assert!(step(100, 6, 3).is_none());
+    let f = step(200, 6, 3).expect("features");
+    // Each device moved by 100·(i+1) in one second.
+    close(f.net_rx_bps, 100.0 * (1..=6).sum::<u64>() as f64);
+    close(f.disk_wr_bps, 100.0 * (1..=3).sum::<u64>() as f64);
+    let f = step(300, 2, 1).expect("features");
+    close(f.net_rx_bps, 100.0 * 3.0);
+    close(f.disk_wr_bps, 100.0);
+    // Devices back: only those present in both samples count.
+    let f = step(400, 7, 3).expect("features");
+    close(f.net_rx_bps, 100.0 * 3.0);
+    close(f.disk_wr_bps, 100.0);
 }
 
 #[test]
