@@ -118,11 +118,11 @@ impl StoreConfig {
 /// The store's health, shared between its sink thread, the web server and `/metrics`.
 #[derive(Debug, Default)]
 pub struct StoreStatus {
-    /// Batches written.
+    /// Transactions committed (one per cycle, or per 4 MiB of a cycle's text).
     pub batches: AtomicU64,
     /// Points written (one per numeric field).
     pub points: AtomicU64,
-    /// Batches that could not be written.
+    /// Writes that failed (their transaction was rolled back).
     pub errors: AtomicU64,
     /// Bytes the file uses (pages in use), as of the last check.
     pub used_bytes: AtomicU64,
@@ -145,11 +145,11 @@ pub const ERROR_HOLD: Duration = Duration::from_secs(60);
 pub struct StatusView {
     /// The file in use.
     pub path: Option<String>,
-    /// Batches written.
+    /// Transactions committed.
     pub batches: u64,
     /// Points written.
     pub points: u64,
-    /// Batches that could not be written.
+    /// Writes that failed.
     pub errors: u64,
     /// Bytes the file uses.
     pub used_bytes: u64,
