@@ -101,39 +101,55 @@ impl PrevDevice {
 const INLINE_DEVICES: usize = 4;
 
 /// What a VM's previous sample left behind.
+/// (232 bytes: a slot holds this for every VM of the fleet.)
 #[derive(Debug, Default)]
 struct Prev {
     id: Option<u32>,
     mono_ns: u64,
-    cpu: Kept,
+    /// The CPU counters (see [`Prev::cpu`]) and their presence bits.
+    cpu_values: [u64; 4],
+    cpu_present: u8,
     /// Generation of the last update; 0 for a free slot.
     seen: u64,
     inline: [PrevDevice; INLINE_DEVICES],
     count: u8,
-    more: Vec<PrevDevice>,
+    /// Devices beyond the inline ones (rare: boxed so that a slot pays 8 bytes for it).
+    more: Option<Box<Vec<PrevDevice>>>,
 }
 
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Prev>() <= 232);
+
 impl Prev {
+    fn cpu(&self) -> Kept {
+        Kept {
+            values: self.cpu_values,
+            present: self.cpu_present,
+        }
+    }
+
     fn devices(&self) -> impl Iterator<Item = &PrevDevice> {
         let n = usize::from(self.count).min(INLINE_DEVICES);
-        self.inline[..n].iter().chain(self.more.iter())
+        let more = self.more.as_deref().map(Vec::as_slice).unwrap_or_default();
+        self.inline[..n].iter().chain(more.iter())
     }
 
     fn set_devices(&mut self, devices: impl Iterator<Item = PrevDevice>) {
         self.count = 0;
-        self.more.clear();
+        let mut more = self.more.take();
+        if let Some(m) = more.as_mut() {
+            m.clear();
+        }
         for d in devices {
             match self.inline.get_mut(usize::from(self.count)) {
-                Some(slot) if self.more.is_empty() => {
+                Some(slot) => {
                     *slot = d;
                     self.count += 1;
                 }
-                _ => self.more.push(d),
+                None => more.get_or_insert_with(Box::default).push(d),
             }
         }
-        if self.more.capacity() > 2 * self.more.len() {
-            self.more.shrink_to_fit();
-        }
+        self.more = more.filter(|m| !m.is_empty());
     }
 }
 
@@ -144,7 +160,8 @@ impl Prev {
 /// rather than one or more small ones per VM scattered among each cycle's short-lived memory.
 #[derive(Debug, Default)]
 pub struct Deriver {
-    index: HashMap<u128, u32, foldhash::fast::RandomState>,
+    /// UUID (as two words: 24-byte entries where a `u128` key would take 32) → slot.
+    index: HashMap<[u64; 2], u32, foldhash::fast::RandomState>,
     slots: Vec<Prev>,
     free: Vec<u32>,
     generation: u64,
@@ -213,6 +230,7 @@ impl Deriver {
 
     /// The slot of the VM with UUID key `key`, a new (empty) one if it has none.
     fn slot(&mut self, key: u128) -> &mut Prev {
+        let key = [key as u64, (key >> 64) as u64];
         let next = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
         let free = &mut self.free;
         let i = *self
@@ -290,12 +308,14 @@ impl Deriver {
 fn remember(prev: &mut Prev, dom: &DomainSample, generation: u64) {
     prev.id = dom.id;
     prev.mono_ns = dom.mono_ns;
-    prev.cpu = Kept::new([
+    let cpu = Kept::new([
         dom.cpu.time,
         dom.cpu.user,
         dom.cpu.system,
         dom.vcpu.delay_sum,
     ]);
+    prev.cpu_values = cpu.values;
+    prev.cpu_present = cpu.present;
     let nics = dom
         .nics
         .iter()
@@ -329,10 +349,10 @@ fn features(prev: &Prev, dom: &DomainSample) -> Option<Features> {
         _ => None,
     };
     Some(Features {
-        cpu_pct: cpu_pct(dom.cpu.time, prev.cpu.get(0)),
-        cpu_usr_pct: cpu_pct(dom.cpu.user, prev.cpu.get(1)),
-        cpu_sys_pct: cpu_pct(dom.cpu.system, prev.cpu.get(2)),
-        cpu_steal_pct: cpu_pct(dom.vcpu.delay_sum, prev.cpu.get(3)),
+        cpu_pct: cpu_pct(dom.cpu.time, prev.cpu().get(0)),
+        cpu_usr_pct: cpu_pct(dom.cpu.user, prev.cpu().get(1)),
+        cpu_sys_pct: cpu_pct(dom.cpu.system, prev.cpu().get(2)),
+        cpu_steal_pct: cpu_pct(dom.vcpu.delay_sum, prev.cpu().get(3)),
         mem_used_pct,
         net_rx_bps: per_sec(net[0]),
         net_tx_bps: per_sec(net[1]),
