@@ -34,8 +34,9 @@ use virt::sys;
 /// A cycle allocates and frees memory in libvirt and in vmtel (records, per-domain replies,
 /// XML, chunks of samples and text); glibc keeps what was freed for reuse, spread over the
 /// heaps of several threads, so the process's resident size would hold each thread's peak. The
-/// worker calls this after each cycle: resident memory then follows what vmtel keeps between
-/// cycles, at the cost of a few hundred page faults in the next cycle.
+/// worker calls this after each cycle, and the history store after committing one: resident
+/// memory then follows what vmtel keeps between cycles, at the cost of a few hundred page faults
+/// in the next cycle.
 pub fn release_free_memory() {
     // SAFETY: malloc_trim only walks glibc's own heap structures under its locks; it takes no
     // pointer and is safe to call from any thread at any time.

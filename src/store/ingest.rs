@@ -366,7 +366,15 @@ impl Db {
             self.swept_minute = minute;
             retention::expire(&self.conn, ts, settings)?;
         }
-        retention::bound_size(&self.conn, settings)
+        retention::bound_size(&self.conn, settings)?;
+        // Between cycles the page cache holds nothing worth its memory: the next cycle touches
+        // the newest page of every series, far more than the cache holds, and reads the few
+        // upper pages of the trees again from the OS's cache. The freed pages go back to the
+        // system now (the worker's own release ran when its cycle ended, before this commit).
+        // Releasing is an optimisation: SQLite reports no failure worth stopping for.
+        let _ = self.conn.release_memory();
+        crate::collect::ffi::release_free_memory();
+        Ok(())
     }
 }
 
