@@ -183,7 +183,7 @@ impl StoreSink {
         let path = settings.path.display();
         let msg = if is_full(&e) {
             format!(
-                "history store {path} is full ({e}; [store] max_size = {}): a cycle's points were not kept and the oldest data is being removed; raise max_size or free disk space. Collection goes on",
+                "history store {path} is full ({e}; [store] max_size = {}): the points of this cycle written so far were not kept and the oldest data is being removed; raise max_size or free disk space. Collection goes on",
                 bytesize::ByteSize::b(settings.max_size)
             )
         } else if is_corrupt(&e) {
@@ -196,6 +196,12 @@ impl StoreSink {
             if !db.conn.is_autocommit() {
                 let _ = db.conn.execute_batch("ROLLBACK");
             }
+            // The transaction is gone (rolled back here, or by SQLite itself on errors such as
+            // a full file), and with it the rows of series and fields first seen in it, whose
+            // ids SQLite hands out again: forget every cached id (they are looked up again), or
+            // two series would share one.
+            db.series = SeriesCache::default();
+            db.fields.clear();
             if is_full(&e) {
                 // Make room for the next cycles.
                 let _ = retention::bound_size(&db.conn, settings);
@@ -262,7 +268,8 @@ struct OpenTx {
 }
 
 /// A cycle reaches the store as many small batches; they are written into one transaction,
-/// committed with the cycle's last batch (or once this much text went in), since a transaction
+/// committed with the cycle's last batch (or once this much text went in, or a twentieth of
+/// `max_size`), since a transaction
 /// per batch costs far more than its rows. The batches are written as they arrive: nothing of
 /// the cycle is held in memory but SQLite's (bounded) page cache.
 const TX_BYTES: usize = 4 * 1024 * 1024;
@@ -386,7 +393,9 @@ impl Sink for StoreSink {
     fn write(&mut self, batch: &Batch) -> std::io::Result<()> {
         let mut result = Ok(());
         let open = self.db.as_ref().and_then(|db| db.tx.as_ref());
-        if open.is_some_and(|tx| tx.timestamp_ns != batch.timestamp_ns || tx.bytes >= TX_BYTES) {
+        // A transaction must also fit in the room retention keeps free (a tenth of max_size).
+        let limit = TX_BYTES.min(usize::try_from(self.settings.max_size / 20).unwrap_or(TX_BYTES));
+        if open.is_some_and(|tx| tx.timestamp_ns != batch.timestamp_ns || tx.bytes >= limit) {
             result = self.commit();
         }
         result = result.and(self.write_batch(batch));

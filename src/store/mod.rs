@@ -2,7 +2,7 @@
 //! `/metrics` work with no database server at all.
 //!
 //! * [`schema`]: the tables, opening the file, and what happens to a corrupt one.
-//! * [`ingest`]: the [`StoreSink`]: line protocol in, one transaction per batch.
+//! * [`ingest`]: the [`StoreSink`]: line protocol in, one transaction per cycle.
 //! * [`series`]: a line's series → its row, remembered in a few bytes per live series.
 //! * [`rollup`]: 1-minute roll-ups, computed in SQL from the raw points when a minute closes.
 //! * [`retention`]: raw points older than `retention_raw`, roll-ups older than
@@ -118,11 +118,11 @@ impl StoreConfig {
 /// The store's health, shared between its sink thread, the web server and `/metrics`.
 #[derive(Debug, Default)]
 pub struct StoreStatus {
-    /// Transactions committed (one per cycle, or per 4 MiB of a cycle's text).
+    /// Transactions committed (about one per cycle of each source).
     pub batches: AtomicU64,
     /// Points written (one per numeric field).
     pub points: AtomicU64,
-    /// Writes that failed (their transaction was rolled back).
+    /// Failures: writes (their transaction rolled back), opening the file, retention.
     pub errors: AtomicU64,
     /// Bytes the file uses (pages in use), as of the last check.
     pub used_bytes: AtomicU64,

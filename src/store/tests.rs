@@ -348,3 +348,51 @@ fn a_cycle_is_one_transaction_committed_with_its_last_batch() {
         "the open transaction is committed on drop"
     );
 }
+
+#[test]
+fn a_rolled_back_cycle_leaves_no_series_sharing_an_id() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("h.db");
+    let status = Arc::new(StoreStatus::default());
+    let mut s = StoreSink::new(StoreSettings {
+        path: path.clone(),
+        retention_raw: Duration::from_secs(7 * 86_400),
+        retention_rollup: Duration::from_secs(30 * 86_400),
+        max_size: 64 * 1024,
+        status: Arc::clone(&status),
+        identity: Arc::new(DeviceBook::default()),
+    });
+    // A cycle whose first batch brings VM "a", then more than the file may hold: the whole
+    // cycle is rolled back, "a"'s new series row with it.
+    let mut first = batch(T0, vm_line("a", 1, T0));
+    first.end_of_cycle = false;
+    s.write(&first).expect("first batch");
+    let filler: String = (0..3000)
+        .map(|i| vm_line(&format!("filler-{i:04}-{}", "x".repeat(100)), i, T0))
+        .collect();
+    assert!(s.write(&batch(T0, filler)).is_err(), "the file is full");
+    assert!(status.view().last_error.is_some_and(|e| e.contains("full")));
+    // The next cycle: a VM never seen, then "a" again.
+    let ts = T0 + 10_000;
+    let lines = vm_line("b", 2, ts) + &vm_line("a", 3, ts);
+    s.write(&batch(ts, lines)).expect("next cycle");
+    drop(s);
+    let c = Connection::open(&path).expect("open");
+    let value = |name: &str| -> Vec<(i64, i64)> {
+        let mut st = c
+            .prepare(
+                "SELECT s.id, p.value FROM points p JOIN series s ON s.id = p.series_id
+                 WHERE s.name = ?1 AND p.ts = ?2",
+            )
+            .expect("prepare");
+        st.query_map(rusqlite::params![name, ts], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    let (a, b) = (value("a"), value("b"));
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_ne!(a[0].0, b[0].0, "two VMs, two series");
+    assert_eq!((a[0].1, b[0].1), (3, 2), "each VM's own value");
+}
