@@ -34,14 +34,12 @@ use crate::model::{DomainSample, HostSample};
 pub const CHUNK_DOMAINS: usize = 16;
 
 /// What a finished cycle reports besides its chunks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CycleSummary {
     /// Wall-clock time of the bulk call, ns since the epoch (also in every chunk).
     pub timestamp_ns: i64,
     /// Domains handed on in all chunks.
     pub domains: usize,
-    /// The host name every chunk carried.
-    pub host: String,
 }
 
 /// Where to collect from: a libvirt URI and an optional host-name override.
@@ -352,7 +350,6 @@ impl Collector {
         Ok(CycleSummary {
             timestamp_ns,
             domains: total,
-            host: self.host.clone(),
         })
     }
 

@@ -191,7 +191,7 @@ fn run(
                 chunk.timestamp_ns = ts;
                 deriver.update_chunk(&chunk.domains, &mut features);
                 if let Some(book) = &settings.identity {
-                    book.record(chunk);
+                    book.record(&uri, chunk);
                 }
                 let before = lines.len();
                 let n = settings.encoder.encode_host(chunk, &features, &mut lines);
@@ -212,7 +212,7 @@ fn run(
         match result {
             Ok(summary) => {
                 if let Some(book) = &settings.identity {
-                    book.end_cycle(&summary.host);
+                    book.end_cycle(&uri);
                 }
                 stats
                     .domains

@@ -69,7 +69,8 @@ pub struct DeviceBook {
 #[derive(Debug, Default)]
 struct Book {
     seed: RandomState,
-    /// Per host: hash of the UUID → (fingerprint of the devices, cycle last recorded).
+    /// Per source: hash of the UUID → (fingerprint of the devices, cycle last recorded). By
+    /// source, not host name: two sources may report the same host.
     known: HashMap<String, HostBook>,
     changed: Vec<(Key, Vec<DeviceIdentity>)>,
 }
@@ -81,17 +82,17 @@ struct HostBook {
 }
 
 impl DeviceBook {
-    /// Records the devices of every VM in `sample` (a whole cycle of its host, or one chunk of
-    /// it). Allocates only for VMs whose devices changed since they were last recorded.
-    pub fn record(&self, sample: &HostSample) {
+    /// Records the devices of every VM in `sample`, read from `source` (a whole cycle, or one
+    /// chunk of it). Allocates only for VMs whose devices changed since they were last recorded.
+    pub fn record(&self, source: &str, sample: &HostSample) {
         let Ok(mut guard) = self.inner.lock() else {
             return;
         };
         let book = &mut *guard;
-        if !book.known.contains_key(&sample.host) {
-            book.known.insert(sample.host.clone(), HostBook::default());
+        if !book.known.contains_key(source) {
+            book.known.insert(source.to_owned(), HostBook::default());
         }
-        let Some(host) = book.known.get_mut(&sample.host) else {
+        let Some(host) = book.known.get_mut(source) else {
             return;
         };
         let cycle = host.cycle;
@@ -110,13 +111,13 @@ impl DeviceBook {
         }
     }
 
-    /// Ends `host`'s cycle: VMs not recorded since the previous call are forgotten (a VM that
-    /// comes back is recorded as changed).
-    pub fn end_cycle(&self, host: &str) {
+    /// Ends `source`'s cycle: VMs not recorded since the previous call are forgotten (a VM
+    /// that comes back is recorded as changed).
+    pub fn end_cycle(&self, source: &str) {
         let Ok(mut book) = self.inner.lock() else {
             return;
         };
-        if let Some(h) = book.known.get_mut(host) {
+        if let Some(h) = book.known.get_mut(source) {
             let cycle = h.cycle;
             h.vms.retain(|_, (_, c)| *c == cycle);
             h.cycle = cycle.wrapping_add(1);
@@ -171,9 +172,9 @@ mod tests {
     fn a_cycle_in_chunks_reports_only_what_changed() {
         let book = DeviceBook::default();
         let cycle = |mac_b: &str| {
-            book.record(&chunk(vec![vm("a", "m1")]));
-            book.record(&chunk(vec![vm("b", mac_b)]));
-            book.end_cycle("h");
+            book.record("s1", &chunk(vec![vm("a", "m1")]));
+            book.record("s1", &chunk(vec![vm("b", mac_b)]));
+            book.end_cycle("s1");
         };
         cycle("m2");
         assert_eq!(changed_uuids(&book), ["a", "b"], "first sight");
@@ -185,10 +186,26 @@ mod tests {
         cycle("m3");
         assert_eq!(changed_uuids(&book), ["b"], "b's MAC changed");
         // A VM missing from a cycle is forgotten; when it comes back it is new again.
-        book.record(&chunk(vec![vm("a", "m1")]));
-        book.end_cycle("h");
+        book.record("s1", &chunk(vec![vm("a", "m1")]));
+        book.end_cycle("s1");
         assert!(changed_uuids(&book).is_empty());
         cycle("m3");
         assert_eq!(changed_uuids(&book), ["b"]);
+    }
+
+    #[test]
+    fn two_sources_with_one_host_name_keep_their_own_cycles() {
+        let book = DeviceBook::default();
+        let both = || {
+            book.record("qemu", &chunk(vec![vm("a", "m1")]));
+            book.end_cycle("qemu");
+            book.record("lxc", &chunk(vec![vm("c", "m9")]));
+            book.end_cycle("lxc");
+        };
+        both();
+        assert_eq!(changed_uuids(&book), ["a", "c"]);
+        both();
+        both();
+        assert!(changed_uuids(&book).is_empty(), "nothing changed");
     }
 }
