@@ -82,3 +82,34 @@ fn domain_destroyed_between_cycles_does_not_fail_the_others() {
     assert!(kept.cpu.time.is_some());
     keep.destroy().expect("destroy");
 }
+
+#[test]
+fn with_a_zero_device_cache_ttl_every_cycle_reads_and_uses_the_device_list() {
+    vmtel::collect::quiet_libvirt_errors();
+    let conn = Connect::open(Some("test:///default")).expect("test driver");
+    let dom = transient(&conn, "zero-ttl");
+    let mut cache = DeviceCache::new(Duration::ZERO);
+    let mut warn = Warnings::new("test:///default");
+    for cycle in 0..2 {
+        let mut sample = DomainSample {
+            name: "zero-ttl".into(),
+            uuid: dom.uuid_string().expect("uuid"),
+            id: dom.id(),
+            ..DomainSample::default()
+        };
+        perdomain::fill(
+            &dom,
+            &mut sample,
+            Groups::ALL.minus(Groups::STATE),
+            &mut cache,
+            &mut warn,
+        );
+        let nics: Vec<&str> = sample.nics.iter().map(|n| n.name.as_str()).collect();
+        let disks: Vec<&str> = sample.disks.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(nics, ["tapx"], "cycle {cycle}");
+        assert_eq!(disks, ["vda"], "cycle {cycle}");
+        assert_eq!(sample.disks[0].path.as_deref(), Some("/x.img"));
+    }
+    assert!(warn.is_empty());
+    dom.destroy().expect("destroy");
+}

@@ -107,7 +107,9 @@ impl DeviceCache {
         );
         let (Ok(at), Ok(len), Ok(_)) = placed else {
             // Beyond 4 GiB of device lists: not cached (read again next cycle).
-            self.entries.remove(&key);
+            if let Some(old) = self.entries.remove(&key) {
+                self.live -= old.len as usize;
+            }
             return devices.list();
         };
         if self.store.capacity() - self.store.len() < bytes.len() {

@@ -115,11 +115,11 @@ pub fn fill(
         return;
     }
     let now = Instant::now();
-    if !cache.is_fresh(&uuid, sample.id, now) {
+    let read = if cache.is_fresh(&uuid, sample.id, now) {
+        None
+    } else {
         match read_devices(dom) {
-            Ok(Some(d)) => {
-                cache.put(&uuid, sample.id, now, &d);
-            }
+            Ok(Some(d)) => Some(d),
             Ok(None) => return,
             Err(msg) => {
                 warn.once(&format!("xml:{uuid}"), || {
@@ -128,10 +128,14 @@ pub fn fill(
                 return;
             }
         }
-    }
-    let Some(devices) = cache.get(&uuid, sample.id, now) else {
-        // Not cached (beyond the cache's size limit): nothing to ask for this cycle.
-        return;
+    };
+    // A list just read is used this cycle whatever the TTL (even 0).
+    let devices = match &read {
+        Some(d) => cache.put(&uuid, sample.id, now, d),
+        None => match cache.get(&uuid, sample.id, now) {
+            Some(list) => list,
+            None => return,
+        },
     };
     let mut stale = false;
     if missing.contains(Groups::INTERFACE) {
