@@ -458,7 +458,7 @@ fn a_stuck_hypervisor_does_not_delay_the_others_and_its_ticks_are_skipped() {
     assert!(d.stderr().contains("tick skipped"), "{}", d.stderr());
 }
 
-/// A host larger than one chunk (the collector hands on 32 domains at a time and the worker a
+/// A host larger than one chunk (the collector hands on 16 domains at a time and the worker a
 /// batch every 32 KiB): every cycle still has every domain exactly once, all under the cycle's
 /// grid timestamp, with rates from the second cycle on and `domains` counting them all.
 #[test]

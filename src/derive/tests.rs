@@ -549,6 +549,42 @@ fn a_vm_in_a_reused_slot_starts_fresh() {
 }
 
 #[test]
+fn a_slot_freed_between_others_goes_to_a_new_vm_only() {
+    // a at 50 % and c at 25 % CPU every second; b only at first; n arrives after b is gone.
+    let at = |uuid: &str, t: u64| {
+        let mut v = vm(uuid, 1, t * SEC, 1);
+        let pct = match uuid {
+            "a" => 50,
+            "c" => 25,
+            _ => 90,
+        };
+        v.cpu.time = Some(t * SEC * pct / 100);
+        v
+    };
+    let mut d = Deriver::new();
+    d.update(&host(vec![at("a", 1), at("b", 1), at("c", 1)]));
+    let mut t = 2;
+    for _ in 0..KEEP_UNSEEN {
+        let f = d.update(&host(vec![at("a", t), at("c", t)]));
+        close(f[0].as_ref().and_then(|f| f.cpu_pct), 50.0);
+        close(f[1].as_ref().and_then(|f| f.cpu_pct), 25.0);
+        t += 1;
+    }
+    assert_eq!(d.len(), 2, "b is forgotten");
+    assert_eq!(d.slots.len(), 3, "its slot stays, between a's and c's");
+    let f = d.update(&host(vec![at("a", t), at("n", t), at("c", t)]));
+    assert!(f[1].is_none(), "n's first sample: nothing to compare with");
+    close(f[0].as_ref().and_then(|f| f.cpu_pct), 50.0);
+    close(f[2].as_ref().and_then(|f| f.cpu_pct), 25.0);
+    assert_eq!(d.slots.len(), 3, "n took b's slot");
+    t += 1;
+    let f = d.update(&host(vec![at("n", t), at("c", t), at("a", t)]));
+    close(f[0].as_ref().and_then(|f| f.cpu_pct), 90.0);
+    close(f[1].as_ref().and_then(|f| f.cpu_pct), 25.0);
+    close(f[2].as_ref().and_then(|f| f.cpu_pct), 50.0);
+}
+
+#[test]
 fn every_device_of_a_vm_with_many_counts() {
     // More devices than a slot holds inline; then fewer, then more again.
     let nics = |k: u64, n: usize| -> Vec<NicStats> {
