@@ -18,12 +18,16 @@ const MIN: i64 = 60_000;
 const T0: i64 = 1_800_000_000_000 / MIN * MIN;
 
 fn sink(path: &Path) -> (StoreSink, Arc<StoreStatus>) {
+    sink_of_size(path, 1 << 30)
+}
+
+fn sink_of_size(path: &Path, max_size: u64) -> (StoreSink, Arc<StoreStatus>) {
     let status = Arc::new(StoreStatus::default());
     let sink = StoreSink::new(StoreSettings {
         path: path.to_owned(),
         retention_raw: Duration::from_secs(7 * 86_400),
         retention_rollup: Duration::from_secs(30 * 86_400),
-        max_size: 1 << 30,
+        max_size,
         status: Arc::clone(&status),
         identity: Arc::new(DeviceBook::default()),
     });
@@ -353,15 +357,7 @@ fn a_cycle_is_one_transaction_committed_with_its_last_batch() {
 fn a_rolled_back_cycle_leaves_no_series_sharing_an_id() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("h.db");
-    let status = Arc::new(StoreStatus::default());
-    let mut s = StoreSink::new(StoreSettings {
-        path: path.clone(),
-        retention_raw: Duration::from_secs(7 * 86_400),
-        retention_rollup: Duration::from_secs(30 * 86_400),
-        max_size: 64 * 1024,
-        status: Arc::clone(&status),
-        identity: Arc::new(DeviceBook::default()),
-    });
+    let (mut s, status) = sink_of_size(&path, 64 * 1024);
     // A cycle whose first batch brings VM "a", then more than the file may hold: the whole
     // cycle is rolled back, "a"'s new series row with it.
     let mut first = batch(T0, vm_line("a", 1, T0));
