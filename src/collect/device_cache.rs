@@ -63,10 +63,25 @@ impl DeviceCache {
         self.ttl / 2 + self.ttl.mul_f64(spread as f64 / 2048.0)
     }
 
-    fn list(&self, e: &Entry) -> DeviceList<'_> {
-        let at = e.at as usize;
-        let bytes = self.store.get(at..at + e.len as usize).unwrap_or_default();
-        DeviceList::from_bytes(bytes)
+    fn list(store: &[u8], at: u32, len: u32) -> DeviceList<'_> {
+        let at = at as usize;
+        DeviceList::from_bytes(store.get(at..at + len as usize).unwrap_or_default())
+    }
+
+    /// The entry of `uuid` for domain ID `id` (and, with `now_ms`, still fresh then), marked as
+    /// seen this cycle.
+    fn lookup(
+        &mut self,
+        uuid: &str,
+        id: Option<u32>,
+        now_ms: Option<u64>,
+    ) -> Option<DeviceList<'_>> {
+        let e = self.entries.get_mut(&uuid_key(uuid))?;
+        if e.id != id || now_ms.is_some_and(|now| now >= e.expires_ms) {
+            return None;
+        }
+        e.seen = true;
+        Some(Self::list(&self.store, e.at, e.len))
     }
 
     /// True when `uuid` has a fresh entry for domain ID `id` ([`DeviceCache::get`] would
@@ -81,13 +96,7 @@ impl DeviceCache {
     /// The cached devices of `uuid`, if they are fresh and belong to the same domain ID.
     pub fn get(&mut self, uuid: &str, id: Option<u32>, now: Instant) -> Option<DeviceList<'_>> {
         let now = self.ms(now);
-        let e = self.entries.get_mut(&uuid_key(uuid))?;
-        if e.id != id || now >= e.expires_ms {
-            return None;
-        }
-        e.seen = true;
-        let e = self.entries.get(&uuid_key(uuid))?;
-        Some(self.list(e))
+        self.lookup(uuid, id, Some(now))
     }
 
     /// Stores a freshly read device list.
@@ -129,20 +138,13 @@ impl DeviceCache {
         if let Some(old) = self.entries.insert(key, entry) {
             self.live -= old.len as usize;
         }
-        let e = &self.entries[&key];
-        self.list(e)
+        Self::list(&self.store, at, len)
     }
 
     /// The cached devices of `uuid` for domain ID `id`, however old: device identity (MACs)
     /// does not change while a domain runs, except by hot-plug, which the caller detects.
     pub fn get_identity(&mut self, uuid: &str, id: Option<u32>) -> Option<DeviceList<'_>> {
-        let e = self.entries.get_mut(&uuid_key(uuid))?;
-        if e.id != id {
-            return None;
-        }
-        e.seen = true;
-        let e = self.entries.get(&uuid_key(uuid))?;
-        Some(self.list(e))
+        self.lookup(uuid, id, None)
     }
 
     /// Marks `uuid`'s entry stale, so the next cycle reads the XML again.
