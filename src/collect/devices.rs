@@ -102,10 +102,6 @@ impl<'a> DeviceList<'a> {
         (nics.min(all), all)
     }
 
-    fn text_start(&self) -> usize {
-        HEADER + self.counts().1 * DEVICE_BYTES
-    }
-
     fn string(&self, text: usize, span: Span) -> Option<&'a str> {
         if span == ABSENT {
             return None;
@@ -115,8 +111,8 @@ impl<'a> DeviceList<'a> {
         std::str::from_utf8(bytes).ok()
     }
 
-    /// Device `i`'s target and second string.
-    fn device(&self, i: usize) -> (&'a str, Option<&'a str>) {
+    /// Device `i`'s target and second string (the text starts at `text`).
+    fn device(&self, i: usize, text: usize) -> (&'a str, Option<&'a str>) {
         let at = HEADER + i * DEVICE_BYTES;
         let span = |k: usize| {
             [
@@ -124,7 +120,6 @@ impl<'a> DeviceList<'a> {
                 read_u32(self.bytes, at + 8 * k + 4),
             ]
         };
-        let text = self.text_start();
         (
             self.string(text, span(0)).unwrap_or(""),
             self.string(text, span(1)),
@@ -133,9 +128,10 @@ impl<'a> DeviceList<'a> {
 
     /// The network interfaces, in the XML's order.
     pub fn nics(self) -> impl ExactSizeIterator<Item = NicDevice<'a>> {
-        let (nics, _) = self.counts();
+        let (nics, all) = self.counts();
+        let text = HEADER + all * DEVICE_BYTES;
         (0..nics).map(move |i| {
-            let (target, mac) = self.device(i);
+            let (target, mac) = self.device(i, text);
             NicDevice { target, mac }
         })
     }
@@ -143,8 +139,9 @@ impl<'a> DeviceList<'a> {
     /// The disks, in the XML's order.
     pub fn disks(self) -> impl ExactSizeIterator<Item = DiskDevice<'a>> {
         let (nics, all) = self.counts();
+        let text = HEADER + all * DEVICE_BYTES;
         (nics..all).map(move |i| {
-            let (target, source) = self.device(i);
+            let (target, source) = self.device(i, text);
             DiskDevice { target, source }
         })
     }

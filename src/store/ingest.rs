@@ -163,7 +163,7 @@ impl StoreSink {
                 let st = &settings.status;
                 st.batches.fetch_add(1, Ordering::Relaxed);
                 st.points.fetch_add(tx.points, Ordering::Relaxed);
-                let size = db.maintain(tx.ts, &settings);
+                let size = db.maintain(tx.ts(), &settings);
                 match size {
                     Ok(()) => st.ok(),
                     Err(e) => st.fail(format!(
@@ -257,14 +257,19 @@ fn field_id(
 struct OpenTx {
     /// The batches' grid timestamp, ns (all batches of a transaction share it).
     timestamp_ns: i64,
-    /// The same, ms.
-    ts: i64,
     /// Minutes rolled up in this transaction (closed once it commits).
     closed: Vec<i64>,
     /// Points written.
     points: u64,
     /// Text written, bytes.
     bytes: usize,
+}
+
+impl OpenTx {
+    /// The batches' timestamp, ms (what points are stamped with).
+    fn ts(&self) -> i64 {
+        self.timestamp_ns.div_euclid(1_000_000)
+    }
 }
 
 /// A cycle reaches the store as many small batches; they are written into one transaction,
@@ -281,14 +286,13 @@ impl Db {
         let ts = batch.timestamp_ns.div_euclid(1_000_000);
         if self.tx.is_none() {
             self.conn.execute_batch("BEGIN")?;
-            // Minutes before this batch's close first (their points are all in).
             self.tx = Some(OpenTx {
                 timestamp_ns: batch.timestamp_ns,
-                ts,
                 closed: Vec::new(),
                 points: 0,
                 bytes: 0,
             });
+            // Minutes before this batch's close first (their points are all in).
             let closed = self
                 .open
                 .close_before(&self.conn, Some(ts.div_euclid(MINUTE_MS)))?;
@@ -349,13 +353,13 @@ impl Db {
                 self.conn.prepare_cached(
                     "INSERT OR REPLACE INTO devices (host, uuid, devtype, device, mac, path, last_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
-                .execute(params![host, uuid, d.devtype, d.device, d.mac, d.path, tx.ts])?;
+                .execute(params![host, uuid, d.devtype, d.device, d.mac, d.path, tx.ts()])?;
             }
         }
         self.conn.execute_batch("COMMIT")?;
         self.open.closed(&tx.closed);
         if tx.points > 0 {
-            self.open.touch(tx.ts.div_euclid(MINUTE_MS));
+            self.open.touch(tx.ts().div_euclid(MINUTE_MS));
         }
         Ok(())
     }
