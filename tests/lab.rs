@@ -415,9 +415,14 @@ impl Cycler {
         let (s, took) = collect_locked(&mut self.collector);
         let f = self.deriver.update(&s);
         let mono = s.domains.first().map_or(0, |d| d.mono_ns);
+        // Samples are stamped with the middle of their bulk call, but each VM was read at some
+        // point during it: the true interval is at least the stamped one less half of each of
+        // the two calls (a call slowed by a guest destroyed during it takes seconds).
         let slack = match self.prev {
-            Some((before, took)) if mono > before => {
-                1.0 + took.as_nanos() as f64 / (mono - before) as f64
+            Some((before, took_before)) if mono > before => {
+                let stamped = (mono - before) as f64;
+                let spread = (took_before.as_nanos() + took.as_nanos()) as f64 / 2.0;
+                stamped / (stamped - spread).max(stamped * 0.05)
             }
             _ => 1.0,
         };
