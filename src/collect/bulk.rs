@@ -7,6 +7,7 @@
 //! `block.N` indices (an interface with no statistics) are skipped.
 
 mod layout;
+mod names;
 
 use self::layout::Layout;
 use super::ffi::RawParam;

@@ -143,6 +143,9 @@ unsafe fn decode(p: &sys::virTypedParameter) -> Option<Param<'_>> {
     Some(Param { name, value })
 }
 
+/// Words of 8 bytes in a typed parameter's 80-byte name field.
+pub const NAME_WORDS: usize = 10;
+
 /// One typed parameter, read lazily: checking its name against a known one costs a byte
 /// comparison, with no NUL scan or UTF-8 check. Only this module creates one, from arrays that
 /// satisfy [`decode`]'s contract for `'a`.
@@ -165,17 +168,13 @@ impl<'a> RawParam<'a> {
         Some(&f[..len])
     }
 
-    /// Bytes `8k..8k+8` of the 80-byte name field as a little-endian word (0 past the field):
-    /// names are compared a word at a time (see the decoder's layouts).
+    /// The 80-byte name field as [`NAME_WORDS`] 8-byte words (bytes after the NUL may hold
+    /// anything): names are compared a word at a time (see the decoder's layouts).
     #[inline]
-    pub fn name_word(&self, k: usize) -> u64 {
-        let f = self.field();
-        if k >= 10 {
-            return 0;
-        }
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&f[8 * k..8 * k + 8]);
-        u64::from_le_bytes(w)
+    pub fn name_words(&self) -> &'a [[u8; 8]; NAME_WORDS] {
+        // SAFETY: [u8; 80] and [[u8; 8]; 10] have the same size and alignment (1), and every
+        // bit pattern is valid for both; the array is borrowed from the parameter for `'a`.
+        unsafe { &*(self.field() as *const [u8; 80] as *const [[u8; 8]; NAME_WORDS]) }
     }
 
     /// The whole parameter, decoded; `None` for an unreadable name or a null string value.
@@ -219,10 +218,18 @@ impl<'a> RawParam<'a> {
         }
         // SAFETY: the type says `s` is the member written; it is null or a NUL-terminated
         // string living for `'a` (this type's invariant).
-        unsafe {
+        let bytes = unsafe {
             let s = self.p.value.s;
-            (!s.is_null()).then(|| CStr::from_ptr(s).to_string_lossy())
-        }
+            if s.is_null() {
+                return None;
+            }
+            CStr::from_ptr(s).to_bytes()
+        };
+        // Valid UTF-8 (nearly always) is borrowed after one fast check.
+        Some(match std::str::from_utf8(bytes) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(bytes),
+        })
     }
 }
 
@@ -459,6 +466,18 @@ impl OwnedParams {
         // SAFETY: every string pointer in `params` points into a CString in `strings`, owned by
         // `self` and never mutated, so it outlives the borrow.
         unsafe { raw_from_ptr(self.params.as_ptr(), self.params.len()) }
+    }
+
+    /// Fills every name field after its NUL with `byte`, as a C library may leave it (libvirt
+    /// zeroes it, but nothing promises that).
+    pub fn fill_after_names(&mut self, byte: u8) {
+        for p in &mut self.params {
+            if let Some(nul) = p.field.iter().position(|&c| c == 0) {
+                for c in &mut p.field[nul + 1..] {
+                    *c = byte as c_char;
+                }
+            }
+        }
     }
 }
 

@@ -3,11 +3,12 @@
 //! libvirt returns a domain's parameters with the same names in the same order cycle after
 //! cycle (and VMs with the same number of vCPUs, NICs and disks share one order), until a device
 //! is added or removed. A [`Layout`] is the parsed form of one such name list: for parameter `i`,
-//! the field it fills ([`Target`]). Applying a layout costs one byte comparison per name (to
-//! check the record still has that shape) and one store per value; the names are parsed only
-//! when a new shape appears.
+//! the field it fills ([`Target`]). Applying a layout costs a few word comparisons per name (to
+//! check the record still has that shape, see [`Names`]) and one store per value; the names are
+//! parsed only when a new shape appears.
 
 use super::super::ffi::RawParam;
+use super::names::Names;
 use super::Groups;
 use crate::model::{DiskStats, DomainSample, MemoryStats, NicStats};
 
@@ -147,12 +148,8 @@ type ParsedParam = (Groups, Option<(usize, String)>, Target);
 /// The parsed shape of one record's parameter names.
 #[derive(Debug, Clone)]
 pub(super) struct Layout {
-    /// Every name with its NUL, as little-endian words, concatenated: parameter `i` has the
-    /// words `words[ends[i-1]..ends[i]]`, the last one with the bytes after the NUL cleared.
-    words: Vec<u64>,
-    ends: Vec<u32>,
-    /// Per parameter, the bytes of its last word that count: up to and including the NUL.
-    masks: Vec<u64>,
+    /// The parameters' names, to check that a record has this shape.
+    names: Names,
     targets: Vec<Target>,
     /// Groups with at least one parameter.
     pub(super) groups: Groups,
@@ -169,40 +166,20 @@ pub(super) struct Layout {
 impl Layout {
     /// Parses the names of `params`.
     pub(super) fn build<'a>(params: impl Iterator<Item = RawParam<'a>>) -> Layout {
-        let mut words = Vec::new();
-        let mut ends = Vec::new();
-        let mut masks = Vec::new();
+        let mut names = Vec::new();
         let mut parsed: Vec<ParsedParam> = Vec::new();
         let mut cacheable = true;
         let mut groups = Groups::NONE;
         let mut nic_seen = Vec::new();
         let mut disk_seen = Vec::new();
         for p in params {
-            let name = p.name_bytes().and_then(|b| std::str::from_utf8(b).ok());
-            let Some(name) = name else {
+            let bytes = p.name_bytes();
+            names.push(bytes);
+            let Some(name) = bytes.and_then(|b| std::str::from_utf8(b).ok()) else {
                 cacheable = false;
-                ends.push(u32::try_from(words.len()).unwrap_or(u32::MAX));
-                masks.push(0);
                 parsed.push((Groups::NONE, None, Target::Skip));
                 continue;
             };
-            // The name and its NUL, zero-padded to whole words.
-            for chunk in name
-                .as_bytes()
-                .chunks(8)
-                .chain((name.len() % 8 == 0).then_some(&[][..]))
-            {
-                let mut w = [0u8; 8];
-                w[..chunk.len()].copy_from_slice(chunk);
-                words.push(u64::from_le_bytes(w));
-            }
-            ends.push(u32::try_from(words.len()).unwrap_or(u32::MAX));
-            let in_last = name.len() % 8; // name bytes in the last word; the NUL follows
-            masks.push(if in_last == 7 {
-                !0
-            } else {
-                (1u64 << (8 * (in_last + 1))) - 1
-            });
             let entry = match parse(name) {
                 Parsed::Other => (Groups::NONE, None, Target::Skip),
                 Parsed::Group(g, key) => (g, None, scalar_target(g, key)),
@@ -250,9 +227,7 @@ impl Layout {
             })
             .collect();
         Layout {
-            words,
-            ends,
-            masks,
+            names: Names::new(&names),
             targets,
             groups,
             nic_index,
@@ -269,26 +244,7 @@ impl Layout {
 
     /// True when `params` have exactly this layout's names, in order.
     pub(super) fn matches<'a>(&self, params: impl ExactSizeIterator<Item = RawParam<'a>>) -> bool {
-        if params.len() != self.targets.len() {
-            return false;
-        }
-        let mut start = 0usize;
-        for ((p, &end), &mask) in params.zip(&self.ends).zip(&self.masks) {
-            let end = end as usize;
-            let Some(name) = self.words.get(start..end) else {
-                return false;
-            };
-            // Whole words, then the last one up to its NUL (the field may hold anything after).
-            let last = name.len().saturating_sub(1);
-            for (k, w) in name.iter().enumerate() {
-                let m = if k == last { mask } else { !0 };
-                if p.name_word(k) & m != *w {
-                    return false;
-                }
-            }
-            start = end;
-        }
-        true
+        self.names.matches(params)
     }
 
     /// Writes the values of `params` (which must match this layout) into `sample`: only what
