@@ -41,12 +41,20 @@ pub fn canonical(s: &str) -> String {
     out
 }
 
+/// The bytes [`escape_into`] changes: `,`, `=`, space, backslash and the control characters.
+const SPECIAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = b < 0x20 || b == 0x7f || matches!(b as u8, b',' | b'=' | b' ' | b'\\');
+        b += 1;
+    }
+    table
+};
+
 /// Appends `s` to `out`, escaped for use as a measurement, tag key, tag value or field key.
 pub fn escape_into(out: &mut String, s: &str) {
-    if !s
-        .bytes()
-        .any(|b| matches!(b, b',' | b'=' | b' ' | b'\\') || b < 0x20 || b == 0x7f)
-    {
+    if !s.bytes().any(|b| SPECIAL[usize::from(b)]) {
         out.push_str(s);
         return;
     }
@@ -77,7 +85,6 @@ pub const FLOAT_DECIMALS: u32 = 6;
 /// full by `ryu`.
 fn push_float(buf: &mut String, v: f64) {
     const SCALE: f64 = 1e6;
-    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
     let scaled = (v * SCALE).round();
     // Also false for NaN, which callers filter out anyway.
     if scaled.abs() >= 9.0e15 || scaled.is_nan() {
@@ -89,23 +96,20 @@ fn push_float(buf: &mut String, v: f64) {
     if scaled < 0 {
         buf.push('-');
     }
-    buf.push_str(itoa::Buffer::new().format(abs / 1_000_000));
-    buf.push('.');
+    let mut digits = itoa::Buffer::new();
+    buf.push_str(digits.format(abs / 1_000_000));
     let mut frac = abs % 1_000_000;
     if frac == 0 {
-        buf.push('0');
+        buf.push_str(".0");
         return;
     }
-    let mut width = FLOAT_DECIMALS;
+    let mut one = 1_000_000; // 10^width: a leading 1 that keeps the fraction's leading zeros
     while frac % 10 == 0 {
         frac /= 10;
-        width -= 1;
+        one /= 10;
     }
-    let mut div = 10u64.pow(width - 1);
-    while div > 0 {
-        buf.push_str(DIGITS[((frac / div) % 10) as usize]);
-        div /= 10;
-    }
+    buf.push('.');
+    buf.push_str(&digits.format(one + frac)[1..]);
 }
 
 /// Builds one line of line protocol in a caller-owned buffer.
@@ -115,7 +119,8 @@ fn push_float(buf: &mut String, v: f64) {
 pub struct Line<'b> {
     buf: &'b mut String,
     start: usize,
-    fields: usize,
+    /// What goes before the next field: a space before the first, a comma after that.
+    sep: char,
 }
 
 impl<'b> Line<'b> {
@@ -126,24 +131,25 @@ impl<'b> Line<'b> {
         Line {
             buf,
             start,
-            fields: 0,
+            sep: ' ',
         }
     }
 
     /// Starts a line whose measurement (and any tags that follow it) is already escaped.
+    #[inline]
     pub fn new_escaped(buf: &'b mut String, escaped: &str) -> Self {
         let start = buf.len();
         buf.push_str(escaped);
         Line {
             buf,
             start,
-            fields: 0,
+            sep: ' ',
         }
     }
 
     /// Adds a tag. An empty value (after escaping) leaves the tag out.
     pub fn tag(&mut self, key: &str, value: &str) -> &mut Self {
-        debug_assert_eq!(self.fields, 0, "tags go before fields");
+        debug_assert_eq!(self.sep, ' ', "tags go before fields");
         if value.is_empty() || key.is_empty() {
             return self;
         }
@@ -154,30 +160,49 @@ impl<'b> Line<'b> {
         self
     }
 
+    /// Adds a tag whose key is vmtel's own, written with its separators (`,device=`): only the
+    /// value is escaped. An empty value leaves the tag out.
+    #[inline]
+    pub fn tag_with_key(&mut self, comma_key_eq: &str, value: &str) -> &mut Self {
+        debug_assert_eq!(self.sep, ' ', "tags go before fields");
+        if !value.is_empty() {
+            self.buf.push_str(comma_key_eq);
+            escape_into(self.buf, value);
+        }
+        self
+    }
+
     /// Appends tags that are already escaped (`,k=v,k2=v2`).
+    #[inline]
     pub fn raw_tags(&mut self, escaped: &str) -> &mut Self {
         self.buf.push_str(escaped);
         self
     }
 
+    // The field methods are inlined so that a literal key is copied without a call.
+    #[inline(always)]
     fn field_key(&mut self, key: &str) {
-        self.buf.push(if self.fields == 0 { ' ' } else { ',' });
+        self.buf.push(self.sep);
+        self.sep = ',';
         // Field keys are vmtel's own constants: nothing to escape.
         self.buf.push_str(key);
         self.buf.push('=');
-        self.fields += 1;
     }
 
     /// Adds an integer field from an unsigned counter; `None` or a value above `i64::MAX` is
     /// left out.
+    #[inline(always)]
     pub fn field_u64(&mut self, key: &str, value: Option<u64>) -> &mut Self {
-        if let Some(v) = value.and_then(|v| i64::try_from(v).ok()) {
-            self.field_i64(key, Some(v));
+        if let Some(v) = value.filter(|&v| v <= i64::MAX as u64) {
+            self.field_key(key);
+            self.buf.push_str(itoa::Buffer::new().format(v));
+            self.buf.push('i');
         }
         self
     }
 
     /// Adds an integer field; `None` is left out.
+    #[inline(always)]
     pub fn field_i64(&mut self, key: &str, value: Option<i64>) -> &mut Self {
         if let Some(v) = value {
             self.field_key(key);
@@ -189,6 +214,7 @@ impl<'b> Line<'b> {
 
     /// Adds a float field, rounded to [`FLOAT_DECIMALS`] decimal places; `None`, NaN and
     /// infinities are left out.
+    #[inline(always)]
     pub fn field_f64(&mut self, key: &str, value: Option<f64>) -> &mut Self {
         if let Some(v) = value.filter(|v| v.is_finite()) {
             self.field_key(key);
@@ -200,19 +226,25 @@ impl<'b> Line<'b> {
     /// Ends the line with `timestamp` and a newline. Returns `false`, and removes the partial
     /// line, if it has no field.
     pub fn finish(self, timestamp: i64) -> bool {
-        self.finish_with(itoa::Buffer::new().format(timestamp))
-    }
-
-    /// Like [`Line::finish`], with the timestamp already formatted (an integer), so that the
-    /// many lines of one cycle format it once.
-    pub fn finish_with(self, timestamp: &str) -> bool {
-        if self.fields == 0 {
+        if self.sep == ' ' {
             self.buf.truncate(self.start);
             return false;
         }
         self.buf.push(' ');
-        self.buf.push_str(timestamp);
+        self.buf.push_str(itoa::Buffer::new().format(timestamp));
         self.buf.push('\n');
+        true
+    }
+
+    /// Like [`Line::finish`], with the end of the line already formatted (a space, the
+    /// timestamp and a newline), so that the many lines of one cycle format it once.
+    #[inline]
+    pub fn finish_with(self, tail: &str) -> bool {
+        if self.sep == ' ' {
+            self.buf.truncate(self.start);
+            return false;
+        }
+        self.buf.push_str(tail);
         true
     }
 }

@@ -1,6 +1,6 @@
 //! The seed's measurements, tags and fields.
 
-use super::line::Line;
+use super::line::{escape_into, Line};
 use super::Precision;
 use crate::model::{DiskStats, DomainSample, Features, HostSample, NicStats};
 
@@ -102,44 +102,51 @@ impl Encoder {
         features: &[Option<Features>],
         out: &mut String,
     ) -> usize {
-        let mut ts_buf = itoa::Buffer::new();
-        let ts = ts_buf.format(self.precision.convert(sample.timestamp_ns));
+        // What every line of this call shares, escaped once: the end of the line (timestamp and
+        // newline), the host tag and the global tags.
+        let mut tail = String::with_capacity(24);
+        tail.push(' ');
+        tail.push_str(itoa::Buffer::new().format(self.precision.convert(sample.timestamp_ns)));
+        tail.push('\n');
         let mut global = String::new();
         for (k, v) in &self.global_tags {
             Line::new(&mut global, "").tag(k, v);
         }
-        let mut lines = 0;
         let mut prefix = String::with_capacity(256);
+        Line::new(&mut prefix, "").tag("host", &sample.host);
+        let host_len = prefix.len();
+        let mut lines = 0;
         out.reserve(sample.domains.len() * 2200);
         for (i, dom) in sample.domains.iter().enumerate() {
-            let mut id_buf = itoa::Buffer::new();
-            let vmid = match dom.id {
-                Some(id) => id_buf.format(id),
-                None => "",
-            };
-            prefix.clear();
-            {
-                let mut l = Line::new(&mut prefix, "");
-                l.tag("host", &sample.host)
-                    .tag("VMID", vmid)
-                    .tag("name", &dom.name)
-                    .tag("uuid", &dom.uuid);
+            prefix.truncate(host_len);
+            if let Some(id) = dom.id {
+                prefix.push_str(",VMID=");
+                prefix.push_str(itoa::Buffer::new().format(id));
+            }
+            if !dom.name.is_empty() {
+                prefix.push_str(",name=");
+                escape_into(&mut prefix, &dom.name);
+            }
+            if !dom.uuid.is_empty() {
+                prefix.push_str(",uuid=");
+                escape_into(&mut prefix, &dom.uuid);
             }
             let ids = Ids {
                 prefix: &prefix,
                 global: &global,
+                tail: &tail,
                 dom,
             };
-            lines += usize::from(self.vm_metrics(&ids, ts, out));
-            lines += usize::from(self.vm_totals(&ids, ts, out));
+            lines += usize::from(self.vm_metrics(&ids, out));
+            lines += usize::from(self.vm_totals(&ids, out));
             for nic in &dom.nics {
-                lines += usize::from(self.nic_line(&ids, nic, ts, out));
+                lines += usize::from(self.nic_line(&ids, nic, out));
             }
             for disk in &dom.disks {
-                lines += usize::from(self.disk_line(&ids, disk, ts, out));
+                lines += usize::from(self.disk_line(&ids, disk, out));
             }
             if let Some(Some(f)) = features.get(i) {
-                lines += usize::from(self.vm_features(&ids, f, ts, out));
+                lines += usize::from(self.vm_features(&ids, f, out));
             }
         }
         lines
@@ -153,7 +160,7 @@ impl Encoder {
         line
     }
 
-    fn vm_metrics(&self, ids: &Ids, ts: &str, out: &mut String) -> bool {
+    fn vm_metrics(&self, ids: &Ids, out: &mut String) -> bool {
         let d = ids.dom;
         let mut line = self.start(out, "vm_metrics", ids);
         line.raw_tags(ids.global);
@@ -162,10 +169,10 @@ impl Encoder {
             .field_u64("cputime", d.cpu.time)
             .field_u64("memmax", d.mem.maximum)
             .field_u64("mem", d.mem.current);
-        line.finish_with(ts)
+        line.finish_with(ids.tail)
     }
 
-    fn vm_totals(&self, ids: &Ids, ts: &str, out: &mut String) -> bool {
+    fn vm_totals(&self, ids: &Ids, out: &mut String) -> bool {
         let d = ids.dom;
         let (n, k) = (&d.nics, &d.disks);
         let mut line = self.start(out, "vm_totals", ids);
@@ -197,7 +204,7 @@ impl Encoder {
             .field_u64("cpus", d.vcpu.current.map(u64::from))
             .field_u64("cputime", d.cpu.time)
             .field_i64("state", d.state);
-        line.finish_with(ts)
+        line.finish_with(ids.tail)
     }
 
     fn device_start<'b>(
@@ -208,12 +215,13 @@ impl Encoder {
         device: &str,
     ) -> Line<'b> {
         let mut line = self.start(out, "vm_devices", ids);
-        line.raw_tags(devtype).tag("device", device);
-        line.raw_tags(ids.global);
+        line.raw_tags(devtype)
+            .tag_with_key(",device=", device)
+            .raw_tags(ids.global);
         line
     }
 
-    fn nic_line(&self, ids: &Ids, nic: &NicStats, ts: &str, out: &mut String) -> bool {
+    fn nic_line(&self, ids: &Ids, nic: &NicStats, out: &mut String) -> bool {
         let mut line = self.device_start(out, ids, ",devtype=nic", &nic.name);
         line.field_u64("rxbytes", nic.rx_bytes)
             .field_u64("rxpackets", nic.rx_pkts)
@@ -223,20 +231,20 @@ impl Encoder {
             .field_u64("txpackets", nic.tx_pkts)
             .field_u64("txerrors", nic.tx_errs)
             .field_u64("txdrops", nic.tx_drop);
-        line.finish_with(ts)
+        line.finish_with(ids.tail)
     }
 
-    fn disk_line(&self, ids: &Ids, disk: &DiskStats, ts: &str, out: &mut String) -> bool {
+    fn disk_line(&self, ids: &Ids, disk: &DiskStats, out: &mut String) -> bool {
         let mut line = self.device_start(out, ids, ",devtype=disk", &disk.name);
         line.field_u64("rd_req", disk.rd_reqs)
             .field_u64("rd_bytes", disk.rd_bytes)
             .field_u64("wr_reqs", disk.wr_reqs)
             .field_u64("wr_bytes", disk.wr_bytes)
             .field_u64("errors", disk.errors);
-        line.finish_with(ts)
+        line.finish_with(ids.tail)
     }
 
-    fn vm_features(&self, ids: &Ids, f: &Features, ts: &str, out: &mut String) -> bool {
+    fn vm_features(&self, ids: &Ids, f: &Features, out: &mut String) -> bool {
         let mut line = self.start(out, "vm_features", ids);
         line.raw_tags(ids.global);
         line.field_f64("cpu_pct", f.cpu_pct)
@@ -252,7 +260,7 @@ impl Encoder {
             .field_f64("disk_wr_bps", f.disk_wr_bps)
             .field_f64("disk_rd_iops", f.disk_rd_iops)
             .field_f64("disk_wr_iops", f.disk_wr_iops);
-        line.finish_with(ts)
+        line.finish_with(ids.tail)
     }
 }
 
@@ -261,5 +269,7 @@ struct Ids<'a> {
     prefix: &'a str,
     /// The global tags, escaped.
     global: &'a str,
+    /// A space, the timestamp and a newline.
+    tail: &'a str,
     dom: &'a DomainSample,
 }
