@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use crate::deliver::SinkStats;
 use crate::encode::line::Line;
 use crate::encode::Encoder;
+use crate::key;
 
 /// Counters of one source.
 #[derive(Debug, Default)]
@@ -56,16 +57,16 @@ impl SourceStats {
         for (k, v) in &encoder.global_tags {
             line.tag(k, v);
         }
-        line.field_u64("cycle_ns", get(&self.last_cycle_ns))
-            .field_u64("domains", get(&self.domains))
-            .field_u64("cycles", get(&self.cycles))
-            .field_u64("errors", get(&self.errors))
-            .field_u64("skipped_ticks", get(&self.skipped_ticks))
-            .field_u64("late_cycles", get(&self.late_cycles))
-            .field_u64("lines", get(&self.lines))
-            .field_u64("bytes", get(&self.bytes))
+        line.field_u64(key!("cycle_ns"), get(&self.last_cycle_ns))
+            .field_u64(key!("domains"), get(&self.domains))
+            .field_u64(key!("cycles"), get(&self.cycles))
+            .field_u64(key!("errors"), get(&self.errors))
+            .field_u64(key!("skipped_ticks"), get(&self.skipped_ticks))
+            .field_u64(key!("late_cycles"), get(&self.late_cycles))
+            .field_u64(key!("lines"), get(&self.lines))
+            .field_u64(key!("bytes"), get(&self.bytes))
             .field_i64(
-                "connected",
+                key!("connected"),
                 Some(i64::from(self.connected.load(Ordering::Relaxed))),
             );
         usize::from(line.finish(encoder.precision.convert(grid_ns)))
@@ -87,23 +88,23 @@ pub fn encode_sinks(
         for (k, v) in &encoder.global_tags {
             line.tag(k, v);
         }
-        line.field_u64("sink_batches", get(&s.batches))
-            .field_u64("sink_lines", get(&s.lines))
-            .field_u64("sink_bytes", get(&s.bytes))
-            .field_u64("sink_dropped", get(&s.dropped))
-            .field_u64("sink_errors", get(&s.errors));
+        line.field_u64(key!("sink_batches"), get(&s.batches))
+            .field_u64(key!("sink_lines"), get(&s.lines))
+            .field_u64(key!("sink_bytes"), get(&s.bytes))
+            .field_u64(key!("sink_dropped"), get(&s.dropped))
+            .field_u64(key!("sink_errors"), get(&s.errors));
         if let Some(d) = s.delivery.get() {
-            line.field_u64("backlog_batches", get(&d.backlog_batches))
-                .field_u64("backlog_bytes", get(&d.backlog_bytes))
+            line.field_u64(key!("backlog_batches"), get(&d.backlog_batches))
+                .field_u64(key!("backlog_bytes"), get(&d.backlog_bytes))
                 .field_u64(
-                    "oldest_age_ns",
+                    key!("oldest_age_ns"),
                     Some(d.oldest_age_ns(crate::collect::wall_ns())),
                 )
-                .field_u64("delivered_lines", get(&d.delivered_lines))
-                .field_u64("delivered_requests", get(&d.delivered_requests))
-                .field_u64("retried", get(&d.retried))
-                .field_u64("dropped_lines", get(&d.dropped_lines))
-                .field_u64("rejected_lines", get(&d.rejected_lines));
+                .field_u64(key!("delivered_lines"), get(&d.delivered_lines))
+                .field_u64(key!("delivered_requests"), get(&d.delivered_requests))
+                .field_u64(key!("retried"), get(&d.retried))
+                .field_u64(key!("dropped_lines"), get(&d.dropped_lines))
+                .field_u64(key!("rejected_lines"), get(&d.rejected_lines));
         }
         n += usize::from(line.finish(encoder.precision.convert(grid_ns)));
     }

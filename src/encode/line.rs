@@ -96,8 +96,7 @@ fn push_float(buf: &mut String, v: f64) {
     if scaled < 0 {
         buf.push('-');
     }
-    let mut digits = itoa::Buffer::new();
-    buf.push_str(digits.format(abs / 1_000_000));
+    itoap::write_to_string(buf, abs / 1_000_000);
     let mut frac = abs % 1_000_000;
     if frac == 0 {
         buf.push_str(".0");
@@ -109,7 +108,32 @@ fn push_float(buf: &mut String, v: f64) {
         one /= 10;
     }
     buf.push('.');
-    buf.push_str(&digits.format(one + frac)[1..]);
+    buf.push_str(&itoa::Buffer::new().format(one + frac)[1..]);
+}
+
+/// A field key as it is written after the previous field: `,key=`. Made with [`key!`] from a
+/// literal: vmtel's field keys are its own constants and need no escaping.
+#[derive(Debug, Clone, Copy)]
+pub struct Key(&'static str);
+
+impl Key {
+    /// `comma_key_eq` must be `,key=` with a key that needs no escaping; [`key!`] makes it.
+    pub const fn new(comma_key_eq: &'static str) -> Key {
+        Key(comma_key_eq)
+    }
+
+    /// The key with its separators, `,key=`.
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+/// A field [`Key`] from a literal: `key!("cputime")` is written `,cputime=`.
+#[macro_export]
+macro_rules! key {
+    ($k:literal) => {
+        $crate::encode::line::Key::new(concat!(",", $k, "="))
+    };
 }
 
 /// Builds one line of line protocol in a caller-owned buffer.
@@ -119,8 +143,8 @@ fn push_float(buf: &mut String, v: f64) {
 pub struct Line<'b> {
     buf: &'b mut String,
     start: usize,
-    /// What goes before the next field: a space before the first, a comma after that.
-    sep: char,
+    /// No field written yet: the next one follows a space, not a comma.
+    first: bool,
 }
 
 impl<'b> Line<'b> {
@@ -131,7 +155,7 @@ impl<'b> Line<'b> {
         Line {
             buf,
             start,
-            sep: ' ',
+            first: true,
         }
     }
 
@@ -143,13 +167,13 @@ impl<'b> Line<'b> {
         Line {
             buf,
             start,
-            sep: ' ',
+            first: true,
         }
     }
 
     /// Adds a tag. An empty value (after escaping) leaves the tag out.
     pub fn tag(&mut self, key: &str, value: &str) -> &mut Self {
-        debug_assert_eq!(self.sep, ' ', "tags go before fields");
+        debug_assert!(self.first, "tags go before fields");
         if value.is_empty() || key.is_empty() {
             return self;
         }
@@ -164,7 +188,7 @@ impl<'b> Line<'b> {
     /// value is escaped. An empty value leaves the tag out.
     #[inline]
     pub fn tag_with_key(&mut self, comma_key_eq: &str, value: &str) -> &mut Self {
-        debug_assert_eq!(self.sep, ' ', "tags go before fields");
+        debug_assert!(self.first, "tags go before fields");
         if !value.is_empty() {
             self.buf.push_str(comma_key_eq);
             escape_into(self.buf, value);
@@ -181,21 +205,23 @@ impl<'b> Line<'b> {
 
     // The field methods are inlined so that a literal key is copied without a call.
     #[inline(always)]
-    fn field_key(&mut self, key: &str) {
-        self.buf.push(self.sep);
-        self.sep = ',';
-        // Field keys are vmtel's own constants: nothing to escape.
-        self.buf.push_str(key);
-        self.buf.push('=');
+    fn field_key(&mut self, key: Key) {
+        if self.first {
+            self.first = false;
+            self.buf.push(' ');
+            self.buf.push_str(&key.0[1..]);
+        } else {
+            self.buf.push_str(key.0);
+        }
     }
 
     /// Adds an integer field from an unsigned counter; `None` or a value above `i64::MAX` is
     /// left out.
     #[inline(always)]
-    pub fn field_u64(&mut self, key: &str, value: Option<u64>) -> &mut Self {
+    pub fn field_u64(&mut self, key: Key, value: Option<u64>) -> &mut Self {
         if let Some(v) = value.filter(|&v| v <= i64::MAX as u64) {
             self.field_key(key);
-            self.buf.push_str(itoa::Buffer::new().format(v));
+            itoap::write_to_string(self.buf, v);
             self.buf.push('i');
         }
         self
@@ -203,10 +229,10 @@ impl<'b> Line<'b> {
 
     /// Adds an integer field; `None` is left out.
     #[inline(always)]
-    pub fn field_i64(&mut self, key: &str, value: Option<i64>) -> &mut Self {
+    pub fn field_i64(&mut self, key: Key, value: Option<i64>) -> &mut Self {
         if let Some(v) = value {
             self.field_key(key);
-            self.buf.push_str(itoa::Buffer::new().format(v));
+            itoap::write_to_string(self.buf, v);
             self.buf.push('i');
         }
         self
@@ -215,7 +241,7 @@ impl<'b> Line<'b> {
     /// Adds a float field, rounded to [`FLOAT_DECIMALS`] decimal places; `None`, NaN and
     /// infinities are left out.
     #[inline(always)]
-    pub fn field_f64(&mut self, key: &str, value: Option<f64>) -> &mut Self {
+    pub fn field_f64(&mut self, key: Key, value: Option<f64>) -> &mut Self {
         if let Some(v) = value.filter(|v| v.is_finite()) {
             self.field_key(key);
             push_float(self.buf, v);
@@ -226,7 +252,7 @@ impl<'b> Line<'b> {
     /// Ends the line with `timestamp` and a newline. Returns `false`, and removes the partial
     /// line, if it has no field.
     pub fn finish(self, timestamp: i64) -> bool {
-        if self.sep == ' ' {
+        if self.first {
             self.buf.truncate(self.start);
             return false;
         }
@@ -240,7 +266,7 @@ impl<'b> Line<'b> {
     /// timestamp and a newline), so that the many lines of one cycle format it once.
     #[inline]
     pub fn finish_with(self, tail: &str) -> bool {
-        if self.sep == ' ' {
+        if self.first {
             self.buf.truncate(self.start);
             return false;
         }
@@ -320,8 +346,8 @@ mod tests {
         let mut buf = String::from("x 1i 1\n");
         let mut line = Line::new(&mut buf, "m");
         line.tag("t", "v")
-            .field_u64("f", None)
-            .field_f64("g", Some(f64::NAN));
+            .field_u64(key!("f"), None)
+            .field_f64(key!("g"), Some(f64::NAN));
         assert!(!line.finish(5));
         assert_eq!(buf, "x 1i 1\n");
     }
@@ -332,9 +358,9 @@ mod tests {
         let mut line = Line::new(&mut buf, "m");
         line.tag("a", "")
             .tag("b", "x")
-            .field_u64("big", Some(u64::MAX))
-            .field_u64("ok", Some(7))
-            .field_f64("f", Some(1.5));
+            .field_u64(key!("big"), Some(u64::MAX))
+            .field_u64(key!("ok"), Some(7))
+            .field_f64(key!("f"), Some(1.5));
         assert!(line.finish(42));
         assert_eq!(buf, "m,b=x ok=7i,f=1.5 42\n");
     }

@@ -2,6 +2,7 @@
 
 use super::line::{escape_into, Line};
 use super::Precision;
+use crate::key;
 use crate::model::{DiskStats, DomainSample, Features, HostSample, NicStats};
 
 /// Every field key vmtel writes, in all measurements. A global tag may not reuse one: InfluxDB 3
@@ -121,7 +122,7 @@ impl Encoder {
             prefix.truncate(host_len);
             if let Some(id) = dom.id {
                 prefix.push_str(",VMID=");
-                prefix.push_str(itoa::Buffer::new().format(id));
+                itoap::write_to_string(&mut prefix, id);
             }
             if !dom.name.is_empty() {
                 prefix.push_str(",name=");
@@ -164,11 +165,11 @@ impl Encoder {
         let d = ids.dom;
         let mut line = self.start(out, "vm_metrics", ids);
         line.raw_tags(ids.global);
-        line.field_i64("state", d.state)
-            .field_u64("cpus", d.vcpu.current.map(u64::from))
-            .field_u64("cputime", d.cpu.time)
-            .field_u64("memmax", d.mem.maximum)
-            .field_u64("mem", d.mem.current);
+        line.field_i64(key!("state"), d.state)
+            .field_u64(key!("cpus"), d.vcpu.current.map(u64::from))
+            .field_u64(key!("cputime"), d.cpu.time)
+            .field_u64(key!("memmax"), d.mem.maximum)
+            .field_u64(key!("mem"), d.mem.current);
         line.finish_with(ids.tail)
     }
 
@@ -177,33 +178,33 @@ impl Encoder {
         let (n, k) = (&d.nics, &d.disks);
         let mut line = self.start(out, "vm_totals", ids);
         line.raw_tags(ids.global);
-        line.field_u64("net_rxbytes", sum(n, |x| x.rx_bytes))
-            .field_u64("net_rxpackets", sum(n, |x| x.rx_pkts))
-            .field_u64("net_rxerrors", sum(n, |x| x.rx_errs))
-            .field_u64("net_rxdrops", sum(n, |x| x.rx_drop))
-            .field_u64("net_txbytes", sum(n, |x| x.tx_bytes))
-            .field_u64("net_txpackets", sum(n, |x| x.tx_pkts))
-            .field_u64("net_txerrors", sum(n, |x| x.tx_errs))
-            .field_u64("net_txdrops", sum(n, |x| x.tx_drop))
-            .field_u64("disk_rd_req", sum(k, |x| x.rd_reqs))
-            .field_u64("disk_rd_bytes", sum(k, |x| x.rd_bytes))
-            .field_u64("disk_wr_reqs", sum(k, |x| x.wr_reqs))
-            .field_u64("disk_wr_bytes", sum(k, |x| x.wr_bytes))
-            .field_u64("disk_errors", sum(k, |x| x.errors))
-            .field_u64("memactual", d.mem.current)
-            .field_u64("memrss", d.mem.rss)
-            .field_u64("memavailable", d.mem.available)
-            .field_u64("memusable", d.mem.usable)
-            .field_u64("memswap_in", d.mem.swap_in)
-            .field_u64("memswap_out", d.mem.swap_out)
-            .field_u64("memmajor_fault", d.mem.major_fault)
-            .field_u64("memminor_fault", d.mem.minor_fault)
-            .field_u64("memdisk_cache", d.mem.disk_caches)
-            .field_u64("timeusr", d.cpu.user)
-            .field_u64("timesys", d.cpu.system)
-            .field_u64("cpus", d.vcpu.current.map(u64::from))
-            .field_u64("cputime", d.cpu.time)
-            .field_i64("state", d.state);
+        line.field_u64(key!("net_rxbytes"), sum(n, |x| x.rx_bytes))
+            .field_u64(key!("net_rxpackets"), sum(n, |x| x.rx_pkts))
+            .field_u64(key!("net_rxerrors"), sum(n, |x| x.rx_errs))
+            .field_u64(key!("net_rxdrops"), sum(n, |x| x.rx_drop))
+            .field_u64(key!("net_txbytes"), sum(n, |x| x.tx_bytes))
+            .field_u64(key!("net_txpackets"), sum(n, |x| x.tx_pkts))
+            .field_u64(key!("net_txerrors"), sum(n, |x| x.tx_errs))
+            .field_u64(key!("net_txdrops"), sum(n, |x| x.tx_drop))
+            .field_u64(key!("disk_rd_req"), sum(k, |x| x.rd_reqs))
+            .field_u64(key!("disk_rd_bytes"), sum(k, |x| x.rd_bytes))
+            .field_u64(key!("disk_wr_reqs"), sum(k, |x| x.wr_reqs))
+            .field_u64(key!("disk_wr_bytes"), sum(k, |x| x.wr_bytes))
+            .field_u64(key!("disk_errors"), sum(k, |x| x.errors))
+            .field_u64(key!("memactual"), d.mem.current)
+            .field_u64(key!("memrss"), d.mem.rss)
+            .field_u64(key!("memavailable"), d.mem.available)
+            .field_u64(key!("memusable"), d.mem.usable)
+            .field_u64(key!("memswap_in"), d.mem.swap_in)
+            .field_u64(key!("memswap_out"), d.mem.swap_out)
+            .field_u64(key!("memmajor_fault"), d.mem.major_fault)
+            .field_u64(key!("memminor_fault"), d.mem.minor_fault)
+            .field_u64(key!("memdisk_cache"), d.mem.disk_caches)
+            .field_u64(key!("timeusr"), d.cpu.user)
+            .field_u64(key!("timesys"), d.cpu.system)
+            .field_u64(key!("cpus"), d.vcpu.current.map(u64::from))
+            .field_u64(key!("cputime"), d.cpu.time)
+            .field_i64(key!("state"), d.state);
         line.finish_with(ids.tail)
     }
 
@@ -223,43 +224,43 @@ impl Encoder {
 
     fn nic_line(&self, ids: &Ids, nic: &NicStats, out: &mut String) -> bool {
         let mut line = self.device_start(out, ids, ",devtype=nic", &nic.name);
-        line.field_u64("rxbytes", nic.rx_bytes)
-            .field_u64("rxpackets", nic.rx_pkts)
-            .field_u64("rxerrors", nic.rx_errs)
-            .field_u64("rxdrops", nic.rx_drop)
-            .field_u64("txbytes", nic.tx_bytes)
-            .field_u64("txpackets", nic.tx_pkts)
-            .field_u64("txerrors", nic.tx_errs)
-            .field_u64("txdrops", nic.tx_drop);
+        line.field_u64(key!("rxbytes"), nic.rx_bytes)
+            .field_u64(key!("rxpackets"), nic.rx_pkts)
+            .field_u64(key!("rxerrors"), nic.rx_errs)
+            .field_u64(key!("rxdrops"), nic.rx_drop)
+            .field_u64(key!("txbytes"), nic.tx_bytes)
+            .field_u64(key!("txpackets"), nic.tx_pkts)
+            .field_u64(key!("txerrors"), nic.tx_errs)
+            .field_u64(key!("txdrops"), nic.tx_drop);
         line.finish_with(ids.tail)
     }
 
     fn disk_line(&self, ids: &Ids, disk: &DiskStats, out: &mut String) -> bool {
         let mut line = self.device_start(out, ids, ",devtype=disk", &disk.name);
-        line.field_u64("rd_req", disk.rd_reqs)
-            .field_u64("rd_bytes", disk.rd_bytes)
-            .field_u64("wr_reqs", disk.wr_reqs)
-            .field_u64("wr_bytes", disk.wr_bytes)
-            .field_u64("errors", disk.errors);
+        line.field_u64(key!("rd_req"), disk.rd_reqs)
+            .field_u64(key!("rd_bytes"), disk.rd_bytes)
+            .field_u64(key!("wr_reqs"), disk.wr_reqs)
+            .field_u64(key!("wr_bytes"), disk.wr_bytes)
+            .field_u64(key!("errors"), disk.errors);
         line.finish_with(ids.tail)
     }
 
     fn vm_features(&self, ids: &Ids, f: &Features, out: &mut String) -> bool {
         let mut line = self.start(out, "vm_features", ids);
         line.raw_tags(ids.global);
-        line.field_f64("cpu_pct", f.cpu_pct)
-            .field_f64("cpu_usr_pct", f.cpu_usr_pct)
-            .field_f64("cpu_sys_pct", f.cpu_sys_pct)
-            .field_f64("cpu_steal_pct", f.cpu_steal_pct)
-            .field_f64("mem_used_pct", f.mem_used_pct)
-            .field_f64("net_rx_bps", f.net_rx_bps)
-            .field_f64("net_tx_bps", f.net_tx_bps)
-            .field_f64("net_rx_pps", f.net_rx_pps)
-            .field_f64("net_tx_pps", f.net_tx_pps)
-            .field_f64("disk_rd_bps", f.disk_rd_bps)
-            .field_f64("disk_wr_bps", f.disk_wr_bps)
-            .field_f64("disk_rd_iops", f.disk_rd_iops)
-            .field_f64("disk_wr_iops", f.disk_wr_iops);
+        line.field_f64(key!("cpu_pct"), f.cpu_pct)
+            .field_f64(key!("cpu_usr_pct"), f.cpu_usr_pct)
+            .field_f64(key!("cpu_sys_pct"), f.cpu_sys_pct)
+            .field_f64(key!("cpu_steal_pct"), f.cpu_steal_pct)
+            .field_f64(key!("mem_used_pct"), f.mem_used_pct)
+            .field_f64(key!("net_rx_bps"), f.net_rx_bps)
+            .field_f64(key!("net_tx_bps"), f.net_tx_bps)
+            .field_f64(key!("net_rx_pps"), f.net_rx_pps)
+            .field_f64(key!("net_tx_pps"), f.net_tx_pps)
+            .field_f64(key!("disk_rd_bps"), f.disk_rd_bps)
+            .field_f64(key!("disk_wr_bps"), f.disk_wr_bps)
+            .field_f64(key!("disk_rd_iops"), f.disk_rd_iops)
+            .field_f64(key!("disk_wr_iops"), f.disk_wr_iops);
         line.finish_with(ids.tail)
     }
 }

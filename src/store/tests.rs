@@ -12,6 +12,7 @@ use super::identity::DeviceBook;
 use super::{StoreSettings, StoreSink, StoreStatus};
 use crate::deliver::{Batch, Sink};
 use crate::encode::line::Line;
+use crate::key;
 
 const MIN: i64 = 60_000;
 /// A minute boundary, ms.
@@ -51,7 +52,7 @@ fn vm_line(name: &str, cputime: i64, ts_ms: i64) -> String {
     line.tag("host", "h")
         .tag("name", name)
         .tag("uuid", &format!("u-{name}"))
-        .field_i64("cputime", Some(cputime));
+        .field_i64(key!("cputime"), Some(cputime));
     line.finish(ts_ms / 1000);
     buf
 }
