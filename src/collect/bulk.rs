@@ -10,7 +10,7 @@ mod layout;
 mod names;
 
 use self::layout::Layout;
-use super::ffi::RawParam;
+use super::ffi::RawParams;
 use crate::model::DomainSample;
 
 /// Bit set of libvirt stats groups, using libvirt's own `VIR_DOMAIN_STATS_*` bit values.
@@ -103,10 +103,7 @@ impl Decoder {
     /// Only what the record has is written: a group it lacks leaves its fields untouched (for
     /// the per-domain fallback), and the NIC and disk lists are replaced only when their group is
     /// present.
-    pub fn decode<'a, P>(&mut self, sample: &mut DomainSample, params: P) -> Groups
-    where
-        P: ExactSizeIterator<Item = RawParam<'a>> + Clone,
-    {
+    pub fn decode(&mut self, sample: &mut DomainSample, params: RawParams<'_>) -> Groups {
         self.clock += 1;
         let n = params.len();
         let found = if self
@@ -150,10 +147,7 @@ impl Decoder {
 }
 
 /// Decodes one record with a fresh [`Decoder`] (no layout kept).
-pub fn apply<'a, P>(sample: &mut DomainSample, params: P) -> Groups
-where
-    P: ExactSizeIterator<Item = RawParam<'a>> + Clone,
-{
+pub fn apply(sample: &mut DomainSample, params: RawParams<'_>) -> Groups {
     Decoder::new().decode(sample, params)
 }
 

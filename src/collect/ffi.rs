@@ -252,6 +252,14 @@ impl<'a> Iterator for RawParams<'a> {
 
 impl ExactSizeIterator for RawParams<'_> {}
 
+impl<'a> RawParams<'a> {
+    /// The parameter at position `i` among those not yet iterated over.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<RawParam<'a>> {
+        self.0.as_slice().get(i).map(|p| RawParam { p })
+    }
+}
+
 /// Views `n` parameters starting at `ptr`.
 ///
 /// # Safety

@@ -2,20 +2,21 @@
 //!
 //! libvirt returns a domain's parameters with the same names in the same order cycle after
 //! cycle (and VMs with the same number of vCPUs, NICs and disks share one order), until a device
-//! is added or removed. A [`Layout`] is the parsed form of one such name list: for parameter `i`,
-//! the field it fills ([`Target`]). Applying a layout costs a few word comparisons per name (to
-//! check the record still has that shape, see [`Names`]) and one store per value; the names are
-//! parsed only when a new shape appears.
+//! is added or removed. A [`Layout`] is the parsed form of one such name list: for each field of
+//! a sample, the position of the parameter that fills it ([`Sources`]). Applying a layout costs
+//! a few word comparisons per name (to check the record still has that shape, see [`Names`]) and
+//! one read per field vmtel uses, with no branch on what each parameter is; the names are parsed
+//! only when a new shape appears.
 
-use super::super::ffi::RawParam;
+use super::super::ffi::{RawParam, RawParams};
 use super::names::Names;
 use super::Groups;
-use crate::model::{DiskStats, DomainSample, MemoryStats, NicStats};
+use crate::model::{DiskStats, DomainSample, NicStats};
 
 /// Highest device index accepted: a bogus index cannot make vmtel allocate without limit.
 const MAX_DEVICES: usize = 4096;
 
-/// `balloon.<key>` names, in the order of [`mem_field`].
+/// `balloon.<key>` names, in the order [`Layout::apply`] reads them.
 const MEM_KEYS: [&str; 11] = [
     "current",
     "maximum",
@@ -30,52 +31,13 @@ const MEM_KEYS: [&str; 11] = [
     "disk_caches",
 ];
 
-/// `net.N.<key>` counter names, in the order of [`nic_field`].
+/// `net.N.<key>` counter names, in the order [`Layout::apply`] reads them.
 const NIC_KEYS: [&str; 8] = [
     "rx.bytes", "rx.pkts", "rx.errs", "rx.drop", "tx.bytes", "tx.pkts", "tx.errs", "tx.drop",
 ];
 
-/// `block.N.<key>` counter names, in the order of [`disk_field`].
+/// `block.N.<key>` counter names, in the order [`Layout::apply`] reads them.
 const DISK_KEYS: [&str; 5] = ["rd.reqs", "rd.bytes", "wr.reqs", "wr.bytes", "errors"];
-
-fn mem_field(m: &mut MemoryStats, k: u8) -> &mut Option<u64> {
-    match k {
-        0 => &mut m.current,
-        1 => &mut m.maximum,
-        2 => &mut m.rss,
-        3 => &mut m.available,
-        4 => &mut m.usable,
-        5 => &mut m.unused,
-        6 => &mut m.swap_in,
-        7 => &mut m.swap_out,
-        8 => &mut m.major_fault,
-        9 => &mut m.minor_fault,
-        _ => &mut m.disk_caches,
-    }
-}
-
-fn nic_field(n: &mut NicStats, k: u8) -> &mut Option<u64> {
-    match k {
-        0 => &mut n.rx_bytes,
-        1 => &mut n.rx_pkts,
-        2 => &mut n.rx_errs,
-        3 => &mut n.rx_drop,
-        4 => &mut n.tx_bytes,
-        5 => &mut n.tx_pkts,
-        6 => &mut n.tx_errs,
-        _ => &mut n.tx_drop,
-    }
-}
-
-fn disk_field(d: &mut DiskStats, k: u8) -> &mut Option<u64> {
-    match k {
-        0 => &mut d.rd_reqs,
-        1 => &mut d.rd_bytes,
-        2 => &mut d.wr_reqs,
-        3 => &mut d.wr_bytes,
-        _ => &mut d.errors,
-    }
-}
 
 /// What one parameter fills. Device positions are after compaction (gaps in libvirt's indices
 /// removed).
@@ -150,7 +112,10 @@ type ParsedParam = (Groups, Option<(usize, String)>, Target);
 pub(super) struct Layout {
     /// The parameters' names, to check that a record has this shape.
     names: Names,
-    targets: Vec<Target>,
+    /// Number of parameters.
+    len: usize,
+    /// Which parameter fills each field.
+    sources: Sources,
     /// Groups with at least one parameter.
     pub(super) groups: Groups,
     /// libvirt's index of each NIC, by position (for naming unnamed ones `net<N>`).
@@ -225,10 +190,11 @@ impl Layout {
                     }
                 }
             })
-            .collect();
+            .collect::<Vec<Target>>();
         Layout {
             names: Names::new(&names),
-            targets,
+            len: targets.len(),
+            sources: Sources::new(&targets, nic_index.len(), disk_index.len()),
             groups,
             nic_index,
             disk_index,
@@ -239,7 +205,7 @@ impl Layout {
 
     /// Number of parameters.
     pub(super) fn len(&self) -> usize {
-        self.targets.len()
+        self.len
     }
 
     /// True when `params` have exactly this layout's names, in order.
@@ -249,89 +215,189 @@ impl Layout {
 
     /// Writes the values of `params` (which must match this layout) into `sample`: only what
     /// the record has; the NIC and disk lists are replaced only when their group is present.
-    pub(super) fn apply<'a>(
-        &self,
-        sample: &mut DomainSample,
-        params: impl Iterator<Item = RawParam<'a>>,
-    ) {
+    pub(super) fn apply(&self, sample: &mut DomainSample, params: RawParams<'_>) {
+        let src = &self.sources;
+        let at = |i: u32| params.get(i as usize);
+        let u64_at = |field: &mut Option<u64>, i: u32| {
+            if let Some(p) = at(i) {
+                *field = p.as_u64();
+            }
+        };
+        if let Some(p) = at(src.state) {
+            sample.state = p.as_i64();
+        }
+        let cpu = &mut sample.cpu;
+        for (field, &i) in [&mut cpu.time, &mut cpu.user, &mut cpu.system]
+            .into_iter()
+            .zip(&src.cpu)
+        {
+            u64_at(field, i);
+        }
+        // In the order of MEM_KEYS.
+        let [current, maximum, rss, available, usable, unused, swap_in, swap_out, major, minor, caches] =
+            src.mem;
+        let m = &mut sample.mem;
+        u64_at(&mut m.current, current);
+        u64_at(&mut m.maximum, maximum);
+        u64_at(&mut m.rss, rss);
+        u64_at(&mut m.available, available);
+        u64_at(&mut m.usable, usable);
+        u64_at(&mut m.unused, unused);
+        u64_at(&mut m.swap_in, swap_in);
+        u64_at(&mut m.swap_out, swap_out);
+        u64_at(&mut m.major_fault, major);
+        u64_at(&mut m.minor_fault, minor);
+        u64_at(&mut m.disk_caches, caches);
+        let count = |i: u32| at(i).map(|p| p.as_u64().and_then(|v| u32::try_from(v).ok()));
+        if let Some(v) = count(src.vcpu_current) {
+            sample.vcpu.current = v;
+        }
+        if let Some(v) = count(src.vcpu_maximum) {
+            sample.vcpu.maximum = v;
+        }
+        let delays = src.delays.iter().filter_map(|&i| at(i)?.as_u64());
+        if let Some(sum) = delays.reduce(u64::saturating_add) {
+            sample.vcpu.delay_sum = Some(sum);
+        }
         if self.groups.contains(Groups::INTERFACE) {
             sample.nics.clear();
-            sample
-                .nics
-                .resize_with(self.nic_index.len(), NicStats::default);
+            sample.nics.resize_with(src.nics.len(), NicStats::default);
+            for ((n, s), idx) in sample.nics.iter_mut().zip(&src.nics).zip(&self.nic_index) {
+                // In the order of NIC_KEYS.
+                let [rx_bytes, rx_pkts, rx_errs, rx_drop, tx_bytes, tx_pkts, tx_errs, tx_drop] =
+                    s.counters;
+                u64_at(&mut n.rx_bytes, rx_bytes);
+                u64_at(&mut n.rx_pkts, rx_pkts);
+                u64_at(&mut n.rx_errs, rx_errs);
+                u64_at(&mut n.rx_drop, rx_drop);
+                u64_at(&mut n.tx_bytes, tx_bytes);
+                u64_at(&mut n.tx_pkts, tx_pkts);
+                u64_at(&mut n.tx_errs, tx_errs);
+                u64_at(&mut n.tx_drop, tx_drop);
+                set_name(&mut n.name, at(s.name), "net", *idx);
+            }
         }
         if self.groups.contains(Groups::BLOCK) {
             sample.disks.clear();
             sample
                 .disks
-                .resize_with(self.disk_index.len(), DiskStats::default);
+                .resize_with(src.disks.len(), DiskStats::default);
+            for ((d, s), idx) in sample
+                .disks
+                .iter_mut()
+                .zip(&src.disks)
+                .zip(&self.disk_index)
+            {
+                // In the order of DISK_KEYS.
+                let [rd_reqs, rd_bytes, wr_reqs, wr_bytes, errors] = s.counters;
+                u64_at(&mut d.rd_reqs, rd_reqs);
+                u64_at(&mut d.rd_bytes, rd_bytes);
+                u64_at(&mut d.wr_reqs, wr_reqs);
+                u64_at(&mut d.wr_bytes, wr_bytes);
+                u64_at(&mut d.errors, errors);
+                set_name(&mut d.name, at(s.name), "block", *idx);
+                if let Some(p) = at(s.path) {
+                    d.path = p.as_str().map(|s| s.into_owned());
+                }
+            }
         }
-        let mut delay_sum: Option<u64> = None;
-        for (p, t) in params.zip(&self.targets) {
-            match *t {
-                Target::Skip => {}
-                Target::State => sample.state = p.as_i64(),
-                Target::CpuTime => sample.cpu.time = p.as_u64(),
-                Target::CpuUser => sample.cpu.user = p.as_u64(),
-                Target::CpuSystem => sample.cpu.system = p.as_u64(),
-                Target::Mem(k) => *mem_field(&mut sample.mem, k) = p.as_u64(),
-                Target::VcpuCurrent => {
-                    sample.vcpu.current = p.as_u64().and_then(|v| u32::try_from(v).ok());
-                }
-                Target::VcpuMaximum => {
-                    sample.vcpu.maximum = p.as_u64().and_then(|v| u32::try_from(v).ok());
-                }
+    }
+}
+
+/// A device's name from its parameter, or `<kind><libvirt index>` when it has none (or an
+/// empty one, or one that is not a string).
+fn set_name(name: &mut String, param: Option<RawParam<'_>>, kind: &str, index: u16) {
+    name.clear();
+    if let Some(s) = param.and_then(|p| p.as_str()) {
+        name.push_str(&s);
+    }
+    if name.is_empty() {
+        name.push_str(kind);
+        name.push_str(itoa::Buffer::new().format(index));
+    }
+}
+
+/// No parameter: the field is left as it is.
+const NONE: u32 = u32::MAX;
+
+/// Which parameter (by position) fills a device's fields.
+#[derive(Debug, Clone)]
+struct DeviceSources<const N: usize> {
+    name: u32,
+    path: u32,
+    counters: [u32; N],
+}
+
+impl<const N: usize> Default for DeviceSources<N> {
+    fn default() -> Self {
+        DeviceSources {
+            name: NONE,
+            path: NONE,
+            counters: [NONE; N],
+        }
+    }
+}
+
+/// Which parameter (by position) fills each field of a sample: worked out when a layout is
+/// built, so that applying it reads only the parameters vmtel uses, with no branch on what each
+/// one is. Where several parameters have the same name, the last one counts.
+#[derive(Debug, Clone)]
+struct Sources {
+    state: u32,
+    cpu: [u32; 3],
+    mem: [u32; MEM_KEYS.len()],
+    vcpu_current: u32,
+    vcpu_maximum: u32,
+    /// Every `vcpu.N.delay`, summed.
+    delays: Vec<u32>,
+    nics: Vec<DeviceSources<{ NIC_KEYS.len() }>>,
+    disks: Vec<DeviceSources<{ DISK_KEYS.len() }>>,
+}
+
+impl Sources {
+    fn new(targets: &[Target], nics: usize, disks: usize) -> Sources {
+        let mut s = Sources {
+            state: NONE,
+            cpu: [NONE; 3],
+            mem: [NONE; MEM_KEYS.len()],
+            vcpu_current: NONE,
+            vcpu_maximum: NONE,
+            delays: Vec::new(),
+            nics: vec![DeviceSources::default(); nics],
+            disks: vec![DeviceSources::default(); disks],
+        };
+        for (i, t) in targets.iter().enumerate() {
+            let i = u32::try_from(i).unwrap_or(NONE);
+            let slot = match *t {
+                Target::Skip => None,
+                Target::State => Some(&mut s.state),
+                Target::CpuTime => s.cpu.get_mut(0),
+                Target::CpuUser => s.cpu.get_mut(1),
+                Target::CpuSystem => s.cpu.get_mut(2),
+                Target::Mem(k) => s.mem.get_mut(usize::from(k)),
+                Target::VcpuCurrent => Some(&mut s.vcpu_current),
+                Target::VcpuMaximum => Some(&mut s.vcpu_maximum),
                 Target::VcpuDelay => {
-                    if let Some(d) = p.as_u64() {
-                        delay_sum = Some(delay_sum.unwrap_or(0).saturating_add(d));
-                    }
+                    s.delays.push(i);
+                    None
                 }
-                Target::NicName(at) => {
-                    if let Some(n) = sample.nics.get_mut(usize::from(at)) {
-                        n.name.clear();
-                        n.name.push_str(&p.as_str().unwrap_or_default());
-                    }
-                }
-                Target::Nic(at, k) => {
-                    if let Some(n) = sample.nics.get_mut(usize::from(at)) {
-                        *nic_field(n, k) = p.as_u64();
-                    }
-                }
-                Target::DiskName(at) => {
-                    if let Some(d) = sample.disks.get_mut(usize::from(at)) {
-                        d.name.clear();
-                        d.name.push_str(&p.as_str().unwrap_or_default());
-                    }
-                }
-                Target::DiskPath(at) => {
-                    if let Some(d) = sample.disks.get_mut(usize::from(at)) {
-                        d.path = p.as_str().map(|s| s.into_owned());
-                    }
-                }
-                Target::Disk(at, k) => {
-                    if let Some(d) = sample.disks.get_mut(usize::from(at)) {
-                        *disk_field(d, k) = p.as_u64();
-                    }
-                }
+                Target::NicName(at) => s.nics.get_mut(usize::from(at)).map(|d| &mut d.name),
+                Target::Nic(at, k) => s
+                    .nics
+                    .get_mut(usize::from(at))
+                    .and_then(|d| d.counters.get_mut(usize::from(k))),
+                Target::DiskName(at) => s.disks.get_mut(usize::from(at)).map(|d| &mut d.name),
+                Target::DiskPath(at) => s.disks.get_mut(usize::from(at)).map(|d| &mut d.path),
+                Target::Disk(at, k) => s
+                    .disks
+                    .get_mut(usize::from(at))
+                    .and_then(|d| d.counters.get_mut(usize::from(k))),
+            };
+            if let Some(slot) = slot {
+                *slot = i;
             }
         }
-        if delay_sum.is_some() {
-            sample.vcpu.delay_sum = delay_sum;
-        }
-        if self.groups.contains(Groups::INTERFACE) {
-            for (n, idx) in sample.nics.iter_mut().zip(&self.nic_index) {
-                if n.name.is_empty() {
-                    n.name = format!("net{idx}");
-                }
-            }
-        }
-        if self.groups.contains(Groups::BLOCK) {
-            for (d, idx) in sample.disks.iter_mut().zip(&self.disk_index) {
-                if d.name.is_empty() {
-                    d.name = format!("block{idx}");
-                }
-            }
-        }
+        s
     }
 }
 
