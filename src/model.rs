@@ -46,19 +46,8 @@ pub struct DomainSample {
 /// 36-character string.
 pub fn uuid_key(uuid: &str) -> u128 {
     use std::hash::{Hash, Hasher};
-    if uuid.len() == 36 {
-        let mut v: u128 = 0;
-        let mut digits = 0;
-        for b in uuid.bytes().filter(|&b| b != b'-') {
-            let Some(d) = char::from(b).to_digit(16) else {
-                break;
-            };
-            v = (v << 4) | u128::from(d);
-            digits += 1;
-        }
-        if digits == 32 {
-            return v;
-        }
+    if let Some(v) = parse_uuid(uuid.as_bytes()) {
+        return v;
     }
     let hash = |salt: u8| {
         let mut h = std::hash::DefaultHasher::new();
@@ -66,6 +55,14 @@ pub fn uuid_key(uuid: &str) -> u128 {
         u128::from(h.finish())
     };
     (hash(0) << 64) | hash(1)
+}
+
+/// The 128 bits of a UUID in its 36-character form (`8-4-4-4-12` hex digits, either case).
+fn parse_uuid(s: &[u8]) -> Option<u128> {
+    if s.len() != 36 {
+        return None;
+    }
+    uuid::Uuid::try_parse_ascii(s).ok().map(|u| u.as_u128())
 }
 
 impl DomainSample {
@@ -209,4 +206,45 @@ pub struct Features {
     pub disk_rd_iops: Option<f64>,
     /// Write requests per second over all disks.
     pub disk_wr_iops: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A UUID string's key is its 128 bits, whatever the case of its digits.
+        #[test]
+        fn a_uuid_is_keyed_by_its_bits(v in any::<u128>(), upper in any::<bool>()) {
+            let h = format!("{v:032x}");
+            let s = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
+            let s = if upper { s.to_uppercase() } else { s };
+            prop_assert_eq!(uuid_key(&s), v);
+        }
+
+        /// Any other string gets a stable key of its own.
+        #[test]
+        fn other_strings_are_hashed(a in ".{0,40}", b in ".{0,40}") {
+            prop_assume!(parse_uuid(a.as_bytes()).is_none() && parse_uuid(b.as_bytes()).is_none());
+            prop_assert_eq!(uuid_key(&a), uuid_key(&a));
+            prop_assert_eq!(uuid_key(&a) == uuid_key(&b), a == b);
+        }
+    }
+
+    #[test]
+    fn near_uuids_are_not_parsed() {
+        let ok = "8c1f0e2a-1b2c-4d5e-8f90-0123456789ab";
+        assert!(parse_uuid(ok.as_bytes()).is_some());
+        for bad in [
+            "8c1f0e2a-1b2c-4d5e-8f90-0123456789a",   // 35 characters
+            "8c1f0e2a-1b2c-4d5e-8f90-0123456789abc", // 37
+            "8c1f0e2a-1b2c-4d5e-8f90-0123456789ag",  // not hex
+            "8c1f0e2a11b2c-4d5e-8f90-0123456789ab",  // 33 digits
+            "8c1f0e2a--b2c-4d5e-8f90-0123456789ab",  // 31 digits
+            "8c1f0e2-a1b2c-4d5e-8f90-0123456789ab",  // a hyphen out of place
+        ] {
+            assert_eq!(parse_uuid(bad.as_bytes()), None, "{bad}");
+        }
+    }
 }
