@@ -258,7 +258,7 @@ fn main() {
             decode.time(|| {
                 for (vm, rec) in vms.iter().zip(recs) {
                     let mut sample = spare.pop().unwrap_or_default();
-                    sample.recycle();
+                    decoder.recycle(&mut sample);
                     sample.name = vm.name.clone();
                     sample.uuid = vm.uuid.clone();
                     sample.id = Some(vm.id);

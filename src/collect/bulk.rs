@@ -9,7 +9,7 @@
 mod layout;
 mod names;
 
-use self::layout::Layout;
+use self::layout::{Layout, Spares};
 use super::ffi::RawParams;
 use crate::model::DomainSample;
 
@@ -85,12 +85,21 @@ pub struct Decoder {
     layouts: Vec<Layout>,
     last: usize,
     clock: u64,
+    spares: Spares,
 }
 
 impl Decoder {
     /// A decoder with no layout yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Empties `sample` for reuse by another VM ([`DomainSample::recycle`]), keeping its device
+    /// entries to decode the next records' devices into (their strings' allocations are reused).
+    pub fn recycle(&mut self, sample: &mut DomainSample) {
+        self.spares.keep_nics(&mut sample.nics);
+        self.spares.keep_disks(&mut sample.disks);
+        sample.recycle();
     }
 
     /// Number of layouts kept.
@@ -122,7 +131,7 @@ impl Decoder {
             None => {
                 let layout = Layout::build(params.clone());
                 if !layout.cacheable {
-                    layout.apply(sample, params);
+                    layout.apply(sample, params, &mut self.spares);
                     return layout.groups;
                 }
                 if self.layouts.len() >= MAX_LAYOUTS {
@@ -141,7 +150,7 @@ impl Decoder {
             return Groups::NONE;
         };
         layout.used = self.clock;
-        layout.apply(sample, params);
+        layout.apply(sample, params, &mut self.spares);
         layout.groups
     }
 }

@@ -327,7 +327,7 @@ impl Collector {
         for rec in list.records() {
             let Some(dom) = rec.domain() else { continue };
             let mut sample = self.spare.pop().unwrap_or_default();
-            sample.recycle();
+            self.decoder.recycle(&mut sample);
             sample.name = dom.name().unwrap_or_default();
             sample.uuid = dom.uuid_string().unwrap_or_default();
             sample.id = dom.id();

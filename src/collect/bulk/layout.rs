@@ -215,7 +215,12 @@ impl Layout {
 
     /// Writes the values of `params` (which must match this layout) into `sample`: only what
     /// the record has; the NIC and disk lists are replaced only when their group is present.
-    pub(super) fn apply(&self, sample: &mut DomainSample, params: RawParams<'_>) {
+    pub(super) fn apply(
+        &self,
+        sample: &mut DomainSample,
+        params: RawParams<'_>,
+        spares: &mut Spares,
+    ) {
         let src = &self.sources;
         let at = |i: u32| params.get(i as usize);
         let u64_at = |field: &mut Option<u64>, i: u32| {
@@ -260,8 +265,10 @@ impl Layout {
             sample.vcpu.delay_sum = Some(sum);
         }
         if self.groups.contains(Groups::INTERFACE) {
-            sample.nics.clear();
-            sample.nics.resize_with(src.nics.len(), NicStats::default);
+            spares.keep_nics(&mut sample.nics);
+            sample
+                .nics
+                .extend((0..src.nics.len()).map(|_| spares.nic()));
             for ((n, s), idx) in sample.nics.iter_mut().zip(&src.nics).zip(&self.nic_index) {
                 // In the order of NIC_KEYS.
                 let [rx_bytes, rx_pkts, rx_errs, rx_drop, tx_bytes, tx_pkts, tx_errs, tx_drop] =
@@ -278,10 +285,10 @@ impl Layout {
             }
         }
         if self.groups.contains(Groups::BLOCK) {
-            sample.disks.clear();
+            spares.keep_disks(&mut sample.disks);
             sample
                 .disks
-                .resize_with(src.disks.len(), DiskStats::default);
+                .extend((0..src.disks.len()).map(|_| spares.disk()));
             for ((d, s), idx) in sample
                 .disks
                 .iter_mut()
@@ -296,10 +303,69 @@ impl Layout {
                 u64_at(&mut d.wr_bytes, wr_bytes);
                 u64_at(&mut d.errors, errors);
                 set_name(&mut d.name, at(s.name), "block", *idx);
-                if let Some(p) = at(s.path) {
-                    d.path = p.as_str().map(|s| s.into_owned());
+                match at(s.path).and_then(|p| p.as_str()) {
+                    Some(path) => {
+                        let buf = d.path.get_or_insert_with(String::new);
+                        buf.clear();
+                        buf.push_str(&path);
+                    }
+                    None => d.path = None,
                 }
             }
+        }
+    }
+}
+
+/// Most device entries of each kind a [`Spares`] keeps.
+const MAX_SPARES: usize = 1024;
+
+/// Device entries of earlier samples, taken back so that their strings (names, paths) keep their
+/// allocations: a VM's devices are decoded into reused entries rather than new strings.
+#[derive(Debug, Default)]
+pub(super) struct Spares {
+    nics: Vec<NicStats>,
+    disks: Vec<DiskStats>,
+}
+
+impl Spares {
+    /// Takes these NIC entries for reuse.
+    pub(super) fn keep_nics(&mut self, nics: &mut Vec<NicStats>) {
+        self.nics.append(nics);
+        self.nics.truncate(MAX_SPARES);
+    }
+
+    /// Takes these disk entries for reuse.
+    pub(super) fn keep_disks(&mut self, disks: &mut Vec<DiskStats>) {
+        self.disks.append(disks);
+        self.disks.truncate(MAX_SPARES);
+    }
+
+    /// An empty NIC entry (with a spare name buffer when there is one).
+    fn nic(&mut self) -> NicStats {
+        let mut name = self.nics.pop().map(|n| n.name).unwrap_or_default();
+        name.clear();
+        NicStats {
+            name,
+            ..NicStats::default()
+        }
+    }
+
+    /// An empty disk entry, except that its path may hold a spare buffer (`Some("")`): the
+    /// caller sets the path.
+    fn disk(&mut self) -> DiskStats {
+        let (mut name, mut path) = self
+            .disks
+            .pop()
+            .map(|d| (d.name, d.path))
+            .unwrap_or_default();
+        name.clear();
+        if let Some(p) = &mut path {
+            p.clear();
+        }
+        DiskStats {
+            name,
+            path,
+            ..DiskStats::default()
         }
     }
 }

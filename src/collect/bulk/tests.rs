@@ -595,6 +595,30 @@ proptest::proptest! {
         }
         proptest::prop_assert!(shared.layouts() <= 64);
     }
+
+    /// Samples recycled through the decoder (their device entries reused for other VMs' devices)
+    /// decode exactly like new samples: nothing of an earlier VM is left behind.
+    #[test]
+    fn recycled_samples_decode_like_new_ones(records in proptest::collection::vec(arbitrary_record(), 1..12), keep in 1usize..4) {
+        let mut shared = Decoder::new();
+        let mut pool: Vec<DomainSample> = Vec::new();
+        for entries in records.iter().chain(&records) {
+            let mut p = OwnedParams::new();
+            for (k, v) in entries {
+                p.push(k, v.clone());
+            }
+            let mut reused = pool.pop().unwrap_or_default();
+            shared.recycle(&mut reused);
+            reused.name.push_str("guest-1");
+            shared.decode(&mut reused, p.raw_params());
+            let mut fresh = DomainSample { name: "guest-1".into(), ..DomainSample::default() };
+            apply(&mut fresh, p.raw_params());
+            proptest::prop_assert_eq!(&reused, &fresh);
+            // Keep a few samples around, as the collector's chunk does, in another order.
+            pool.insert(0, reused);
+            pool.truncate(keep);
+        }
+    }
 }
 
 #[test]
