@@ -94,8 +94,9 @@ impl Decoder {
         Self::default()
     }
 
-    /// Empties `sample` for reuse by another VM ([`DomainSample::recycle`]), keeping its device
-    /// entries to decode the next records' devices into (their strings' allocations are reused).
+    /// Empties `sample` for reuse by another VM ([`DomainSample::recycle`]), keeping (a bounded
+    /// number of) its device entries to decode the next records' devices into, so that their
+    /// strings' allocations are reused.
     pub fn recycle(&mut self, sample: &mut DomainSample) {
         self.spares.keep_nics(&mut sample.nics);
         self.spares.keep_disks(&mut sample.disks);

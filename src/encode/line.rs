@@ -121,11 +121,6 @@ impl Key {
     pub const fn new(comma_key_eq: &'static str) -> Key {
         Key(comma_key_eq)
     }
-
-    /// The key with its separators, `,key=`.
-    pub fn as_str(self) -> &'static str {
-        self.0
-    }
 }
 
 /// A field [`Key`] from a literal: `key!("cputime")` is written `,cputime=`.

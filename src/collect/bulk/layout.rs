@@ -316,8 +316,10 @@ impl Layout {
     }
 }
 
-/// Most device entries of each kind a [`Spares`] keeps.
-const MAX_SPARES: usize = 1024;
+/// Most device entries of each kind a [`Spares`] keeps: a sample is recycled just before the
+/// next one is decoded, so a few VMs' worth is all it needs. (On drivers whose bulk call lacks
+/// the device groups, the per-domain path builds the lists and nothing is taken back out.)
+const MAX_SPARES: usize = 64;
 
 /// Device entries of earlier samples, taken back so that their strings (names, paths) keep their
 /// allocations: a VM's devices are decoded into reused entries rather than new strings.
