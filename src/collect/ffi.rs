@@ -146,8 +146,8 @@ unsafe fn decode(p: &sys::virTypedParameter) -> Option<Param<'_>> {
 /// Words of 8 bytes in a typed parameter's 80-byte name field.
 pub const NAME_WORDS: usize = 10;
 
-/// One typed parameter, read lazily: checking its name against a known one costs a byte
-/// comparison, with no NUL scan or UTF-8 check. Only this module creates one, from arrays that
+/// One typed parameter, read lazily: checking its name against a known one costs a few word
+/// comparisons, with no NUL scan or UTF-8 check. Only this module creates one, from arrays that
 /// satisfy [`decode`]'s contract for `'a`.
 #[derive(Clone, Copy)]
 pub struct RawParam<'a> {

@@ -117,18 +117,43 @@ fn push_float(buf: &mut String, v: f64) {
 pub struct Key(&'static str);
 
 impl Key {
-    /// `comma_key_eq` must be `,key=` with a key that needs no escaping; [`key!`] makes it.
+    /// `comma_key_eq` is `,key=` with a non-empty key that needs no escaping; [`key!`] makes it
+    /// and checks it when the program is compiled.
+    ///
+    /// # Panics
+    /// If `comma_key_eq` is not of that form (at compile time through [`key!`]).
     pub const fn new(comma_key_eq: &'static str) -> Key {
+        let b = comma_key_eq.as_bytes();
+        assert!(b.len() > 2 && b[0] == b',' && b[b.len() - 1] == b'=');
+        let mut i = 1;
+        while i < b.len() - 1 {
+            assert!(
+                !SPECIAL[b[i] as usize] && b[i] < 0x80,
+                "a field key needs escaping"
+            );
+            i += 1;
+        }
         Key(comma_key_eq)
     }
 }
 
-/// A field [`Key`] from a literal: `key!("cputime")` is written `,cputime=`.
+/// A field [`Key`] from a literal: `key!("cputime")` is written `,cputime=`. A key that would
+/// need escaping does not compile:
+///
+/// ```compile_fail
+/// let _ = vmtel::key!("cpu time");
+/// ```
+///
+/// ```
+/// let _ = vmtel::key!("cpu_time");
+/// ```
 #[macro_export]
 macro_rules! key {
-    ($k:literal) => {
-        $crate::encode::line::Key::new(concat!(",", $k, "="))
-    };
+    ($k:literal) => {{
+        const KEY: $crate::encode::line::Key =
+            $crate::encode::line::Key::new(concat!(",", $k, "="));
+        KEY
+    }};
 }
 
 /// Builds one line of line protocol in a caller-owned buffer.

@@ -112,8 +112,6 @@ type ParsedParam = (Groups, Option<(usize, String)>, Target);
 pub(super) struct Layout {
     /// The parameters' names, to check that a record has this shape.
     names: Names,
-    /// Number of parameters.
-    len: usize,
     /// Which parameter fills each field.
     sources: Sources,
     /// Groups with at least one parameter.
@@ -193,7 +191,6 @@ impl Layout {
             .collect::<Vec<Target>>();
         Layout {
             names: Names::new(&names),
-            len: targets.len(),
             sources: Sources::new(&targets, nic_index.len(), disk_index.len()),
             groups,
             nic_index,
@@ -205,7 +202,7 @@ impl Layout {
 
     /// Number of parameters.
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.names.len()
     }
 
     /// True when `params` have exactly this layout's names, in order.
@@ -386,7 +383,7 @@ fn set_name(name: &mut String, param: Option<RawParam<'_>>, kind: &str, index: u
 }
 
 /// No parameter: the field is left as it is.
-const NONE: u32 = u32::MAX;
+const NO_PARAM: u32 = u32::MAX;
 
 /// Which parameter (by position) fills a device's fields.
 #[derive(Debug, Clone)]
@@ -399,9 +396,9 @@ struct DeviceSources<const N: usize> {
 impl<const N: usize> Default for DeviceSources<N> {
     fn default() -> Self {
         DeviceSources {
-            name: NONE,
-            path: NONE,
-            counters: [NONE; N],
+            name: NO_PARAM,
+            path: NO_PARAM,
+            counters: [NO_PARAM; N],
         }
     }
 }
@@ -425,17 +422,17 @@ struct Sources {
 impl Sources {
     fn new(targets: &[Target], nics: usize, disks: usize) -> Sources {
         let mut s = Sources {
-            state: NONE,
-            cpu: [NONE; 3],
-            mem: [NONE; MEM_KEYS.len()],
-            vcpu_current: NONE,
-            vcpu_maximum: NONE,
+            state: NO_PARAM,
+            cpu: [NO_PARAM; 3],
+            mem: [NO_PARAM; MEM_KEYS.len()],
+            vcpu_current: NO_PARAM,
+            vcpu_maximum: NO_PARAM,
             delays: Vec::new(),
             nics: vec![DeviceSources::default(); nics],
             disks: vec![DeviceSources::default(); disks],
         };
         for (i, t) in targets.iter().enumerate() {
-            let i = u32::try_from(i).unwrap_or(NONE);
+            let i = u32::try_from(i).unwrap_or(NO_PARAM);
             let slot = match *t {
                 Target::Skip => None,
                 Target::State => Some(&mut s.state),

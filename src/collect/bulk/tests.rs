@@ -155,6 +155,28 @@ fn every_documented_key_is_mapped_to_its_field() {
 }
 
 #[test]
+fn a_repeated_name_takes_its_last_value() {
+    let (s, _) = run(&record(vec![
+        ("cpu.time", ULLong(1)),
+        ("cpu.time", ULLong(2)),
+    ]));
+    assert_eq!(s.cpu.time, Some(2));
+    let (s, _) = run(&record(vec![
+        ("cpu.time", ULLong(1)),
+        ("cpu.time", LLong(-1)),
+    ]));
+    assert_eq!(s.cpu.time, None);
+    let (s, _) = run(&record(vec![
+        ("net.0.name", Str("tap0".into())),
+        ("net.0.name", Str(String::new())),
+        ("block.0.path", Str("/a".into())),
+        ("block.0.path", Int(3)),
+    ]));
+    assert_eq!(s.nics[0].name, "net0");
+    assert_eq!(s.disks[0].path, None);
+}
+
+#[test]
 fn parameter_order_does_not_matter() {
     let mut entries = full_qemu_record();
     entries.reverse();
