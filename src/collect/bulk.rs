@@ -98,8 +98,8 @@ impl Decoder {
     /// number of) its device entries to decode the next records' devices into, so that their
     /// strings' allocations are reused.
     pub fn recycle(&mut self, sample: &mut DomainSample) {
-        self.spares.keep_nics(&mut sample.nics);
-        self.spares.keep_disks(&mut sample.disks);
+        self.spares.nics.keep(&mut sample.nics);
+        self.spares.disks.keep(&mut sample.disks);
         sample.recycle();
     }
 

@@ -228,13 +228,10 @@ impl Layout {
         if let Some(p) = at(src.state) {
             sample.state = p.as_i64();
         }
-        let cpu = &mut sample.cpu;
-        for (field, &i) in [&mut cpu.time, &mut cpu.user, &mut cpu.system]
-            .into_iter()
-            .zip(&src.cpu)
-        {
-            u64_at(field, i);
-        }
+        let [time, user, system] = src.cpu;
+        u64_at(&mut sample.cpu.time, time);
+        u64_at(&mut sample.cpu.user, user);
+        u64_at(&mut sample.cpu.system, system);
         // In the order of MEM_KEYS.
         let [current, maximum, rss, available, usable, unused, swap_in, swap_out, major, minor, caches] =
             src.mem;
@@ -262,10 +259,9 @@ impl Layout {
             sample.vcpu.delay_sum = Some(sum);
         }
         if self.groups.contains(Groups::INTERFACE) {
-            spares.keep_nics(&mut sample.nics);
-            sample
+            spares
                 .nics
-                .extend((0..src.nics.len()).map(|_| spares.nic()));
+                .refill(&mut sample.nics, src.nics.len(), reset_nic);
             for ((n, s), idx) in sample.nics.iter_mut().zip(&src.nics).zip(&self.nic_index) {
                 // In the order of NIC_KEYS.
                 let [rx_bytes, rx_pkts, rx_errs, rx_drop, tx_bytes, tx_pkts, tx_errs, tx_drop] =
@@ -282,10 +278,9 @@ impl Layout {
             }
         }
         if self.groups.contains(Groups::BLOCK) {
-            spares.keep_disks(&mut sample.disks);
-            sample
+            spares
                 .disks
-                .extend((0..src.disks.len()).map(|_| spares.disk()));
+                .refill(&mut sample.disks, src.disks.len(), reset_disk);
             for ((d, s), idx) in sample
                 .disks
                 .iter_mut()
@@ -322,50 +317,57 @@ const MAX_SPARES: usize = 64;
 /// allocations: a VM's devices are decoded into reused entries rather than new strings.
 #[derive(Debug, Default)]
 pub(super) struct Spares {
-    nics: Vec<NicStats>,
-    disks: Vec<DiskStats>,
+    pub(super) nics: Pool<NicStats>,
+    pub(super) disks: Pool<DiskStats>,
 }
 
-impl Spares {
-    /// Takes these NIC entries for reuse.
-    pub(super) fn keep_nics(&mut self, nics: &mut Vec<NicStats>) {
-        self.nics.append(nics);
-        self.nics.truncate(MAX_SPARES);
+/// Spare entries of one kind (at most [`MAX_SPARES`]).
+#[derive(Debug)]
+pub(super) struct Pool<T>(Vec<T>);
+
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Pool(Vec::new())
+    }
+}
+
+impl<T: Default> Pool<T> {
+    /// Takes `items` for reuse, leaving the vector empty.
+    pub(super) fn keep(&mut self, items: &mut Vec<T>) {
+        self.0.append(items);
+        self.0.truncate(MAX_SPARES);
     }
 
-    /// Takes these disk entries for reuse.
-    pub(super) fn keep_disks(&mut self, disks: &mut Vec<DiskStats>) {
-        self.disks.append(disks);
-        self.disks.truncate(MAX_SPARES);
+    /// Replaces the entries of `list` with `n` entries made by `reset` from spare ones (or from
+    /// defaults when there are none left).
+    fn refill(&mut self, list: &mut Vec<T>, n: usize, reset: impl Fn(T) -> T) {
+        self.keep(list);
+        list.extend((0..n).map(|_| reset(self.0.pop().unwrap_or_default())));
     }
+}
 
-    /// An empty NIC entry (with a spare name buffer when there is one).
-    fn nic(&mut self) -> NicStats {
-        let mut name = self.nics.pop().map(|n| n.name).unwrap_or_default();
-        name.clear();
-        NicStats {
-            name,
-            ..NicStats::default()
-        }
+/// An empty NIC entry that keeps `old`'s name buffer.
+fn reset_nic(old: NicStats) -> NicStats {
+    let mut name = old.name;
+    name.clear();
+    NicStats {
+        name,
+        ..NicStats::default()
     }
+}
 
-    /// An empty disk entry, except that its path may hold a spare buffer (`Some("")`): the
-    /// caller sets the path.
-    fn disk(&mut self) -> DiskStats {
-        let (mut name, mut path) = self
-            .disks
-            .pop()
-            .map(|d| (d.name, d.path))
-            .unwrap_or_default();
-        name.clear();
-        if let Some(p) = &mut path {
-            p.clear();
-        }
-        DiskStats {
-            name,
-            path,
-            ..DiskStats::default()
-        }
+/// An empty disk entry that keeps `old`'s name buffer and, as `Some("")`, its path buffer:
+/// [`Layout::apply`] sets the path.
+fn reset_disk(old: DiskStats) -> DiskStats {
+    let (mut name, mut path) = (old.name, old.path);
+    name.clear();
+    if let Some(p) = &mut path {
+        p.clear();
+    }
+    DiskStats {
+        name,
+        path,
+        ..DiskStats::default()
     }
 }
 
