@@ -137,6 +137,7 @@ fn main() {
                 created_ns: 1,
                 body: b,
                 lines: (VMS * 6) as u64,
+                precision: vmtel::encode::Precision::Seconds,
             })
             .collect();
         spool.append(&rows).expect("append");

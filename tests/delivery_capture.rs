@@ -247,3 +247,238 @@ fn a_503_with_retry_after_is_retried_then_delivered() {
         .unwrap_or_default();
     assert_eq!(last, "m f=1i 1\nm f=2i 2\n");
 }
+
+#[test]
+fn a_400_that_is_not_an_influxdb_refusal_keeps_the_lines_and_retries() {
+    // A proxy or WAF in front of the server answers 400 with its own page for a while.
+    let server = Capture::start(|_| Reply {
+        status: 400,
+        headers: vec![("Content-Type".into(), "text/html".into())],
+        body: "<html><body><h1>400 Bad Request</h1></body></html>".into(),
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = output(&format!(
+        "url = \"{}\"\ndatabase = \"d\"\nflush_interval = \"0s\"\n",
+        server.url()
+    ));
+    let lines = "m f=1i 1\nm f=2i 2\nm f=3i 3\n";
+    let (_sink, stats) = start_and_write(&cfg, dir.path(), &[lines]);
+    server.wait_for(30, "a retry after the proxy's 400", |r| {
+        writes(r).len() >= 2
+    });
+    assert_eq!(stats.backlog_batches.load(Ordering::Relaxed), 1, "kept");
+    assert_eq!(stats.delivered_lines.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.rejected_lines.load(Ordering::Relaxed), 0);
+    server.respond_with(|_| Reply::status(204));
+    wait_stat(30, "delivery once the proxy lets it through", || {
+        stats.backlog_batches.load(Ordering::Relaxed) == 0
+    });
+    assert_eq!(stats.delivered_lines.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.rejected_lines.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        writes(&server.requests()).last().map(|r| r.body()),
+        Some(lines.to_owned())
+    );
+}
+
+#[test]
+fn a_whole_request_refusal_counts_every_line_as_rejected() {
+    // InfluxDB 2 refuses a whole request that holds one bad line.
+    let server = Capture::start(|_| {
+        Reply::json(
+            400,
+            r#"{"code":"invalid","message":"unable to parse 'm f= 2': missing field value"}"#,
+        )
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = output(&format!(
+        "url = \"{}\"\napi = \"v2\"\nbucket = \"b\"\norg = \"o\"\nflush_interval = \"0s\"\n",
+        server.url()
+    ));
+    let (_sink, stats) = start_and_write(&cfg, dir.path(), &["m f=1i 1\nm f= 2\nm f=3i 3\n"]);
+    wait_stat(30, "the request to be settled", || {
+        stats.backlog_batches.load(Ordering::Relaxed) == 0
+    });
+    assert_eq!(stats.rejected_lines.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.delivered_lines.load(Ordering::Relaxed), 0);
+    assert_eq!(writes(&server.requests()).len(), 1, "not resent");
+}
+
+#[test]
+fn spooled_rows_are_sent_with_the_precision_they_were_written_in() {
+    // The server is down while the first run spools a cycle in seconds, then the operator
+    // changes precision to ms and restarts.
+    let server = Capture::start(|_| Reply::status(503).with_header("Retry-After", "600"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = format!(
+        "url = \"{}\"\nname = \"out\"\ndatabase = \"d\"\nflush_interval = \"0s\"\n",
+        server.url()
+    );
+    let (sink, stats) = start_and_write(&output(&base), dir.path(), &["m f=1i 1700000000\n"]);
+    server.wait_for(30, "the first attempt", |r| !writes(r).is_empty());
+    assert_eq!(stats.backlog_batches.load(Ordering::Relaxed), 1);
+    drop(sink);
+    server.respond_with(|_| Reply::status(204));
+    let ms = output(&format!("{base}precision = \"ms\"\n"));
+    let (_sink, stats) = start_and_write(&ms, dir.path(), &["m f=2i 1700000010\n"]);
+    wait_stat(30, "both rows delivered", || {
+        stats.backlog_batches.load(Ordering::Relaxed) == 0
+    });
+    let sent: Vec<(String, String)> = writes(&server.requests())
+        .into_iter()
+        .skip(1)
+        .map(|r| {
+            (
+                r.query.get("precision").cloned().unwrap_or_default(),
+                r.body(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("s".to_owned(), "m f=1i 1700000000\n".to_owned()),
+            ("ms".to_owned(), "m f=2i 1700000010000\n".to_owned()),
+        ],
+        "each row with the precision it was written in"
+    );
+}
+
+#[test]
+fn rows_dated_in_the_future_wait_at_most_flush_interval() {
+    // After the clock was stepped back by ten minutes, the spooled rows look accepted in the
+    // future; they still go out after flush_interval, not after ten minutes.
+    let server = Capture::start(|_| Reply::status(204));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = output(&format!(
+        "url = \"{}\"\ndatabase = \"d\"\nflush_interval = \"1s\"\n",
+        server.url()
+    ));
+    {
+        let stats = Arc::new(DeliveryStats::default());
+        let opts = vmtel::deliver::influxdb::spool::SpoolOptions {
+            max_bytes: 1 << 30,
+            max_age: None,
+            sync: Default::default(),
+        };
+        let path = dir.path().join(cfg.spool_file_name());
+        let (mut spool, _) =
+            vmtel::deliver::influxdb::spool::Spool::open(&path, opts, stats).expect("spool");
+        let ahead = vmtel::collect::wall_ns() + 600_000_000_000;
+        spool
+            .append(&[vmtel::deliver::influxdb::spool::NewRow {
+                created_ns: ahead,
+                body: "m f=1i 1700000000\n",
+                lines: 1,
+                precision: Precision::Seconds,
+            }])
+            .expect("append");
+    }
+    let (_sink, stats) = start_and_write(&cfg, dir.path(), &[]);
+    wait_stat(60, "the future-dated row to be sent", || {
+        stats.backlog_batches.load(Ordering::Relaxed) == 0
+    });
+    assert_eq!(writes(&server.requests())[0].body(), "m f=1i 1700000000\n");
+}
+
+#[test]
+fn a_dropping_spool_probes_the_servers_health_and_resumes_when_it_answers() {
+    let server = Capture::start(|_| Reply::status(503));
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A small spool (below what check-config allows) so that it fills at once.
+    let cfg = output(&format!(
+        "url = \"{}\"\ndatabase = \"d\"\nflush_interval = \"0s\"\nspool_max_size = \"8 KiB\"\n",
+        server.url()
+    ));
+    let (mut sink, stats) = start_and_write(&cfg, dir.path(), &["m f=0i 0\n"]);
+    server.wait_for(30, "two failed attempts", |r| writes(r).len() >= 2);
+    let probes = |r: &[Request]| r.iter().filter(|r| r.path == "/health").count();
+    assert_eq!(
+        probes(&server.requests()),
+        0,
+        "no probing while the spool has room"
+    );
+    // The outage goes on until the spool drops rows.
+    let pad = "x".repeat(1000);
+    for i in 1..=20 {
+        sink.write(&batch(&format!("m f={i}i,p=\"{pad}\" {i}\n")))
+            .expect("write");
+        sink.flush().expect("flush");
+    }
+    assert!(
+        stats.dropped_lines.load(Ordering::Relaxed) > 0,
+        "the spool dropped rows"
+    );
+    server.wait_for(60, "a health probe", |r| probes(r) > 0);
+    server.respond_with(|_| Reply::status(204));
+    wait_stat(60, "delivery of what the spool kept", || {
+        stats.backlog_batches.load(Ordering::Relaxed) == 0
+    });
+    let reqs = server.requests();
+    let last_probe = reqs
+        .iter()
+        .rposition(|r| r.path == "/health")
+        .expect("a probe");
+    assert!(
+        reqs[last_probe..].iter().any(|r| r.method == "POST"),
+        "the write follows the probe"
+    );
+    assert!(stats.delivered_lines.load(Ordering::Relaxed) > 0);
+}
+
+#[test]
+fn the_smallest_size_refused_with_413_is_kept() {
+    // The server takes requests of at most 10,000 bytes.
+    let server = Capture::start(|r| {
+        if r.body().len() > 10_000 {
+            Reply::json(413, r#"{"error":"Request Entity Too Large"}"#)
+        } else {
+            Reply::status(204)
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = output(&format!(
+        "url = \"{}\"\ndatabase = \"d\"\nflush_interval = \"0s\"\n",
+        server.url()
+    ));
+    let line = |i: usize, len: usize| {
+        let head = format!("m f={i}i,p=\"");
+        let tail = format!("\" {i}\n");
+        format!("{head}{}{tail}", "x".repeat(len - head.len() - tail.len()))
+    };
+    // 4 lines of 3,750 bytes then 4 of 4,500: the request (33,000) is refused, then its first
+    // half (15,000: learned 7,500), then its second half (18,000: half of it is 9,000).
+    let first: String = (0..4)
+        .map(|i| line(i, 3750))
+        .chain((4..8).map(|i| line(i, 4500)))
+        .collect();
+    let (mut sink, stats) = start_and_write(&cfg, dir.path(), &[&first]);
+    wait_stat(30, "the first request to be delivered in parts", || {
+        stats.backlog_batches.load(Ordering::Relaxed) == 0
+    });
+    let refused: Vec<usize> = writes(&server.requests())
+        .into_iter()
+        .map(|r| r.body().len())
+        .filter(|&n| n > 10_000)
+        .collect();
+    assert_eq!(refused, [33_000, 15_000, 18_000]);
+    let seen = writes(&server.requests()).len();
+    // Later rows of 4,500 bytes each: a request holds one, not two (9,000 > 7,500).
+    for i in 8..14 {
+        sink.write(&batch(&line(i, 4500))).expect("write");
+    }
+    sink.flush().expect("flush");
+    wait_stat(30, "the later rows", || {
+        stats.backlog_batches.load(Ordering::Relaxed) == 0
+    });
+    let later: Vec<usize> = writes(&server.requests())[seen..]
+        .iter()
+        .map(|r| r.body().len())
+        .collect();
+    assert!(!later.is_empty());
+    assert!(
+        later.iter().all(|&n| n <= 7_500),
+        "requests stay under half the smallest refused size: {later:?}"
+    );
+    assert_eq!(stats.delivered_lines.load(Ordering::Relaxed), 14);
+}

@@ -287,6 +287,7 @@ fn a_replay_after_a_crash_between_send_and_delete_stores_no_duplicate() {
                 created_ns: 1,
                 body: b,
                 lines: 20,
+                precision: vmtel::encode::Precision::Seconds,
             })
             .collect();
         s.append(&rows).expect("append");

@@ -104,6 +104,7 @@ pub fn encode_sinks(
                 .field_u64(key!("delivered_requests"), get(&d.delivered_requests))
                 .field_u64(key!("retried"), get(&d.retried))
                 .field_u64(key!("dropped_lines"), get(&d.dropped_lines))
+                .field_u64(key!("memory_dropped_lines"), get(&d.memory_dropped_lines))
                 .field_u64(key!("rejected_lines"), get(&d.rejected_lines));
         }
         n += usize::from(line.finish(encoder.precision.convert(grid_ns)));

@@ -1,8 +1,10 @@
 //! Logging setup: `tracing` to standard error (journald picks it up), optionally also to a file
 //! rotated daily, as text or JSON. `RUST_LOG` overrides the configured level. Identical
-//! warnings and errors are rate limited ([`ratelimit`]).
+//! warnings and errors are rate limited ([`ratelimit`]); recurring events are summarised
+//! ([`tally`]).
 
 pub mod ratelimit;
+pub mod tally;
 
 use std::io::IsTerminal;
 

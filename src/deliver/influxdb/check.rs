@@ -42,10 +42,7 @@ pub fn check(cfg: &InfluxOutput, global: Precision) -> Report {
             return r;
         }
     };
-    let health = match ep.api {
-        Api::V1 => "/ping",
-        Api::V2 | Api::V3 => "/health",
-    };
+    let health = ep.health_path();
     let started = Instant::now();
     match ep.get(&agent, health, &[]) {
         Err(e) => {

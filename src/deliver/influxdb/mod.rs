@@ -36,6 +36,7 @@ use self::spool::{NewRow, Spool, SpoolOptions};
 pub use self::stats::DeliveryStats;
 use super::{Batch, Sink};
 use crate::encode::Precision;
+use crate::logging::tally::Tally;
 
 /// Appended rows kept in memory before a commit is forced even though more batches are queued.
 const GROUP_ROWS: usize = 256;
@@ -43,6 +44,8 @@ const GROUP_ROWS: usize = 256;
 const GROUP_AGE: Duration = Duration::from_secs(1);
 /// Most bytes kept in memory when the spool cannot be written (disk full, I/O error).
 const MEMORY_LIMIT: usize = 64 << 20;
+/// Lines dropped (spool full, or the memory limit above) are logged as one total per window.
+const DROP_SUMMARY: Duration = Duration::from_secs(60);
 
 /// The sink side of one InfluxDB output: appends to the spool; a sender thread delivers.
 pub struct InfluxSink {
@@ -55,11 +58,16 @@ pub struct InfluxSink {
     max_bytes: usize,
     /// Convert timestamps from the global precision to the output's.
     convert: Option<(Precision, Precision)>,
+    /// The output's precision: what the spooled rows are written in.
+    precision: Precision,
     /// Rows not yet committed: (accepted at, line protocol, lines).
     pending: Vec<(i64, String, u64)>,
     pending_bytes: usize,
     pending_since: Option<Instant>,
-    memory_dropped: u64,
+    /// Lines the spool dropped (full or too old), for the per-minute summary.
+    spool_drops: Tally,
+    /// Lines dropped from memory while the spool could not be written.
+    memory_drops: Tally,
 }
 
 impl InfluxSink {
@@ -121,6 +129,7 @@ impl InfluxSink {
             max_bytes: max_bytes as u64,
             flush_interval: cfg.flush_interval,
             create_database: cfg.create_database,
+            spool_max_bytes: cfg.spool_max_size.as_u64(),
         };
         let sender = sender::spawn(reader, settings, Arc::clone(&stats), wake_rx)?;
         // Deliver what a previous run left behind without waiting for the first cycle.
@@ -135,10 +144,12 @@ impl InfluxSink {
             max_lines,
             max_bytes,
             convert: (to != global).then_some((global, to)),
+            precision: to,
             pending: Vec::new(),
             pending_bytes: 0,
             pending_since: None,
-            memory_dropped: 0,
+            spool_drops: Tally::new(DROP_SUMMARY),
+            memory_drops: Tally::new(DROP_SUMMARY),
         })
     }
 
@@ -154,16 +165,17 @@ impl InfluxSink {
                 created_ns: *created_ns,
                 body,
                 lines: *lines,
+                precision: self.precision,
             })
             .collect();
         let dropped = self.spool.append(&rows)?;
         self.pending.clear();
         self.pending_bytes = 0;
         self.pending_since = None;
-        if dropped > 0 {
+        if let Some(n) = self.spool_drops.add(dropped, Instant::now()) {
             tracing::warn!(
                 output = %self.name,
-                "spool full (spool_max_size or spool_max_age reached): dropped the oldest {dropped} lines (total {})",
+                "spool full (spool_max_size or spool_max_age reached): dropped the oldest {n} lines since the last report (total {}); the server has not taken data for a while: check it, or raise spool_max_size",
                 self.stats.dropped_lines.load(Ordering::Relaxed)
             );
         }
@@ -192,11 +204,27 @@ impl Sink for InfluxSink {
             self.pending.push((now, chunk.to_owned(), n));
         }
         // Never hold unbounded memory while the disk refuses writes.
+        let mut dropped = 0;
         while self.pending_bytes > MEMORY_LIMIT && self.pending.len() > 1 {
             let (_, body, n) = self.pending.remove(0);
             self.pending_bytes -= body.len();
-            self.memory_dropped += n;
-            self.stats.dropped_lines.fetch_add(n, Ordering::Relaxed);
+            dropped += n;
+        }
+        if dropped > 0 {
+            self.stats
+                .dropped_lines
+                .fetch_add(dropped, Ordering::Relaxed);
+            self.stats
+                .memory_dropped_lines
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
+        if let Some(n) = self.memory_drops.add(dropped, Instant::now()) {
+            tracing::error!(
+                output = %self.name,
+                "the spool cannot be written and {} MiB wait in memory: dropped the oldest {n} lines since the last report (total {}); free space or fix the state_dir",
+                MEMORY_LIMIT >> 20,
+                self.stats.memory_dropped_lines.load(Ordering::Relaxed)
+            );
         }
         self.pending_since.get_or_insert_with(Instant::now);
         if self.pending.len() >= GROUP_ROWS

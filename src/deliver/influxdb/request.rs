@@ -30,7 +30,8 @@ pub struct Endpoint {
     pub target: String,
     /// Organisation (v2).
     pub org: Option<String>,
-    /// Precision of the timestamps sent.
+    /// Precision lines are written to the spool with (a spooled row keeps its own; see
+    /// [`Endpoint::write`]).
     pub precision: Precision,
     /// Gzip the body.
     pub gzip: bool,
@@ -95,8 +96,16 @@ impl Endpoint {
         }
     }
 
-    /// The write request's query parameters, in order.
-    pub fn write_query(&self) -> Vec<(&'static str, String)> {
+    /// The health endpoint: `/ping` (v1), `/health` (v2, v3).
+    pub fn health_path(&self) -> &'static str {
+        match self.api {
+            Api::V1 => "/ping",
+            Api::V2 | Api::V3 => "/health",
+        }
+    }
+
+    /// The write request's query parameters, in order, for lines in `precision`.
+    pub fn write_query(&self, precision: Precision) -> Vec<(&'static str, String)> {
         let mut q = Vec::new();
         match self.api {
             Api::V3 | Api::V1 => q.push(("db", self.target.clone())),
@@ -107,7 +116,7 @@ impl Endpoint {
                 }
             }
         }
-        q.push(("precision", self.precision.as_str().to_owned()));
+        q.push(("precision", precision.as_str().to_owned()));
         q
     }
 
@@ -116,8 +125,14 @@ impl Endpoint {
         self.auth.as_ref().map(Secret::expose)
     }
 
-    /// Sends one write; `Err` means no HTTP answer (connection refused, timeout, TLS, ...).
-    pub fn write(&self, agent: &ureq3::Agent, lines: &str) -> Result<Answer, String> {
+    /// Sends one write of `lines` whose timestamps are in `precision`; `Err` means no HTTP
+    /// answer (connection refused, timeout, TLS, ...).
+    pub fn write(
+        &self,
+        agent: &ureq3::Agent,
+        lines: &str,
+        precision: Precision,
+    ) -> Result<Answer, String> {
         let body = if self.gzip {
             gzip(lines.as_bytes())
         } else {
@@ -126,7 +141,7 @@ impl Endpoint {
         let mut req = agent
             .post(format!("{}{}", self.base, self.write_path()))
             .header("Content-Type", "text/plain; charset=utf-8");
-        for (k, v) in self.write_query() {
+        for (k, v) in self.write_query(precision) {
             req = req.query(k, v);
         }
         if self.gzip {
@@ -286,7 +301,7 @@ mod tests {
         assert_eq!(v3.base, "http://h:1");
         assert_eq!(v3.write_path(), "/api/v3/write_lp");
         assert_eq!(
-            v3.write_query(),
+            v3.write_query(v3.precision),
             vec![("db", "d b".to_owned()), ("precision", "s".to_owned())]
         );
         assert_eq!(v3.authorization(), Some("Bearer abc"));
@@ -301,7 +316,7 @@ mod tests {
         .expect("v2");
         assert_eq!(v2.write_path(), "/api/v2/write");
         assert_eq!(
-            v2.write_query(),
+            v2.write_query(v2.precision),
             vec![
                 ("bucket", "b".to_owned()),
                 ("org", "o".to_owned()),
@@ -320,7 +335,10 @@ mod tests {
         assert_eq!(v1.write_path(), "/write");
         // base64("u:abc")
         assert_eq!(v1.authorization(), Some("Basic dTphYmM="));
-        assert_eq!(v1.write_query()[1], ("precision", "ns".to_owned()));
+        assert_eq!(
+            v1.write_query(v1.precision)[1],
+            ("precision", "ns".to_owned())
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! | answer | meaning | vmtel |
 //! |---|---|---|
 //! | 2xx | stored | delete from the spool |
-//! | 400, 422 | some or all lines refused (bad line, field type conflict); servers keep the good lines of a partial write | log the refused lines once, delete, do not resend |
+//! | 400, 422 with one of InfluxDB's refusal bodies (below) | some or all lines refused (bad line, field type conflict); servers keep the good lines of a partial write | log the refused lines once, delete, do not resend; count the refused lines as rejected and only the others as delivered |
+//! | 400, 422 with any other body | not InfluxDB speaking (a proxy, load balancer or WAF) | keep, report, retry with backoff |
 //! | 413 | request too large | split the request in halves and send each |
 //! | 401, 403 | token missing, wrong or without write permission | keep, report, retry with backoff |
 //! | 404 | database or bucket missing (or wrong URL) | keep, report naming it, retry with backoff (optionally create it) |
@@ -30,7 +31,8 @@ pub struct RejectedLine {
 pub enum Outcome {
     /// Stored.
     Delivered,
-    /// 400/422: the server refused some lines (and kept the others, for a partial write).
+    /// 400/422 in one of InfluxDB's refusal formats: the server refused `refused` lines of
+    /// the request and stored the others.
     Rejected {
         /// HTTP status.
         status: u16,
@@ -38,6 +40,17 @@ pub enum Outcome {
         message: String,
         /// Each refused line the server named.
         lines: Vec<RejectedLine>,
+        /// How many lines of the request the server did not store (at least 1).
+        refused: u64,
+    },
+    /// 400/422 whose body is none of InfluxDB's refusal formats (an HTML page from a proxy,
+    /// load balancer or WAF): nothing says which lines were stored, so all are kept and
+    /// retried.
+    NotARefusal {
+        /// HTTP status.
+        status: u16,
+        /// The body, shortened.
+        message: String,
     },
     /// 413: the request is over the server's size limit.
     TooLarge,
@@ -93,10 +106,14 @@ pub fn classify(status: u16, retry_after: Option<&str>, answer: &str, body: &str
     let message = server_message(answer);
     match status {
         200..=299 => Outcome::Delivered,
-        400 | 422 => Outcome::Rejected {
-            status,
-            lines: rejected_lines(answer, body),
-            message,
+        400 | 422 => match refused_count(answer, body.lines().count() as u64) {
+            Some(refused) => Outcome::Rejected {
+                status,
+                lines: rejected_lines(answer, body),
+                message,
+                refused,
+            },
+            None => Outcome::NotARefusal { status, message },
         },
         413 => Outcome::TooLarge,
         401 | 403 => Outcome::Auth { status, message },
@@ -132,6 +149,67 @@ pub fn shorten(s: &str, max: usize) -> String {
     let mut out: String = s.chars().take(max).collect();
     out.push_str("...");
     out
+}
+
+/// How many of a request's `lines` a 400/422 `answer` says were not stored, if the answer is
+/// one of InfluxDB's refusal formats; `None` for anything else (whose lines must be kept).
+///
+/// * InfluxDB 3: a JSON object with `error` and `data`. `data` as an array lists the refused
+///   lines of a partial write (the others are stored); `data` as one object is a whole request
+///   refused (`accept_partial=false`, the v1 endpoint).
+/// * InfluxDB 1.x: `{"error": "..."}` with `unable to parse` or `partial write`. A partial
+///   write stored every line but the `unable to parse` ones and the `dropped=N` ones; a bare
+///   `unable to parse` stored none.
+/// * InfluxDB 2: `{"code": "invalid" | "unprocessable entity", "message": "..."}`; a
+///   `partial write` message counts as in 1.x, any other refuses the whole request.
+pub fn refused_count(answer: &str, lines: u64) -> Option<u64> {
+    let v = serde_json::from_str::<Value>(answer).ok()?;
+    let obj = v.as_object()?;
+    let all = lines.max(1);
+    let text_of = |k: &str| obj.get(k).and_then(Value::as_str);
+    if let (Some(_), Some(data)) = (text_of("error"), obj.get("data")) {
+        return match data {
+            Value::Array(items) => {
+                let mut numbers: Vec<u64> = items
+                    .iter()
+                    .filter_map(|d| d.get("line_number").and_then(Value::as_u64))
+                    .collect();
+                numbers.sort_unstable();
+                numbers.dedup();
+                let named = numbers.len().max(items.len()) as u64;
+                Some(named.clamp(1, all))
+            }
+            Value::Object(_) => Some(all),
+            _ => None,
+        };
+    }
+    let v1_or_v2 = |text: &str| -> Option<u64> {
+        if text.starts_with("partial write") || text.contains(": partial write") {
+            let parts = text.matches("unable to parse '").count() as u64;
+            // InfluxDB ends the message with " dropped=N" (a refused line quoted before it
+            // may itself contain "dropped=", e.g. vmtel_internal's sink_dropped).
+            let dropped = text
+                .trim_end()
+                .rsplit_once(" dropped=")
+                .and_then(|(_, n)| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            Some(parts.saturating_add(dropped).clamp(1, all))
+        } else {
+            None
+        }
+    };
+    if let Some(code) = text_of("code") {
+        if !matches!(code, "invalid" | "unprocessable entity") {
+            return None;
+        }
+        let message = text_of("message").unwrap_or("");
+        return Some(v1_or_v2(message).unwrap_or(all));
+    }
+    let error = text_of("error")?;
+    if let Some(n) = v1_or_v2(error) {
+        return Some(n);
+    }
+    error.contains("unable to parse").then_some(all)
 }
 
 /// The refused lines a 400/422 answer names.
@@ -235,8 +313,21 @@ mod tests {
             Outcome::NotFound { message } if message == "database not found: \"d\"")
         );
         assert!(matches!(
+            classify(
+                422,
+                None,
+                r#"{"code":"unprocessable entity","message":"partial write: x dropped=1"}"#,
+                "a\n"
+            ),
+            Outcome::Rejected {
+                status: 422,
+                refused: 1,
+                ..
+            }
+        ));
+        assert!(matches!(
             classify(422, None, "", ""),
-            Outcome::Rejected { status: 422, .. }
+            Outcome::NotARefusal { status: 422, .. }
         ));
         assert!(matches!(
             classify(302, None, "", ""),
@@ -326,6 +417,74 @@ mod tests {
         assert_eq!(
             server_message(v2),
             "unable to parse points: line 2: no field"
+        );
+    }
+
+    #[test]
+    fn only_influxdb_refusal_bodies_settle_lines() {
+        let body = "a f=1i 1\nb f=1i 2\nc f=1i 3\nd f=1i 4\n";
+        let refused = |status, answer: &str| match classify(status, None, answer, body) {
+            Outcome::Rejected { refused, .. } => Some(refused),
+            Outcome::NotARefusal { .. } => None,
+            other => panic!("{other:?}"),
+        };
+        // A proxy's, load balancer's or WAF's page: nothing is known to be stored.
+        assert_eq!(
+            refused(400, "<html><body>400 Bad Request</body></html>"),
+            None
+        );
+        assert_eq!(refused(400, ""), None);
+        assert_eq!(refused(400, r#"{"message":"bad request"}"#), None);
+        assert_eq!(refused(400, r#"{"error":"database is required"}"#), None);
+        assert_eq!(
+            refused(400, r#"{"code":"too many requests","message":"x"}"#),
+            None
+        );
+        assert_eq!(refused(400, "[1,2]"), None);
+        // InfluxDB 3: a partial write names its refused lines; one object refuses them all.
+        let v3 = r#"{"error":"partial write of line protocol occurred","data":[{"error_message":"e","line_number":2,"original_line":"b"},{"error_message":"e","line_number":4,"original_line":"d"}]}"#;
+        assert_eq!(refused(400, v3), Some(2));
+        let whole = r#"{"error":"line protocol parsing error","data":{"error_message":"e","line_number":1,"original_line":"a"}}"#;
+        assert_eq!(refused(400, whole), Some(4));
+        // InfluxDB 1.x: parse errors of a partial write plus the dropped count; a bare
+        // "unable to parse" stored nothing.
+        let v1 = r#"{"error":"partial write: unable to parse 'x': bad\nunable to parse 'y': bad dropped=0"}"#;
+        assert_eq!(refused(400, v1), Some(2));
+        let conflict = r#"{"error":"partial write: field type conflict: input field \"f\" on measurement \"m\" is type float, already exists as type integer dropped=3"}"#;
+        assert_eq!(refused(400, conflict), Some(3));
+        let quoted = r#"{"error":"partial write: unable to parse 'vmtel_internal sink_dropped=7i 1': bad dropped=0"}"#;
+        assert_eq!(
+            refused(400, quoted),
+            Some(1),
+            "a quoted dropped= is not the count"
+        );
+        assert_eq!(
+            refused(400, r#"{"error":"unable to parse 'x': bad"}"#),
+            Some(4)
+        );
+        // InfluxDB 2: a whole-request refusal counts every line.
+        assert_eq!(
+            refused(
+                400,
+                r#"{"code":"invalid","message":"unable to parse points: line 2: no field"}"#
+            ),
+            Some(4)
+        );
+        assert_eq!(
+            refused(
+                422,
+                r#"{"code":"unprocessable entity","message":"failure writing points to database: partial write: field type conflict dropped=1"}"#
+            ),
+            Some(1)
+        );
+        // Never more than the request held, never zero.
+        assert_eq!(
+            refused(400, r#"{"error":"partial write: x dropped=99"}"#),
+            Some(4)
+        );
+        assert_eq!(
+            refused(400, r#"{"error":"partial write: x dropped=0"}"#),
+            Some(1)
         );
     }
 

@@ -1,18 +1,22 @@
 //! The sender thread of one output: oldest spool rows → requests → server → delete on success.
 //!
 //! Rows are read in acceptance order and concatenated into requests of at most
-//! `batch_max_lines` lines and `batch_max_bytes` bytes; a request that is not full waits until
-//! its oldest row is `flush_interval` old, so the batches of one cycle travel together. Rows are
-//! deleted only after the server's answer settles them (see [`super::response`]); until then
-//! they stay in the spool, so a crash or restart resends them. Only one sender runs per spool
-//! file in a process (a reload waits for the previous one to stop).
+//! `batch_max_lines` lines and `batch_max_bytes` bytes, each request of rows written with one
+//! timestamp precision (sent as its `precision=`); a request that is not full waits until its
+//! oldest row is `flush_interval` old, so the batches of one cycle travel together. That wait is
+//! measured on the monotonic clock and never exceeds `flush_interval`, whatever the wall clock
+//! does. Rows are deleted only after the server's answer settles them (see
+//! [`super::response`]); until then they stay in the spool, so a crash or restart resends them.
+//! While the spool is full and dropping old rows, a wait between retries probes the server's
+//! health endpoint every [`PROBE_INTERVAL`] and ends as soon as it answers. Only one sender runs
+//! per spool file in a process (a reload waits for the previous one to stop).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
 
@@ -22,6 +26,7 @@ use super::response::{classify, shorten, Outcome, RejectedLine};
 use super::retry::Backoff;
 use super::spool::Spool;
 use super::stats::DeliveryStats;
+use crate::encode::Precision;
 
 /// What the sender needs besides its spool.
 pub struct SenderSettings {
@@ -39,7 +44,14 @@ pub struct SenderSettings {
     pub flush_interval: Duration,
     /// Create a missing database (v1, v3).
     pub create_database: bool,
+    /// The spool's size bound (`spool_max_size`): near it, the spool drops old rows, so
+    /// retries probe the server more often.
+    pub spool_max_bytes: u64,
 }
+
+/// How often a sender whose spool is dropping rows probes the server's health endpoint while
+/// it waits to retry.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The handle that stops the sender: dropping it asks the thread to stop after its current
 /// request.
@@ -99,6 +111,8 @@ pub fn spawn(
                 failing: None,
                 learned_max_bytes: None,
                 created: false,
+                flush_at: None,
+                dropped_seen: 0,
             };
             s.run();
             let _ = done_tx.send(());
@@ -131,6 +145,11 @@ struct SenderLoop {
     learned_max_bytes: Option<u64>,
     /// Whether database creation was already attempted.
     created: bool,
+    /// The oldest waiting row of a request that is not full, and when (monotonic) it is sent
+    /// anyway.
+    flush_at: Option<(i64, Instant)>,
+    /// `dropped_lines` when the last retry wait began (a change means the spool dropped rows).
+    dropped_seen: u64,
 }
 
 impl SenderLoop {
@@ -139,6 +158,59 @@ impl SenderLoop {
         select! {
             recv(self.stop) -> _ => false,
             default(d) => true,
+        }
+    }
+
+    /// When a request whose oldest row is `id` (accepted at wall-clock `created_ns`) is sent
+    /// although not full: `flush_interval` after its acceptance, but never more than
+    /// `flush_interval` from the first time this sender saw it (a clock stepped back makes rows
+    /// look accepted in the future), and measured on the monotonic clock from then on.
+    fn flush_deadline(&mut self, id: i64, created_ns: i64) -> Instant {
+        if let Some((seen, at)) = self.flush_at {
+            if seen == id {
+                return at;
+            }
+        }
+        let flush = self.settings.flush_interval;
+        let age_ns = crate::collect::wall_ns().saturating_sub(created_ns);
+        let age = Duration::from_nanos(u64::try_from(age_ns).unwrap_or(0));
+        let at = Instant::now() + flush.saturating_sub(age);
+        self.flush_at = Some((id, at));
+        at
+    }
+
+    /// True while the spool is dropping rows (it dropped some since the last wait, or it is
+    /// within a tenth of its size bound).
+    fn spool_dropping(&mut self) -> bool {
+        let dropped = self.stats.dropped_lines.load(Ordering::Relaxed);
+        let changed = dropped != self.dropped_seen;
+        self.dropped_seen = dropped;
+        let backlog = self.stats.backlog_bytes.load(Ordering::Relaxed);
+        changed || backlog >= self.settings.spool_max_bytes / 10 * 9
+    }
+
+    /// Waits `d` before a retry; while the spool is dropping rows, probes the server's health
+    /// endpoint every [`PROBE_INTERVAL`] and ends the wait as soon as it answers 2xx. False if
+    /// asked to stop.
+    fn wait_retry(&mut self, d: Duration) -> bool {
+        if !self.spool_dropping() {
+            return self.pause(d);
+        }
+        let end = Instant::now() + d;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            if !self.pause(left.min(PROBE_INTERVAL)) {
+                return false;
+            }
+            let ep = &self.settings.endpoint;
+            if let Ok(a) = ep.get(&self.settings.agent, ep.health_path(), &[]) {
+                if (200..300).contains(&a.status) {
+                    return true;
+                }
+            }
         }
     }
 
@@ -159,16 +231,17 @@ impl SenderLoop {
             let max_bytes = self
                 .learned_max_bytes
                 .map_or(self.settings.max_bytes, |l| l.min(self.settings.max_bytes));
-            let rows = match self.spool.oldest(self.settings.max_lines, max_bytes) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.report(format!("cannot read the spool: {e}"));
-                    if !self.pause(Duration::from_secs(5)) {
-                        return;
+            let (rows, precision_break) =
+                match self.spool.oldest(self.settings.max_lines, max_bytes) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.report(format!("cannot read the spool: {e}"));
+                        if !self.pause(Duration::from_secs(5)) {
+                            return;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-            };
+                };
             let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
                 if !self.idle() {
                     return;
@@ -176,25 +249,27 @@ impl SenderLoop {
                 continue;
             };
             let (first_id, last_id, oldest) = (first.id, last.id, first.created_ns);
+            let precision = first.precision;
             let lines: u64 = rows.iter().map(|r| r.lines).sum();
             let bytes: u64 = rows.iter().map(|r| r.body.len() as u64).sum();
-            let full = lines >= self.settings.max_lines || bytes * 2 >= max_bytes;
+            // A request holds rows of one precision only; rows of another one waiting behind
+            // it mean it will not grow, so it goes now.
+            let full =
+                lines >= self.settings.max_lines || bytes * 2 >= max_bytes || precision_break;
             if !full {
-                let flush_ns =
-                    i64::try_from(self.settings.flush_interval.as_nanos()).unwrap_or(i64::MAX);
-                let due = oldest.saturating_add(flush_ns);
-                let now = crate::collect::wall_ns();
+                let due = self.flush_deadline(first_id, oldest);
+                let now = Instant::now();
                 if now < due {
-                    let wait = Duration::from_nanos(u64::try_from(due - now).unwrap_or(0));
-                    if !self.pause(wait) {
+                    if !self.pause(due - now) {
                         return;
                     }
                     continue;
                 }
             }
+            self.flush_at = None;
             let body: String = rows.iter().map(|r| r.body.as_str()).collect();
             drop(rows);
-            match self.send_all(&body) {
+            match self.send_all(&body, precision) {
                 Step::Settled => {
                     if let Err(e) = self.spool.delete(first_id, last_id) {
                         // Resent later: the server overwrites identical points.
@@ -216,7 +291,7 @@ impl SenderLoop {
                 }
                 Step::Wait(d) => {
                     self.stats.retried.fetch_add(1, Ordering::Relaxed);
-                    if !self.pause(d) {
+                    if !self.wait_retry(d) {
                         return;
                     }
                 }
@@ -245,9 +320,13 @@ impl SenderLoop {
         Step::Wait(d)
     }
 
-    /// Sends `body` (whole lines), splitting on 413.
-    fn send_all(&mut self, body: &str) -> Step {
-        let answer = match self.settings.endpoint.write(&self.settings.agent, body) {
+    /// Sends `body` (whole lines with timestamps in `precision`), splitting on 413.
+    fn send_all(&mut self, body: &str, precision: Precision) -> Step {
+        let answer = match self
+            .settings
+            .endpoint
+            .write(&self.settings.agent, body, precision)
+        {
             Ok(a) => a,
             Err(e) => {
                 let d = self.backoff.next_delay(None);
@@ -274,18 +353,29 @@ impl SenderLoop {
             Outcome::Rejected {
                 status,
                 message,
-                lines: refused,
+                lines: named,
+                refused,
             } => {
-                self.log_rejected(status, &message, &refused, lines);
-                let n = (refused.len() as u64).clamp(1, lines);
-                self.stats.rejected_lines.fetch_add(n, Ordering::Relaxed);
+                let refused = refused.min(lines);
+                self.log_rejected(status, &message, &named, lines, refused);
+                self.stats
+                    .rejected_lines
+                    .fetch_add(refused, Ordering::Relaxed);
                 self.stats
                     .delivered_lines
-                    .fetch_add(lines - n, Ordering::Relaxed);
+                    .fetch_add(lines - refused, Ordering::Relaxed);
                 self.stats
                     .delivered_requests
                     .fetch_add(1, Ordering::Relaxed);
                 Step::Settled
+            }
+            Outcome::NotARefusal { status, message } => {
+                let d = self.backoff.next_delay(None);
+                let msg = format!(
+                    "{} answered {status} with a body that is not an InfluxDB refusal (a proxy, load balancer or firewall in between?): {message}; check url",
+                    self.settings.endpoint.base
+                );
+                self.report_wait(msg, d)
             }
             Outcome::TooLarge => {
                 let size = body.len() as u64;
@@ -306,10 +396,14 @@ impl SenderLoop {
                         "the server refused {size} bytes ({lines} lines) as too large (413); sending smaller requests (lower batch_max_bytes to avoid this)"
                     );
                 }
-                self.learned_max_bytes = Some((size / 2).max(1024));
+                // Keep the smallest size learned: a later 413 of a larger request (the server's
+                // limit may vary with its load) must not raise it again.
+                let learned = (size / 2).max(1024);
+                self.learned_max_bytes =
+                    Some(self.learned_max_bytes.map_or(learned, |l| l.min(learned)));
                 let (a, b) = split_half(body);
-                match self.send_all(a) {
-                    Step::Settled => self.send_all(b),
+                match self.send_all(a, precision) {
+                    Step::Settled => self.send_all(b, precision),
                     wait => wait,
                 }
             }
@@ -375,9 +469,16 @@ impl SenderLoop {
         }
     }
 
-    fn log_rejected(&self, status: u16, message: &str, refused: &[RejectedLine], lines: u64) {
+    fn log_rejected(
+        &self,
+        status: u16,
+        message: &str,
+        named: &[RejectedLine],
+        lines: u64,
+        refused: u64,
+    ) {
         let mut detail = String::new();
-        for r in refused.iter().take(10) {
+        for r in named.iter().take(10) {
             let at = r
                 .line_number
                 .map_or_else(|| "line ?".to_owned(), |n| format!("line {n}"));
@@ -388,12 +489,20 @@ impl SenderLoop {
                 .unwrap_or_default();
             detail.push_str(&format!("; {at}{text}: {}", shorten(&r.reason, 300)));
         }
-        if refused.len() > 10 {
-            detail.push_str(&format!("; and {} more", refused.len() - 10));
+        if named.len() > 10 {
+            detail.push_str(&format!("; and {} more", named.len() - 10));
         }
+        let kept = if refused >= lines {
+            "The server stored none of them; they are not resent".to_owned()
+        } else {
+            format!(
+                "The server stored the other {} lines; the refused ones are not resent",
+                lines - refused
+            )
+        };
         tracing::warn!(
             output = %self.settings.name,
-            "the server refused lines of a {lines}-line request ({status}: {message}){detail}. The server keeps the other lines; the refused ones are not resent"
+            "the server refused {refused} of the {lines} lines of a request ({status}: {message}){detail}. {kept}"
         );
     }
 

@@ -2,7 +2,10 @@
 //! them.
 //!
 //! It is an SQLite database in WAL mode (one file per output): a table of rows
-//! `(id, created_ns, lines, bytes, body)` in acceptance order. The sink thread appends rows and
+//! `(id, created_ns, lines, bytes, body, precision)` in acceptance order. Each row records the
+//! timestamp precision its lines were written with, so a row is sent with the precision it was
+//! written in even when `precision` changed in between (a spool from before that column has
+//! its rows' precision read from the magnitude of their timestamps). The sink thread appends rows and
 //! commits them in groups (one fsync per group with `synchronous = FULL`); the sender thread
 //! reads the oldest rows and deletes them once the server has acknowledged them. SQLite's WAL
 //! makes every commit atomic: a `kill -9` (or a torn write) at any moment leaves the rows of
@@ -25,6 +28,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::config::SpoolSync;
 use super::stats::DeliveryStats;
+use crate::encode::Precision;
 
 /// How long a connection waits for the other one's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,6 +57,8 @@ pub struct Row {
     pub lines: u64,
     /// Line protocol, newline-terminated lines.
     pub body: String,
+    /// The precision of the timestamps in `body`.
+    pub precision: Precision,
 }
 
 /// A batch to append.
@@ -64,6 +70,8 @@ pub struct NewRow<'a> {
     pub body: &'a str,
     /// Number of lines in `body`.
     pub lines: u64,
+    /// The precision of the timestamps in `body`.
+    pub precision: Precision,
 }
 
 /// What happened to a spool file that failed its check at open.
@@ -123,10 +131,51 @@ fn connect(path: &Path, options: &SpoolOptions) -> rusqlite::Result<Connection> 
              created_ns INTEGER NOT NULL,
              lines INTEGER NOT NULL,
              bytes INTEGER NOT NULL,
-             body BLOB NOT NULL
+             body BLOB NOT NULL,
+             precision TEXT
          );",
     )?;
+    if !has_precision_column(&conn)? {
+        // A spool written before rows recorded their precision: NULL until sent.
+        conn.execute_batch("ALTER TABLE batch ADD COLUMN precision TEXT")?;
+    }
     Ok(conn)
+}
+
+fn has_precision_column(conn: &Connection) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('batch')")?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    for n in names {
+        if n? == "precision" {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The precision a row was written with: the recorded one, else (a row spooled before rows
+/// recorded it) read from the magnitude of its first timestamp, as InfluxDB 3's `auto` does.
+fn row_precision(recorded: Option<&str>, body: &str) -> Precision {
+    match recorded {
+        Some("s") => return Precision::Seconds,
+        Some("ms") => return Precision::Millis,
+        Some("us") => return Precision::Micros,
+        Some("ns") => return Precision::Nanos,
+        _ => {}
+    }
+    let ts = body
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, t)| t.trim().parse::<i64>().ok())
+        .unwrap_or(0)
+        .unsigned_abs();
+    match ts {
+        0..100_000_000_000 => Precision::Seconds,
+        100_000_000_000..100_000_000_000_000 => Precision::Millis,
+        100_000_000_000_000..100_000_000_000_000_000 => Precision::Micros,
+        _ => Precision::Nanos,
+    }
 }
 
 /// `Ok(())` if `path` is a healthy spool, else why not.
@@ -328,8 +377,14 @@ impl Spool {
         for row in rows {
             let bytes = row.body.len() as i64;
             let res = self.conn.execute(
-                "INSERT INTO batch (created_ns, lines, bytes, body) VALUES (?1, ?2, ?3, ?4)",
-                params![row.created_ns, row.lines as i64, bytes, row.body.as_bytes()],
+                "INSERT INTO batch (created_ns, lines, bytes, body, precision) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    row.created_ns,
+                    row.lines as i64,
+                    bytes,
+                    row.body.as_bytes(),
+                    row.precision.as_str()
+                ],
             );
             if let Err(e) = res {
                 self.rollback();
@@ -469,11 +524,12 @@ impl Spool {
     }
 
     /// The oldest committed rows, in order, as many as fit in `max_lines` and `max_bytes`
-    /// (always at least one row if any waits).
-    pub fn oldest(&self, max_lines: u64, max_bytes: u64) -> io::Result<Vec<Row>> {
+    /// (always at least one row if any waits), all of the first row's precision; the flag is
+    /// true when a row of another precision stopped the list.
+    pub fn oldest(&self, max_lines: u64, max_bytes: u64) -> io::Result<(Vec<Row>, bool)> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, created_ns, lines, body FROM batch ORDER BY id")
+            .prepare_cached("SELECT id, created_ns, lines, body, precision FROM batch ORDER BY id")
             .map_err(|e| err(&self.path, "cannot read", e))?;
         let mut rows = stmt
             .query([])
@@ -487,18 +543,25 @@ impl Spool {
             if !out.is_empty() && (lines + row_lines > max_lines || bytes + len > max_bytes) {
                 break;
             }
+            // Rows are written from `&str`; a damaged one is repaired, not fatal.
+            let body = String::from_utf8(body)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            let recorded: Option<String> = r.get(4).unwrap_or(None);
+            let precision = row_precision(recorded.as_deref(), &body);
+            if out.first().is_some_and(|f: &Row| f.precision != precision) {
+                return Ok((out, true));
+            }
             lines += row_lines;
             bytes += len;
             out.push(Row {
                 id: r.get(0).map_err(|e| err(&self.path, "cannot read", e))?,
                 created_ns: r.get(1).map_err(|e| err(&self.path, "cannot read", e))?,
                 lines: row_lines,
-                // Rows are written from `&str`; a damaged one is repaired, not fatal.
-                body: String::from_utf8(body)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                body,
+                precision,
             });
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     /// Deletes the rows `first..=last` (acknowledged by the server); returns the lines deleted
@@ -563,8 +626,15 @@ fn copy_from(
     report: &mut Salvage,
 ) -> Result<Option<i64>, i64> {
     let mut last = after;
+    let precision = if has_precision_column(old).unwrap_or(false) {
+        "precision"
+    } else {
+        "NULL"
+    };
     let mut stmt = old
-        .prepare("SELECT id, created_ns, lines, bytes, body FROM batch WHERE id > ?1 ORDER BY id")
+        .prepare(&format!(
+            "SELECT id, created_ns, lines, bytes, body, {precision} FROM batch WHERE id > ?1 ORDER BY id"
+        ))
         .map_err(|_| last)?;
     let mut rows = stmt.query(params![after]).map_err(|_| last)?;
     let mut any = false;
@@ -574,21 +644,35 @@ fn copy_from(
             Ok(None) => return Ok(if any { Some(last) } else { None }),
             Err(_) => return Err(last),
         };
-        let row: rusqlite::Result<(i64, i64, i64, i64, Vec<u8>)> =
-            (|| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))();
-        let Ok((id, created, lines, bytes, body)) = row else {
+        type Cols = (i64, i64, i64, i64, Vec<u8>, Option<String>);
+        let row: rusqlite::Result<Cols> = (|| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })();
+        let Ok((id, created, lines, bytes, body, precision)) = row else {
             return Err(last);
         };
         last = id;
         any = true;
-        if std::str::from_utf8(&body).is_err() || bytes != body.len() as i64 {
+        let Ok(text) = std::str::from_utf8(&body) else {
+            report.unreadable += 1;
+            continue;
+        };
+        if bytes != body.len() as i64 {
             report.unreadable += 1;
             continue;
         }
+        let precision = row_precision(precision.as_deref(), text).as_str();
         if new
             .execute(
-                "INSERT INTO batch (id, created_ns, lines, bytes, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, created, lines, bytes, body],
+                "INSERT INTO batch (id, created_ns, lines, bytes, body, precision) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id, created, lines, bytes, body, precision],
             )
             .is_ok()
         {

@@ -21,6 +21,7 @@ fn append(s: &mut Spool, created_ns: i64, text: &str) -> u64 {
         created_ns,
         body: text,
         lines: text.lines().count() as u64,
+        precision: Precision::Seconds,
     }])
     .expect("append")
 }
@@ -34,6 +35,7 @@ fn open(path: &Path, o: SpoolOptions) -> (Spool, Option<Salvage>, Arc<DeliverySt
 fn bodies(s: &Spool) -> Vec<String> {
     s.oldest(u64::MAX, u64::MAX)
         .expect("read")
+        .0
         .into_iter()
         .map(|r| r.body)
         .collect()
@@ -52,11 +54,13 @@ fn rows_come_back_in_order_within_limits_and_go_after_delete() {
             created_ns: 11,
             body: &b,
             lines: 2,
+            precision: Precision::Seconds,
         },
         NewRow {
             created_ns: 12,
             body: &c,
             lines: 4,
+            precision: Precision::Seconds,
         },
     ])
     .expect("group");
@@ -67,12 +71,13 @@ fn rows_come_back_in_order_within_limits_and_go_after_delete() {
     );
     assert_eq!(stats.oldest_ns.load(Ordering::Relaxed), 10);
     // Limits: 5 lines fit a and b, not c; a single row over the limit still comes alone.
-    let rows = s.oldest(5, u64::MAX).expect("read");
+    let (rows, precision_break) = s.oldest(5, u64::MAX).expect("read");
+    assert!(!precision_break);
     assert_eq!(
         rows.iter().map(|r| r.body.clone()).collect::<Vec<_>>(),
         [a.clone(), b.clone()]
     );
-    assert_eq!(s.oldest(1, 1).expect("read").len(), 1);
+    assert_eq!(s.oldest(1, 1).expect("read").0.len(), 1);
     // The sender's own connection sees the same rows and deletes them.
     let reader = Spool::attach(s.path(), opts(1 << 20), Arc::clone(&stats)).expect("attach");
     assert_eq!(reader.delete(rows[0].id, rows[1].id).expect("delete"), 5);
@@ -280,8 +285,106 @@ fn an_emptied_spool_gives_its_space_back() {
     };
     let full = size(&path);
     assert!(full > 500_000, "{full}");
-    let all = s.oldest(u64::MAX, u64::MAX).expect("read");
+    let (all, _) = s.oldest(u64::MAX, u64::MAX).expect("read");
     s.delete(all[0].id, all[all.len() - 1].id).expect("delete");
     let empty = size(&path);
     assert!(empty < full / 10, "{empty} bytes left of {full}");
+}
+
+#[test]
+fn a_request_holds_rows_of_one_precision_in_acceptance_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _, _) = open(&dir.path().join("s.sqlite"), opts(1 << 20));
+    let rows = [
+        ("a f=1i 1700000000\n", Precision::Seconds),
+        ("b f=1i 1700000001\n", Precision::Seconds),
+        ("c f=1i 1700000002000\n", Precision::Millis),
+        ("d f=1i 1700000003\n", Precision::Seconds),
+    ];
+    for (body, precision) in rows {
+        s.append(&[NewRow {
+            created_ns: 1,
+            body,
+            lines: 1,
+            precision,
+        }])
+        .expect("append");
+    }
+    let mut sent = Vec::new();
+    loop {
+        let (batch, precision_break) = s.oldest(100, u64::MAX).expect("read");
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            break;
+        };
+        assert!(batch.iter().all(|r| r.precision == first.precision));
+        let more = s.count().expect("count") > batch.len() as u64;
+        assert_eq!(
+            precision_break, more,
+            "a break only when rows of another precision wait"
+        );
+        sent.push((
+            batch.iter().map(|r| r.body.as_str()).collect::<String>(),
+            first.precision,
+        ));
+        s.delete(first.id, last.id).expect("delete");
+    }
+    assert_eq!(
+        sent,
+        [
+            (
+                "a f=1i 1700000000\nb f=1i 1700000001\n".to_owned(),
+                Precision::Seconds
+            ),
+            ("c f=1i 1700000002000\n".to_owned(), Precision::Millis),
+            ("d f=1i 1700000003\n".to_owned(), Precision::Seconds),
+        ]
+    );
+}
+
+#[test]
+fn a_spool_from_before_the_precision_column_is_read_by_timestamp_magnitude() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.sqlite");
+    {
+        let conn = Connection::open(&path).expect("create");
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE batch (id INTEGER PRIMARY KEY AUTOINCREMENT, created_ns INTEGER NOT NULL,
+                 lines INTEGER NOT NULL, bytes INTEGER NOT NULL, body BLOB NOT NULL);",
+        )
+        .expect("old schema");
+        for body in [
+            "m f=1i 1700000000\n",
+            "m f=1i 1700000000123\n",
+            "m f=1i 1700000000123456\n",
+            "m f=1i 1700000000123456789\n",
+        ] {
+            conn.execute(
+                "INSERT INTO batch (created_ns, lines, bytes, body) VALUES (1, 1, ?1, ?2)",
+                params![body.len() as i64, body.as_bytes()],
+            )
+            .expect("old row");
+        }
+    }
+    let (s, salvage, stats) = open(&path, opts(1 << 20));
+    assert!(salvage.is_none(), "an old spool is not corrupt");
+    assert_eq!(stats.backlog_batches.load(Ordering::Relaxed), 4);
+    let mut seen = Vec::new();
+    loop {
+        let (batch, _) = s.oldest(100, u64::MAX).expect("read");
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            break;
+        };
+        seen.push(first.precision);
+        s.delete(first.id, last.id).expect("delete");
+    }
+    assert_eq!(
+        seen,
+        [
+            Precision::Seconds,
+            Precision::Millis,
+            Precision::Micros,
+            Precision::Nanos
+        ]
+    );
 }

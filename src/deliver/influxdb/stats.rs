@@ -18,8 +18,12 @@ pub struct DeliveryStats {
     pub delivered_requests: AtomicU64,
     /// Requests that failed and will be (or were) tried again.
     pub retried: AtomicU64,
-    /// Lines dropped from the spool because it was full or they were too old.
+    /// Lines dropped by vmtel: from the spool because it was full or they were too old, or
+    /// from memory (below).
     pub dropped_lines: AtomicU64,
+    /// Of `dropped_lines`, those dropped from memory while the spool could not be written
+    /// (past 64 MiB waiting).
+    pub memory_dropped_lines: AtomicU64,
     /// Lines the server refused (bad line, type conflict, a single line over its size limit).
     pub rejected_lines: AtomicU64,
 }
