@@ -10,6 +10,10 @@ use crate::collect::SourceSpec;
 use crate::deliver::influxdb::config::{cross_problems, InfluxOutput};
 use crate::encode::{GlobalTags, Precision, FIELD_KEYS, TAG_KEYS};
 
+/// The longest collection interval accepted (a longer one is almost certainly a typo, and
+/// would overflow the schedule's arithmetic long before it made sense).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// The URI used when neither the config, the command line nor `LIBVIRT_DEFAULT_URI` names one.
 pub const DEFAULT_URI: &str = "qemu:///system";
 
@@ -205,6 +209,92 @@ impl ConfigError {
     }
 }
 
+/// Where a TOML error is (line, column, key) and what is wrong, without the value: a secret
+/// pasted into the file by mistake (`token = "..."`) must not reach a terminal or a log.
+fn describe_parse_error(text: &str, e: &toml::de::Error) -> String {
+    let mut out = String::new();
+    let mut secret = false;
+    if let Some(span) = e.span() {
+        let start = span.start.min(text.len());
+        let before = text.get(..start).unwrap_or("");
+        let line_no = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        out.push_str(&format!("line {line_no}, column {column}"));
+        let line = text[line_start..].lines().next().unwrap_or("");
+        if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim();
+            let table = before[..line_start]
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| l.starts_with('['))
+                .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+            match table {
+                Some(t) if !key.is_empty() => out.push_str(&format!(", key {t}.{key}")),
+                _ if !key.is_empty() => out.push_str(&format!(", key {key}")),
+                _ => {}
+            }
+            secret = ["token", "password"].contains(&key);
+        }
+        out.push_str(": ");
+    }
+    out.push_str(&redact_values(e.message().trim_end()));
+    if secret {
+        out.push_str(" (secrets do not go in the file: use token_file or token_env, password_file or password_env)");
+    }
+    out.replace('\n', " ")
+}
+
+/// `message` with the values serde quotes replaced by `...`: the quoted value after `string`,
+/// `integer`, `floating point`, `boolean`, `character` or `variant` (field names and the lists
+/// of expected values stay).
+fn redact_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    const VALUE_KINDS: [(&str, char); 6] = [
+        ("string \"", '"'),
+        ("integer `", '`'),
+        ("floating point `", '`'),
+        ("boolean `", '`'),
+        ("character `", '`'),
+        ("variant `", '`'),
+    ];
+    loop {
+        let next = VALUE_KINDS
+            .iter()
+            .filter_map(|(k, close)| rest.find(k).map(|i| (i + k.len(), *close)))
+            .min();
+        let Some((open, close)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..open]);
+        let body = &rest[open..];
+        // The closing delimiter, skipping escaped quotes inside a string.
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in body.char_indices() {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && close == '"' {
+                escaped = true;
+            } else if c == close {
+                end = Some(i);
+                break;
+            }
+        }
+        out.push_str("...");
+        match end {
+            Some(i) => {
+                out.push(close);
+                rest = &body[i + close.len_utf8()..];
+            }
+            None => return out,
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -220,7 +310,7 @@ impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            message: describe_parse_error(text, &e),
         })?;
         let problems = config.problems();
         if problems.is_empty() {
@@ -239,6 +329,11 @@ impl Config {
         if self.interval < Duration::from_secs(1) {
             p.push(format!(
                 "interval = {:?} is below the 1s minimum; use e.g. interval = \"10s\"",
+                humantime::format_duration(self.interval).to_string()
+            ));
+        } else if self.interval > MAX_INTERVAL {
+            p.push(format!(
+                "interval = {:?} is above the 1h maximum; use e.g. interval = \"10s\"",
                 humantime::format_duration(self.interval).to_string()
             ));
         }
@@ -268,6 +363,14 @@ impl Config {
         for (i, f) in self.outputs.file.iter().enumerate() {
             if f.path.as_os_str().is_empty() {
                 p.push(format!("outputs.file[{i}].path is empty; set a file path"));
+            } else if let Some(dir) = f.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !dir.is_dir() {
+                    p.push(format!(
+                        "outputs.file[{i}].path = {:?}: the directory {:?} does not exist; create it or choose another path",
+                        f.path.display().to_string(),
+                        dir.display().to_string()
+                    ));
+                }
             }
             if f.max_size.as_u64() < 4096 {
                 p.push(format!(
@@ -330,6 +433,12 @@ impl Config {
             }
         }
         p
+    }
+
+    /// True when something is kept in `state_dir`: an InfluxDB output's spool, or the history
+    /// at its default place.
+    pub fn uses_state_dir(&self) -> bool {
+        !self.outputs.influxdb.is_empty() || (self.store.enabled && self.store.path.is_none())
     }
 
     /// The history file: `[store] path`, else `history.db` in `state_dir`.
@@ -434,5 +543,54 @@ mod tests {
         assert_eq!(s[0].uri, "qemu:///system");
         let s = c.resolve_sources(&[]);
         assert_eq!(s[0].host.as_deref(), Some("h"));
+    }
+
+    proptest::proptest! {
+        /// Whatever key a secret is pasted under, and whatever it looks like, a parse error
+        /// names the line and key but never shows the value.
+        #[test]
+        fn parse_errors_never_show_the_value(
+            secret in "[A-Za-z0-9+/_.-]{12,40}",
+            place in 0usize..8,
+        ) {
+            let text = match place {
+                0 => format!("token = \"{secret}\"\n"),
+                1 => format!("interval = \"{secret}\"\n"),
+                2 => format!("precision = \"{secret}\"\n"),
+                3 => format!("[web]\nenabled = \"{secret}\"\n"),
+                4 => format!("[[outputs.influxdb]]\nurl = \"http://h:1\"\ndatabase = \"d\"\ntoken = \"{secret}\"\n"),
+                5 => format!("[[outputs.influxdb]]\nurl = \"http://h:1\"\ndatabase = \"d\"\ntimeout = \"{secret}\"\n"),
+                6 => format!("balloon_period = \"{secret}\"\n"),
+                _ => format!("[log]\nmax_files = \"{secret}\"\n"),
+            };
+            let Err(e) = Config::parse(&text, "f") else {
+                return Err(proptest::test_runner::TestCaseError::fail(format!("{text} parsed")));
+            };
+            let msg = e.to_string();
+            proptest::prop_assert!(!msg.contains(&secret), "{}", msg);
+            proptest::prop_assert!(msg.contains("line "), "{}", msg);
+            proptest::prop_assert!(msg.contains("key "), "{}", msg);
+        }
+    }
+
+    #[test]
+    fn userinfo_is_found_and_hidden() {
+        use crate::deliver::influxdb::config::{has_userinfo, without_userinfo};
+        assert!(has_userinfo("http://admin:secret@h:8181"));
+        assert!(has_userinfo("https://user@h/"));
+        assert!(!has_userinfo("http://h:8181/a@b"));
+        assert!(!has_userinfo("http://h:8181?x=a@b"));
+        assert_eq!(
+            without_userinfo("http://admin:secret@h:8181/x"),
+            "http://***@h:8181/x"
+        );
+        assert_eq!(without_userinfo("http://h:8181/a@b"), "http://h:8181/a@b");
+        let e = Config::parse(
+            "[[outputs.influxdb]]\nurl = \"http://admin:secret@h:8181\"\ndatabase = \"d\"\n",
+            "f",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("password_env") && !e.contains("secret"), "{e}");
     }
 }

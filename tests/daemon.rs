@@ -514,3 +514,108 @@ fn a_large_host_is_collected_whole_in_every_cycle() {
         .iter()
         .any(|l| l.tags.get("name").map(String::as_str) == Some("big 149, ü")));
 }
+
+#[test]
+fn sighup_to_a_config_that_cannot_start_keeps_the_running_pipeline() {
+    let base = "interval = \"1s\"\n[[sources]]\nuri = \"test:///default\"\n";
+    let mut d = Daemon::start(base);
+    d.wait_for(30, "first lines", |l| {
+        !timestamps(l, "vm_metrics", None).is_empty()
+    });
+    // Valid as a config (check-config cannot know), but the output cannot be opened: its path
+    // is a directory.
+    let blocker = d.dir.path().join("a-directory");
+    std::fs::create_dir(&blocker).expect("mkdir");
+    d.write_config(&format!(
+        "{base}[[outputs.file]]\npath = \"{}\"\n",
+        blocker.display()
+    ));
+    d.signal("HUP");
+    let seen = timestamps(&d.lines(), "vm_metrics", None).len();
+    d.wait_for(30, "collection to go on after the failed reload", |l| {
+        timestamps(l, "vm_metrics", None).len() >= seen + 2
+            && d.stderr().contains("keeping the running configuration")
+    });
+    assert!(
+        d.child.try_wait().expect("try_wait").is_none(),
+        "still running"
+    );
+    d.signal("TERM");
+    assert!(d.wait_exit(30).success());
+}
+
+#[test]
+fn a_second_agent_on_the_same_state_dir_exits_naming_the_first() {
+    let base = "interval = \"1s\"\n[[sources]]\nuri = \"test:///default\"\n";
+    let d = Daemon::start(base);
+    d.wait_for(30, "first lines", |l| {
+        !timestamps(l, "vm_metrics", None).is_empty()
+    });
+    let out = Command::new(VMTEL)
+        .args(["run", "--config"])
+        .arg(d.config_path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run a second vmtel");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second agent must not run");
+    assert!(
+        stderr.contains(&format!("PID {}", d.child.id())),
+        "names the first agent's PID: {stderr}"
+    );
+    assert!(
+        stderr.contains(&d.dir.path().display().to_string()),
+        "names the state_dir: {stderr}"
+    );
+}
+
+#[test]
+fn check_config_runs_the_checks_of_start_and_echoes_no_secret() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let not_pem = dir.path().join("ca.txt");
+    std::fs::write(&not_pem, "this is not a certificate\n").expect("write");
+    let (ok, _, stderr, _) = check_config(&format!(
+        "[[outputs.influxdb]]\nurl = \"https://influx.example.org:8181\"\ndatabase = \"d\"\ntls_ca_file = \"{}\"\n",
+        not_pem.display()
+    ));
+    assert!(!ok);
+    assert!(
+        stderr.contains("tls_ca_file") && stderr.contains("no PEM certificate"),
+        "{stderr}"
+    );
+
+    let (ok, _, stderr, _) = check_config(&format!(
+        "[[outputs.file]]\npath = \"{}/missing/out.lp\"\n",
+        dir.path().display()
+    ));
+    assert!(!ok);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+
+    let (ok, _, stderr, _) = check_config(
+        "[[outputs.influxdb]]\nurl = \"http://admin:hunter2-secret@influx.example.org:8181\"\ndatabase = \"d\"\n",
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("password_env"),
+        "points to the fix: {stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is not printed: {stderr}"
+    );
+
+    let (ok, _, stderr, _) = check_config("interval = \"10000years\"\n");
+    assert!(!ok);
+    assert!(stderr.contains("maximum"), "{stderr}");
+
+    let (ok, _, stderr, _) = check_config("token = \"hunter2-secret\"\n");
+    assert!(!ok);
+    assert!(
+        stderr.contains("line 1") && stderr.contains("token_file"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "the value is not printed: {stderr}"
+    );
+}

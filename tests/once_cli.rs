@@ -1264,7 +1264,11 @@ fn config_with_bad_duration_fails_naming_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "\ninterval = \"10 parsecs\"\n");
     let out = vmtel(&["once", "--config", &path]);
-    assert_config_error(&path, &out, &["line 2", "interval", "10 parsecs"]);
+    assert_config_error(&path, &out, &["line 2", "interval", "expected a duration"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("parsecs"),
+        "the value is not echoed (it could be a secret pasted into the wrong key)"
+    );
 
     let path = write_config(dir.path(), "device_cache_ttl = 300\n");
     let out = vmtel(&["once", "--config", &path]);

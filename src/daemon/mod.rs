@@ -6,11 +6,15 @@
 //! slow hypervisor delays only its own worker, and a slow sink delays nothing.
 //!
 //! Signals: SIGTERM and SIGINT stop ticking, give running cycles up to
-//! [`SHUTDOWN_TIMEOUT`] to finish, flush the sinks and exit 0. SIGHUP re-reads the config file;
-//! if it is valid the pipeline restarts with it (derived rates restart too), otherwise the error
-//! is logged and the running config is kept.
+//! [`SHUTDOWN_TIMEOUT`] to finish, flush the sinks and exit 0. SIGHUP re-reads the config file
+//! and builds the new pipeline (secrets, TLS, spools, files, the state directory's lock) while
+//! the running one goes on; only once that succeeded is the old one stopped (derived rates
+//! restart). Otherwise the error is logged and the running pipeline is kept.
+//!
+//! One agent per state directory ([`lock`]).
 
 pub mod internal;
+pub mod lock;
 pub mod schedule;
 pub mod worker;
 
@@ -22,6 +26,7 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{after, select, Receiver};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
+use self::lock::StateLock;
 use self::schedule::{next_tick, until};
 use self::worker::{Tick, Worker, WorkerSettings};
 use crate::collect::{self, wall_ns};
@@ -224,9 +229,38 @@ fn event_loop_if_remote(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// The lock of `config`'s state directory if it uses one: `held` is kept when it is that
+/// directory's already.
+fn lock_state_dir(config: &Config, held: Option<StateLock>) -> Result<Option<StateLock>> {
+    if !config.uses_state_dir() {
+        return Ok(None);
+    }
+    match held {
+        Some(l) if l.dir() == config.state_dir => Ok(Some(l)),
+        _ => Ok(Some(StateLock::acquire(&config.state_dir)?)),
+    }
+}
+
+/// Loads `path` and builds its pipeline while the running one goes on.
+fn prepare_reload(
+    path: &std::path::Path,
+    held: &Option<StateLock>,
+) -> Result<(Config, Pipeline, Option<StateLock>)> {
+    let new = Config::load(path)?;
+    // A lock on another directory is taken now; the same directory's stays with `held`.
+    let lock = match held {
+        Some(l) if new.uses_state_dir() && l.dir() == new.state_dir => None,
+        _ => lock_state_dir(&new, None)?,
+    };
+    event_loop_if_remote(&new)?;
+    let pipeline = Pipeline::start(&new)?;
+    Ok((new, pipeline, lock))
+}
+
 /// Runs the agent until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
 pub fn run(config_path: Option<PathBuf>, mut config: Config) -> Result<()> {
     collect::quiet_libvirt_errors();
+    let mut lock = lock_state_dir(&config, None)?;
     event_loop_if_remote(&config)?;
     let signals = signal_channel()?;
     // A web configuration that would expose data without a token stops start-up; a port that
@@ -257,21 +291,22 @@ pub fn run(config_path: Option<PathBuf>, mut config: Config) -> Result<()> {
                         tracing::warn!("SIGHUP: no config file to reload (started without --config)");
                         continue;
                     };
-                    match Config::load(path) {
-                        Ok(new) => {
-                            tracing::info!("SIGHUP: reloading {}", path.display());
-                            pipeline.stop(SHUTDOWN_TIMEOUT);
+                    tracing::info!("SIGHUP: reloading {}", path.display());
+                    match prepare_reload(path, &lock) {
+                        Ok((new, next, new_lock)) => {
+                            std::mem::replace(&mut pipeline, next).stop(SHUTDOWN_TIMEOUT);
                             if new.web != config.web {
                                 tracing::warn!("SIGHUP: [web] changes take effect at the next restart");
                             }
+                            if !new.uses_state_dir() || new_lock.is_some() {
+                                lock = new_lock;
+                            }
                             config = new;
-                            event_loop_if_remote(&config)?;
-                            pipeline = Pipeline::start(&config)?;
                             if let Ok(mut l) = live.write() {
                                 *l = pipeline.live();
                             }
                         }
-                        Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
+                        Err(e) => tracing::error!("SIGHUP: {e:#}; keeping the running configuration"),
                     }
                 }
                 Ok(sig) => {

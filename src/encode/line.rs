@@ -103,7 +103,7 @@ fn push_float(buf: &mut String, v: f64) {
         return;
     }
     let mut one = 1_000_000; // 10^width: a leading 1 that keeps the fraction's leading zeros
-    while frac % 10 == 0 {
+    while frac.is_multiple_of(10) {
         frac /= 10;
         one /= 10;
     }

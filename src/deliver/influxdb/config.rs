@@ -158,6 +158,31 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Where the authority of an `http(s)://` URL is (between `://` and the path), as a range.
+fn authority(url: &str) -> Option<std::ops::Range<usize>> {
+    let start = url.find("://")? + 3;
+    let len = url[start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(url.len() - start);
+    Some(start..start + len)
+}
+
+/// True if `url` carries `user:password@` (or `user@`) before its host.
+pub fn has_userinfo(url: &str) -> bool {
+    authority(url).is_some_and(|r| url[r].contains('@'))
+}
+
+/// `url` with any `user:password@` replaced by `***@`, for labels and messages.
+pub fn without_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(r) = authority(url) else {
+        return url.into();
+    };
+    match url[r.clone()].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..r.start], &url[r.start + at..]).into(),
+        None => url.into(),
+    }
+}
+
 /// Reads a secret named by `env` or `file`; `key` is the option's place for messages
 /// (`outputs.influxdb[0].token`). Never includes the secret in an error.
 pub fn read_secret(
@@ -230,7 +255,7 @@ impl InfluxOutput {
             Some(n) => format!("influxdb:{n}"),
             None => format!(
                 "influxdb:{}/{}",
-                self.url.trim_end_matches('/'),
+                without_userinfo(&self.url).trim_end_matches('/'),
                 self.target()
             ),
         }
@@ -265,7 +290,12 @@ impl InfluxOutput {
         }
         let url = self.url.trim();
         let https = url.starts_with("https://");
-        if url.is_empty() {
+        if has_userinfo(url) {
+            // The URL is not echoed: the part before '@' may be a password.
+            p.push(format!(
+                "{k}.url holds a user name or password before '@'; remove it from the URL and set username with password_env or password_file (api = \"v1\"), or token_env or token_file"
+            ));
+        } else if url.is_empty() {
             p.push(format!(
                 "{k}.url is empty; set the server's address, e.g. url = \"http://127.0.0.1:8181\""
             ));
@@ -392,12 +422,10 @@ impl InfluxOutput {
                 "{k}: tls_ca_file and insecure_skip_verify apply to https:// URLs only"
             ));
         }
-        if let Some(ca) = &self.tls_ca_file {
-            if let Err(e) = std::fs::metadata(ca) {
-                p.push(format!(
-                    "{k}.tls_ca_file = {:?} cannot be read ({e}); give a PEM file of CA certificates",
-                    ca.display().to_string()
-                ));
+        if self.tls_ca_file.is_some() {
+            // The same TLS set-up the output builds at start (a file that is not PEM fails here).
+            if let Err(e) = super::request::agent(self) {
+                p.push(format!("{k}.{e}"));
             }
         }
         p

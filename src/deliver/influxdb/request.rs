@@ -16,7 +16,7 @@ use base64::Engine as _;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-use super::config::{read_secret, Api, InfluxOutput, Secret};
+use super::config::{has_userinfo, read_secret, Api, InfluxOutput, Secret};
 use crate::encode::Precision;
 
 /// Where and how one output writes.
@@ -56,6 +56,9 @@ impl Endpoint {
     /// The endpoint of `cfg`, reading its secrets; `global` is the precision lines are
     /// written with when the output sets none.
     pub fn new(cfg: &InfluxOutput, global: Precision) -> Result<Endpoint, String> {
+        if has_userinfo(&cfg.url) {
+            return Err("the url holds a user name or password before '@'; remove it and set username with password_env or password_file (api = \"v1\"), or token_env or token_file".into());
+        }
         let token = read_secret("token", cfg.token_env.as_deref(), cfg.token_file.as_deref())?;
         let password = read_secret(
             "password",
@@ -252,8 +255,12 @@ pub fn agent(cfg: &InfluxOutput) -> Result<ureq3::Agent, String> {
     use ureq3::tls::{Certificate, PemItem, RootCerts, TlsConfig};
     let mut tls = TlsConfig::builder().disable_verification(cfg.insecure_skip_verify);
     if let Some(ca) = &cfg.tls_ca_file {
-        let pem = std::fs::read(ca)
-            .map_err(|e| format!("tls_ca_file {}: cannot read: {e}", ca.display()))?;
+        let pem = std::fs::read(ca).map_err(|e| {
+            format!(
+                "tls_ca_file {}: cannot read: {e}; give a PEM file of CA certificates",
+                ca.display()
+            )
+        })?;
         let certs: Vec<Certificate<'static>> = ureq3::tls::parse_pem(&pem)
             .filter_map(|item| match item {
                 Ok(PemItem::Certificate(c)) => Some(c),

@@ -101,6 +101,11 @@ pub fn spawn(
         .spawn(move || {
             let lock = spool_lock(spool.path());
             let _running = lock.lock().unwrap_or_else(|p| p.into_inner());
+            // The previous sender of this file (before a reload) may have deleted rows since
+            // the spool was opened, and its sink appended its last ones.
+            if let Err(e) = spool.load_backlog() {
+                tracing::warn!("{e}");
+            }
             let mut s = SenderLoop {
                 spool,
                 settings,

@@ -275,7 +275,9 @@ impl Spool {
         &self.path
     }
 
-    fn load_backlog(&self) -> io::Result<()> {
+    /// Sets the backlog counters from the file: at open, and when a sender takes over a spool
+    /// that the previous pipeline's sink and sender were still changing (a reload).
+    pub fn load_backlog(&self) -> io::Result<()> {
         let (rows, bytes, oldest): (i64, i64, Option<i64>) = self
             .conn
             .query_row(
