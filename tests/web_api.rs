@@ -232,6 +232,27 @@ fn non_loopback_without_token_refuses_to_start() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // A token exposes the dashboard only if it is long enough to resist guessing.
+    let short = config.replace(
+        "listen = \"0.0.0.0:0\"",
+        "listen = \"0.0.0.0:0\"\nauth_token_env = \"VMTEL_TEST_SHORT\"",
+    );
+    std::fs::write(dir.path().join("short.toml"), short).expect("config");
+    for (token, ok) in [("short-token", false), ("a-token-of-24-characters", true)] {
+        let out = Command::new(harness::VMTEL)
+            .arg("check-config")
+            .arg(dir.path().join("short.toml"))
+            .env("VMTEL_TEST_SHORT", token)
+            .output()
+            .expect("check-config");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{token}: {err}");
+        if !ok {
+            assert!(err.contains("at least 16"), "{err}");
+            assert!(!err.contains(token), "the token is not printed: {err}");
+        }
+    }
 }
 
 #[test]
@@ -275,6 +296,115 @@ fn token_is_required_when_configured() {
     assert!(r.header("set-cookie").unwrap_or("").contains("HttpOnly"));
     let (code, _, _) = v.get("/api/fleet", &[("Cookie", &cookie)]);
     assert_eq!(code, 200);
+    // The cookie is a session id, not the token in any spelling.
+    let hex: String = TOKEN.bytes().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        !cookie.contains(TOKEN) && !cookie.contains(&hex),
+        "the cookie carries the token: {cookie}"
+    );
+    let forged = format!("vmtel_session={hex}");
+    assert_eq!(v.get("/api/fleet", &[("Cookie", &forged)]).0, 401);
+    assert!(r.header("set-cookie").unwrap_or("").contains("Max-Age="));
+    // /login has the pages' security headers.
+    let r = agent
+        .get(&format!("{}/login", v.base))
+        .call()
+        .expect("login page");
+    let csp = r.header("content-security-policy").unwrap_or("");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    // Repeated failures pause sign-in, even for the right token, with Retry-After.
+    let mut paused = None;
+    for _ in 0..10 {
+        match agent
+            .post(&format!("{}/login", v.base))
+            .send_form(&[("token", "wrong")])
+        {
+            Err(ureq::Error::Status(401, _)) => {}
+            Err(ureq::Error::Status(429, r)) => {
+                paused = r.header("retry-after").map(str::to_owned);
+                break;
+            }
+            other => panic!("unexpected answer to a wrong token: {other:?}"),
+        }
+    }
+    let paused = paused.expect("sign-in pauses after repeated failures");
+    assert!(paused.parse::<u64>().is_ok_and(|s| s >= 1), "{paused}");
+    let r = agent
+        .post(&format!("{}/login", v.base))
+        .send_form(&[("token", TOKEN)]);
+    assert!(
+        matches!(r, Err(ureq::Error::Status(429, _))),
+        "paused for everyone: {r:?}"
+    );
     // The token is never logged.
     assert!(!v.stderr().contains(TOKEN), "the token appears in the log");
+}
+
+/// Sends `request` (raw HTTP/1.1) and returns the status code of the answer.
+fn raw_status(base: &str, request: &str) -> u16 {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
+#[test]
+fn a_loopback_server_without_token_answers_only_loopback_host_names() {
+    let v = Vmtel::run("", &[]);
+    let port = v.base.rsplit(':').next().expect("port").to_owned();
+    for (host, want) in [
+        (format!("127.0.0.1:{port}"), 200),
+        (format!("localhost:{port}"), 200),
+        (format!("evil.example:{port}"), 421),
+        ("rebind.attacker.example".to_owned(), 421),
+    ] {
+        for path in ["/api/status", "/metrics"] {
+            let code = raw_status(
+                &v.base,
+                &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            );
+            assert_eq!(code, want, "{path} with Host: {host}");
+        }
+    }
+}
+
+#[test]
+fn idle_and_half_sent_connections_do_not_stop_the_api() {
+    use std::io::{Read, Write};
+    let v = Vmtel::run("", &[]);
+    let addr = v.base.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for i in 0..300 {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        if i % 2 == 1 {
+            // Half a request line, never finished.
+            s.write_all(b"GET /api/fleet HTTP/1.1\r\nHo").expect("send");
+        }
+        idle.push(s);
+    }
+    let (code, body, _) = v.get("/api/status", &[]);
+    assert_eq!(code, 200, "{body}");
+    // The server closes them (header read timeout) instead of holding them for ever.
+    for s in idle.iter_mut().take(4) {
+        s.set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
+        // read_to_end returns at the server's close; a left-open socket times out instead.
+        let mut rest = Vec::new();
+        if let Err(e) = s.read_to_end(&mut rest) {
+            assert!(
+                e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut,
+                "the connection was left open: {e}"
+            );
+        }
+    }
 }

@@ -1,15 +1,25 @@
 //! Who may use the web server.
 //!
-//! * By default it listens on loopback only.
-//! * A non-loopback `listen` refuses to start unless a token is configured
-//!   (`auth_token_env` or `auth_token_file`) or `insecure = true` says so explicitly.
+//! * By default it listens on loopback only. A token-less loopback server answers only
+//!   requests whose `Host` is a loopback name or address (`localhost`, `127.0.0.1`, `[::1]`,
+//!   the configured address): a DNS-rebinding page, whose requests carry its own host name,
+//!   cannot read `/api/` or `/metrics`.
+//! * A non-loopback `listen` refuses to start unless a token of at least
+//!   [`MIN_TOKEN_LEN`] characters is configured (`auth_token_env` or `auth_token_file`) or
+//!   `insecure = true` says so explicitly.
 //! * With a token, every request (pages, `/api/`, `/metrics`) needs either the header
-//!   `Authorization: Bearer TOKEN` or the `vmtel_token` cookie that the `/login` form sets
-//!   (HttpOnly, SameSite=Strict). Only `/login` and the static `/assets/` are open.
+//!   `Authorization: Bearer TOKEN` or the session cookie that the `/login` form sets: a random
+//!   session id (not the token) that expires after [`SESSION_TTL`], `HttpOnly`,
+//!   `SameSite=Strict`, and `Secure` behind TLS. Only `/login` and the static `/assets/` are
+//!   open. After [`FREE_FAILURES`] failed sign-ins in a row, sign-in pauses (429 with
+//!   `Retry-After`), doubling per further failure up to [`MAX_PAUSE`].
 //!
 //! The token itself never appears in logs, errors or `--help`.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use axum::extract::{Request, State};
@@ -19,7 +29,23 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 
+use super::pages::PAGE_HEADERS;
 use super::{AppState, WebConfig};
+
+/// Shortest token accepted for a non-loopback `listen`.
+pub const MIN_TOKEN_LEN: usize = 16;
+/// How long a sign-in lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Most sessions kept (the oldest goes first).
+const MAX_SESSIONS: usize = 1024;
+/// Failed sign-ins in a row before sign-in pauses.
+pub const FREE_FAILURES: u32 = 5;
+/// The first pause, doubled per further failure.
+const FIRST_PAUSE: Duration = Duration::from_secs(5);
+/// The longest pause.
+pub const MAX_PAUSE: Duration = Duration::from_secs(300);
+/// The session cookie's name.
+const COOKIE: &str = "vmtel_session";
 
 /// The access token. Its `Debug` output is redacted.
 pub struct Token(String);
@@ -48,13 +74,100 @@ impl Token {
         diff == 0
     }
 
-    fn cookie_value(&self) -> String {
-        hex(&self.0)
+    /// Its length in characters.
+    pub fn len(&self) -> usize {
+        self.0.chars().count()
+    }
+
+    /// Never true (an empty token is not a token); for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
+/// Why `token` is too weak to expose the dashboard beyond loopback, with the fix.
+pub fn weak_token_problem(token: &Token) -> Option<String> {
+    (token.len() < MIN_TOKEN_LEN).then(|| {
+        format!(
+            "the web token has {} characters; a non-loopback web.listen needs at least {MIN_TOKEN_LEN}: generate one, e.g. `openssl rand -hex 24`",
+            token.len()
+        )
+    })
+}
+
+/// Sign-in sessions, and the throttle on failed sign-ins.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    inner: Mutex<SessionState>,
+}
+
+#[derive(Debug, Default)]
+struct SessionState {
+    /// Session id (hex) → when it expires.
+    live: HashMap<String, Instant>,
+    /// Failed sign-ins since the last success.
+    failures: u32,
+    /// No sign-in is checked before this.
+    paused_until: Option<Instant>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new session id, valid for [`SESSION_TTL`]; `None` if the system has no randomness.
+    pub fn create(&self, now: Instant) -> Option<String> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).ok()?;
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut s = self.lock();
+        s.live.retain(|_, exp| *exp > now);
+        if s.live.len() >= MAX_SESSIONS {
+            if let Some(oldest) = s
+                .live
+                .iter()
+                .min_by_key(|(_, e)| **e)
+                .map(|(k, _)| k.clone())
+            {
+                s.live.remove(&oldest);
+            }
+        }
+        s.live.insert(id.clone(), now + SESSION_TTL);
+        Some(id)
+    }
+
+    /// True if `id` is a live session.
+    pub fn valid(&self, id: &str, now: Instant) -> bool {
+        self.lock().live.get(id).is_some_and(|exp| *exp > now)
+    }
+
+    /// How long sign-in is still paused at `now`, if it is.
+    pub fn paused(&self, now: Instant) -> Option<Duration> {
+        self.lock()
+            .paused_until
+            .map(|t| t.saturating_duration_since(now))
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Records a failed sign-in; returns the pause that starts now, if one does.
+    pub fn failed(&self, now: Instant) -> Option<Duration> {
+        let mut s = self.lock();
+        s.failures = s.failures.saturating_add(1);
+        let over = s.failures.checked_sub(FREE_FAILURES)?;
+        let pause = FIRST_PAUSE
+            .saturating_mul(1u32 << over.min(16))
+            .min(MAX_PAUSE);
+        s.paused_until = Some(now + pause);
+        Some(pause)
+    }
+
+    /// Records a successful sign-in.
+    pub fn succeeded(&self) {
+        let mut s = self.lock();
+        s.failures = 0;
+        s.paused_until = None;
+    }
 }
 
 /// Why `addr` may not be served as configured, with the fix.
@@ -97,7 +210,7 @@ pub fn resolve_token(config: &WebConfig) -> Result<Option<Token>> {
     Ok(None)
 }
 
-fn presented(headers: &HeaderMap, token: &Token) -> bool {
+fn presented(headers: &HeaderMap, token: &Token, sessions: &Sessions) -> bool {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -108,14 +221,18 @@ fn presented(headers: &HeaderMap, token: &Token) -> bool {
             }
         }
     }
-    let want = token.cookie_value();
+    let now = Instant::now();
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix("vmtel_token="))
-        .any(|v| Token(want.clone()).matches(v))
+        .filter_map(|c| {
+            c.trim()
+                .strip_prefix(COOKIE)
+                .and_then(|r| r.strip_prefix('='))
+        })
+        .any(|id| sessions.valid(id, now))
 }
 
 /// Middleware: with a token configured, rejects requests that do not present it.
@@ -124,7 +241,10 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         return next.run(req).await;
     };
     let path = req.uri().path();
-    if path == "/login" || path.starts_with("/assets/") || presented(req.headers(), token) {
+    if path == "/login"
+        || path.starts_with("/assets/")
+        || presented(req.headers(), token, &state.sessions)
+    {
         return next.run(req).await;
     }
     if path.starts_with("/api/") || path == "/metrics" {
@@ -138,6 +258,52 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     Redirect::to("/login").into_response()
 }
 
+/// True if `host` (a `Host` header: name or address, optional port) names this machine's
+/// loopback or the address served.
+pub fn loopback_host(host: &str, served: SocketAddr) -> bool {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(host, |(name, _)| name)
+    };
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match name.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback() || ip == served.ip(),
+        Err(_) => false,
+    }
+}
+
+/// Middleware: a token-less server on loopback answers only requests addressed to a loopback
+/// host (a DNS-rebinding page sends its own name). Requests without `Host` (not a browser)
+/// pass.
+pub async fn check_host(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.token.is_some() || !state.addr.ip().is_loopback() {
+        return next.run(req).await;
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or("\u{fffd}"));
+    match host {
+        Some(h) if !loopback_host(h, state.addr) => (
+            StatusCode::MISDIRECTED_REQUEST,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!(
+                "this dashboard answers only requests to a loopback address: open http://{}/ (requests naming another host are refused, against DNS rebinding)\n",
+                state.addr
+            ),
+        )
+            .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
 const LOGIN: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>vmtel: sign in</title><link rel="stylesheet" href="/assets/app.css"></head>
@@ -147,9 +313,18 @@ const LOGIN: &str = r#"<!doctype html>
 <button type="submit">Sign in</button></form>MESSAGE</main></body></html>
 "#;
 
+fn login_page(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        PAGE_HEADERS,
+        Html(LOGIN.replace("MESSAGE", message)),
+    )
+        .into_response()
+}
+
 /// `GET /login`: the sign-in form.
-pub async fn login_form() -> Html<String> {
-    Html(LOGIN.replace("MESSAGE", ""))
+pub async fn login_form() -> Response {
+    login_page(StatusCode::OK, "")
 }
 
 /// The sign-in form's fields.
@@ -158,29 +333,68 @@ pub struct LoginForm {
     token: String,
 }
 
-/// `POST /login`: sets the session cookie when the token is right.
-pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+fn paused_page(pause: Duration) -> Response {
+    let secs = pause.as_secs().max(1);
+    let mut r = login_page(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!("<p class=\"error\">Too many failed sign-ins: try again in {secs} s.</p>"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// `POST /login`: sets a session cookie when the token is right.
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let Some(token) = &state.token else {
         return Redirect::to("/").into_response();
     };
-    if !token.matches(form.token.trim()) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Html(LOGIN.replace(
-                "MESSAGE",
-                "<p class=\"error\">That token is not the configured one. Try again.</p>",
-            )),
-        )
-            .into_response();
+    let now = Instant::now();
+    if let Some(pause) = state.sessions.paused(now) {
+        return paused_page(pause);
     }
+    if !token.matches(form.token.trim()) {
+        if let Some(pause) = state.sessions.failed(now) {
+            tracing::warn!(
+                "{FREE_FAILURES} or more failed dashboard sign-ins in a row: sign-in paused for {} s",
+                pause.as_secs()
+            );
+            return paused_page(pause);
+        }
+        return login_page(
+            StatusCode::UNAUTHORIZED,
+            "<p class=\"error\">That token is not the configured one. Try again.</p>",
+        );
+    }
+    state.sessions.succeeded();
+    let Some(id) = state.sessions.create(now) else {
+        return login_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "<p class=\"error\">No randomness available for a session; use the Authorization header.</p>",
+        );
+    };
+    let behind_tls = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    let secure = if state.secure_cookie || behind_tls {
+        "; Secure"
+    } else {
+        ""
+    };
     (
         StatusCode::SEE_OTHER,
         [
             (
                 header::SET_COOKIE,
                 format!(
-                    "vmtel_token={}; HttpOnly; SameSite=Strict; Path=/",
-                    token.cookie_value()
+                    "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+                    SESSION_TTL.as_secs()
                 ),
             ),
             (header::LOCATION, "/".to_owned()),
@@ -212,5 +426,62 @@ mod tests {
         assert!(!t.matches("s3cre"));
         assert!(!t.matches("s3cret!"));
         assert!(!format!("{t:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn loopback_hosts_only() {
+        let served: SocketAddr = "127.0.0.1:8080".parse().unwrap_or_else(|_| unreachable!());
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "localhost:8080",
+            "LOCALHOST",
+            "[::1]:8080",
+            "127.9.9.9:1",
+        ] {
+            assert!(loopback_host(ok, served), "{ok}");
+        }
+        for bad in [
+            "evil.example:8080",
+            "evil.example",
+            "localhost.evil.example",
+            "10.0.0.1:8080",
+            "[::2]:8080",
+            "",
+        ] {
+            assert!(!loopback_host(bad, served), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sessions_are_random_expire_and_failures_pause_sign_in() {
+        let s = Sessions::default();
+        let t0 = Instant::now();
+        let a = s.create(t0).expect("session");
+        let b = s.create(t0).expect("session");
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert!(s.valid(&a, t0 + Duration::from_secs(60)));
+        assert!(!s.valid(&a, t0 + SESSION_TTL + Duration::from_secs(1)));
+        assert!(!s.valid("not-a-session", t0));
+        for _ in 1..FREE_FAILURES {
+            assert_eq!(s.failed(t0), None);
+        }
+        assert_eq!(s.failed(t0), Some(FIRST_PAUSE));
+        assert!(s.paused(t0).is_some());
+        assert_eq!(s.paused(t0 + FIRST_PAUSE), None);
+        assert_eq!(s.failed(t0), Some(FIRST_PAUSE * 2));
+        for _ in 0..40 {
+            s.failed(t0);
+        }
+        assert_eq!(s.paused(t0), Some(MAX_PAUSE));
+        s.succeeded();
+        assert_eq!(s.paused(t0), None);
+    }
+
+    #[test]
+    fn short_tokens_are_weak() {
+        assert!(weak_token_problem(&Token::new("short").expect("t")).is_some());
+        assert!(weak_token_problem(&Token::new(&"x".repeat(16)).expect("t")).is_none());
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! * [`auth`]: who may connect: loopback by default; a non-loopback `listen` needs a token
 //!   (or an explicit `insecure = true`); the token check on every request.
+//! * [`conn`]: the accept loop: timeouts for idle and half-sent connections, a connection cap.
 //! * [`api`]: the JSON API the pages use (documented in `docs/api.md`).
 //! * [`pages`]: the HTML pages and their assets (our JS/CSS, and uPlot bundled at build time).
 //! * [`metrics`]: the Prometheus text exposition.
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod conn;
 pub mod metrics;
 pub mod pages;
 
@@ -45,6 +47,10 @@ pub struct WebConfig {
     /// Serve a non-loopback address without a token (default false).
     #[serde(default)]
     pub insecure: bool,
+    /// Mark the sign-in cookie `Secure` (for a dashboard behind a TLS proxy). Also set when
+    /// the proxy sends `X-Forwarded-Proto: https`.
+    #[serde(default)]
+    pub secure_cookie: bool,
 }
 
 fn yes() -> bool {
@@ -66,6 +72,7 @@ impl Default for WebConfig {
             auth_token_env: None,
             auth_token_file: None,
             insecure: false,
+            secure_cookie: false,
         }
     }
 }
@@ -86,6 +93,14 @@ impl WebConfig {
                 if let Some(problem) = auth::exposure_problem(addr, self.has_token(), self.insecure)
                 {
                     p.push(problem);
+                }
+                if !addr.ip().is_loopback() {
+                    // The same check as at start: the token must be long enough to expose.
+                    if let Ok(Some(t)) = auth::resolve_token(self) {
+                        if let Some(problem) = auth::weak_token_problem(&t) {
+                            p.push(problem);
+                        }
+                    }
                 }
             }
         }
@@ -138,6 +153,7 @@ pub struct WebServer {
 pub struct Prepared {
     addr: SocketAddr,
     token: Option<auth::Token>,
+    secure_cookie: bool,
 }
 
 impl Prepared {
@@ -154,10 +170,21 @@ impl Prepared {
         if let Some(problem) = auth::exposure_problem(addr, token.is_some(), config.insecure) {
             anyhow::bail!("{problem}");
         }
+        if let Some(problem) = token
+            .as_ref()
+            .filter(|_| !addr.ip().is_loopback())
+            .and_then(auth::weak_token_problem)
+        {
+            anyhow::bail!("{problem}");
+        }
         if !addr.ip().is_loopback() && token.is_none() {
             tracing::warn!(%addr, "serving a non-loopback address WITHOUT authentication (web.insecure = true)");
         }
-        Ok(Prepared { addr, token })
+        Ok(Prepared {
+            addr,
+            token,
+            secure_cookie: config.secure_cookie,
+        })
     }
 
     /// The address to bind.
@@ -174,7 +201,11 @@ impl WebServer {
 
     /// Binds the address (errors name it and the fix) and serves on a thread of its own.
     pub fn serve(prepared: Prepared, live: SharedLive) -> Result<WebServer> {
-        let Prepared { addr, token } = prepared;
+        let Prepared {
+            addr,
+            token,
+            secure_cookie,
+        } = prepared;
         let listener = TcpListener::bind(addr).with_context(|| {
             format!("cannot listen on {addr} for the dashboard: set [web] listen to a free address, or [web] enabled = false")
         })?;
@@ -183,7 +214,7 @@ impl WebServer {
             .context("cannot configure the dashboard socket")?;
         let addr = listener.local_addr().context("dashboard socket")?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(live, token);
+        let app = router(live, token, addr, secure_cookie);
         let thread = std::thread::Builder::new()
             .name("web".into())
             .spawn(move || {
@@ -205,14 +236,7 @@ impl WebServer {
                             return;
                         }
                     };
-                    let served = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = rx.await;
-                        })
-                        .await;
-                    if let Err(e) = served {
-                        tracing::error!("web server stopped: {e}");
-                    }
+                    conn::serve(listener, app, rx).await;
                 });
             })
             .context("cannot start the web server thread")?;
@@ -248,13 +272,28 @@ pub struct AppState {
     pub live: SharedLive,
     /// The access token, when one is required.
     pub token: Option<Arc<auth::Token>>,
+    /// Sign-in sessions and the failed-sign-in throttle.
+    pub sessions: Arc<auth::Sessions>,
+    /// The address served; on a token-less loopback server, requests must name a loopback
+    /// host (against DNS rebinding).
+    pub addr: SocketAddr,
+    /// Mark the session cookie `Secure`.
+    pub secure_cookie: bool,
 }
 
-fn router(live: SharedLive, token: Option<auth::Token>) -> axum::Router {
+fn router(
+    live: SharedLive,
+    token: Option<auth::Token>,
+    addr: SocketAddr,
+    secure_cookie: bool,
+) -> axum::Router {
     use axum::routing::get;
     let state = AppState {
         live,
         token: token.map(Arc::new),
+        sessions: Arc::new(auth::Sessions::default()),
+        addr,
+        secure_cookie,
     };
     axum::Router::new()
         .route("/", get(pages::page))
@@ -271,5 +310,10 @@ fn router(live: SharedLive, token: Option<auth::Token>) -> axum::Router {
             state.clone(),
             auth::require_token,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::check_host,
+        ))
+        .layer(axum::middleware::from_fn(conn::request_timeout))
         .with_state(state)
 }

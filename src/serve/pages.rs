@@ -12,20 +12,20 @@ const APP_CSS: &str = include_str!("../../web/src/app.css");
 const UPLOT_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/uPlot.iife.min.js"));
 const UPLOT_CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/uPlot.min.css"));
 
+/// The headers of every HTML page (the shell and `/login`): not cached, scripts and styles
+/// from this server only, never framed.
+pub const PAGE_HEADERS: [(header::HeaderName, &str); 3] = [
+    (header::CACHE_CONTROL, "no-store"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+];
+
 /// `GET /`, `/vm/{host}/{uuid}`, `/agent`: the page shell.
 pub async fn page() -> Response {
-    (
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-            ),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        Html(SHELL),
-    )
-        .into_response()
+    (PAGE_HEADERS, Html(SHELL)).into_response()
 }
 
 /// `GET /assets/{file}`.
