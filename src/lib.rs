@@ -10,9 +10,11 @@
 //! * [`store`]: the embedded history (SQLite), a sink like the others.
 //! * [`serve`]: the web dashboard, its JSON API and `/metrics`, read from the store.
 //! * [`daemon`]: `vmtel run`: the schedule, one worker per source, signals.
-//! * [`config`]: the TOML configuration; [`logging`]: log set-up.
+//! * [`config`]: the TOML configuration; [`logging`]: log set-up and reporting of lasting
+//!   conditions; [`backoff`]: the one retry schedule (delivery, reconnects).
 //! * [`cli`]: the `vmtel` command line.
 
+pub mod backoff;
 pub mod cli;
 pub mod collect;
 pub mod config;

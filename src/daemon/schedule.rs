@@ -23,13 +23,6 @@ pub fn until(now_ns: i64, tick_ns: i64) -> Duration {
     Duration::from_nanos(u64::try_from(tick_ns.saturating_sub(now_ns)).unwrap_or(0))
 }
 
-/// Capped exponential backoff: 1 s, 2 s, 4 s, ... up to `cap`, for the `failures`-th
-/// consecutive failure (1-based).
-pub fn backoff(failures: u32, cap: Duration) -> Duration {
-    let exp = failures.saturating_sub(1).min(20);
-    Duration::from_secs(1u64 << exp).min(cap)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,13 +50,5 @@ mod tests {
     fn wait_never_negative() {
         assert_eq!(until(10, 5), Duration::ZERO);
         assert_eq!(until(5, 10), Duration::from_nanos(5));
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let cap = Duration::from_secs(60);
-        let got: Vec<u64> = (1..=8).map(|n| backoff(n, cap).as_secs()).collect();
-        assert_eq!(got, [1, 2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(backoff(u32::MAX, cap), cap);
     }
 }

@@ -1,7 +1,8 @@
 //! One blocking worker thread per source: collect → derive → encode → hand to the sinks.
 //!
 //! A worker owns its libvirt connection, so a slow or dead hypervisor only ever delays its own
-//! thread. After a failure it backs off exponentially (1 s doubling to 60 s); while it waits, or
+//! thread. After a failure it backs off exponentially (1 s doubling to 60 s, with jitter:
+//! [`crate::backoff`]); while it waits, or
 //! while a cycle is still running when the next tick comes, ticks for this source are skipped
 //! and counted.
 
@@ -13,11 +14,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::internal::SourceStats;
-use super::schedule::{backoff, tick_at_or_before};
+use super::schedule::tick_at_or_before;
+use crate::backoff::Backoff;
 use crate::collect::{Collector, SourceSpec};
 use crate::deliver::{Batch, Hub};
 use crate::derive::Deriver;
 use crate::encode::Encoder;
+use crate::logging::episode::Episode;
 
 /// Longest wait between reconnect attempts.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
@@ -55,7 +58,8 @@ pub struct Worker {
     /// Counters for self-telemetry.
     pub stats: Arc<SourceStats>,
     thread: Option<JoinHandle<()>>,
-    overrun_logged: bool,
+    /// Ticks skipped because the previous cycle still ran.
+    overrun: Episode,
 }
 
 impl Worker {
@@ -82,7 +86,7 @@ impl Worker {
             busy,
             stats,
             thread: Some(thread),
-            overrun_logged: false,
+            overrun: Episode::default(),
         })
     }
 
@@ -92,16 +96,15 @@ impl Worker {
         let Some(tx) = &self.tx else { return false };
         if self.busy.swap(true, Ordering::AcqRel) {
             self.stats.skipped_ticks.fetch_add(1, Ordering::Relaxed);
-            if !self.overrun_logged {
+            if self.overrun.occur("overrun") {
                 tracing::warn!(
                     source = %self.uri,
                     "previous cycle still running at the next tick: tick skipped (logged once per overrun streak)"
                 );
-                self.overrun_logged = true;
             }
             return false;
         }
-        self.overrun_logged = false;
+        self.overrun.end();
         if tx.try_send(tick).is_err() {
             self.busy.store(false, Ordering::Release);
             return false;
@@ -122,13 +125,6 @@ impl Worker {
     }
 }
 
-/// Logs a source's failures once per outage, and its recovery.
-struct Health {
-    failures: u32,
-    retry_at: Option<Instant>,
-    last_error: String,
-}
-
 fn run(
     spec: SourceSpec,
     settings: WorkerSettings,
@@ -142,16 +138,15 @@ fn run(
     collector.set_balloon_period(settings.balloon_period);
     let mut deriver = Deriver::new();
     let mut connects = 0;
-    let mut health = Health {
-        failures: 0,
-        retry_at: None,
-        last_error: String::new(),
-    };
+    // Failures of this source: reported when they begin and change, and at recovery.
+    let mut failing = Episode::default();
+    let mut backoff = Backoff::new(Duration::from_secs(1), BACKOFF_CAP);
+    let mut retry_at: Option<Instant> = None;
+    let mut late = Episode::default();
     let mut features = Vec::new();
-    let mut late_logged = false;
     for tick in rx.iter() {
         let started = Instant::now();
-        if health.retry_at.is_some_and(|t| started < t) {
+        if retry_at.is_some_and(|t| started < t) {
             stats.skipped_ticks.fetch_add(1, Ordering::Relaxed);
             stats.backoff_skips.fetch_add(1, Ordering::Relaxed);
             busy.store(false, Ordering::Release);
@@ -170,12 +165,11 @@ fn run(
             let read_at = tick_at_or_before(read_ns, settings.interval);
             if read_at > tick.grid_ns {
                 stats.late_cycles.fetch_add(1, Ordering::Relaxed);
-                if !late_logged {
+                if late.occur("late") {
                     tracing::warn!(source = %uri, "cycle finished after its deadline (the next tick); stamped with the grid point of its read (logged once per streak)");
-                    late_logged = true;
                 }
             } else {
-                late_logged = false;
+                late.end();
             }
             read_at.max(tick.grid_ns)
         };
@@ -218,24 +212,22 @@ fn run(
                     .domains
                     .store(summary.domains as u64, Ordering::Relaxed);
                 stats.connected.store(true, Ordering::Relaxed);
-                if health.failures > 0 {
-                    tracing::info!(source = %uri, "source is back after {} failed attempts", health.failures);
+                if let Some(n) = failing.end() {
+                    tracing::info!(source = %uri, "source is back after {n} failed attempts");
                 }
-                health.failures = 0;
-                health.retry_at = None;
+                backoff.reset();
+                retry_at = None;
             }
             Err(e) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 stats
                     .connected
                     .store(collector.is_connected(), Ordering::Relaxed);
-                health.failures = health.failures.saturating_add(1);
-                let wait = backoff(health.failures, BACKOFF_CAP);
-                health.retry_at = Some(Instant::now() + wait);
+                let wait = backoff.next_delay(None);
+                retry_at = Some(Instant::now() + wait);
                 let msg = e.to_string();
-                if msg != health.last_error || health.failures == 1 {
-                    tracing::error!(source = %uri, "{msg}; retrying in {}s (backoff doubles up to {}s)", wait.as_secs(), BACKOFF_CAP.as_secs());
-                    health.last_error = msg.clone();
+                if failing.occur(&msg) {
+                    tracing::error!(source = %uri, "{msg}; retrying in {:.1}s (backoff doubles up to {}s)", wait.as_secs_f64(), BACKOFF_CAP.as_secs());
                 }
                 set_last_error(&stats.last_error, msg);
             }

@@ -139,7 +139,7 @@ impl Hub {
             let thread = std::thread::Builder::new()
                 .name(thread_name)
                 .spawn(move || {
-                    let mut failing = false;
+                    let mut failing = crate::logging::episode::Episode::default();
                     for batch in rx.iter() {
                         match sink.write(&batch).and_then(|()| {
                             if rx.is_empty() {
@@ -149,9 +149,8 @@ impl Hub {
                             }
                         }) {
                             Ok(()) => {
-                                if failing {
+                                if failing.end().is_some() {
                                     tracing::info!(sink = %log_name, "sink writes again");
-                                    failing = false;
                                 }
                                 st.batches.fetch_add(1, Ordering::Relaxed);
                                 st.lines
@@ -161,9 +160,9 @@ impl Hub {
                             }
                             Err(e) => {
                                 st.errors.fetch_add(1, Ordering::Relaxed);
-                                if !failing {
-                                    tracing::error!(sink = %log_name, "cannot write: {e}");
-                                    failing = true;
+                                let msg = e.to_string();
+                                if failing.occur(&msg) {
+                                    tracing::error!(sink = %log_name, "cannot write: {msg}");
                                 }
                             }
                         }

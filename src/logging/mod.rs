@@ -1,8 +1,9 @@
 //! Logging setup: `tracing` to standard error (journald picks it up), optionally also to a file
 //! rotated daily, as text or JSON. `RUST_LOG` overrides the configured level. Identical
-//! warnings and errors are rate limited ([`ratelimit`]); recurring events are summarised
-//! ([`tally`]).
+//! warnings and errors are rate limited ([`ratelimit`]); a lasting condition is reported when it
+//! begins, changes and ends ([`episode`]); recurring events are summarised ([`tally`]).
 
+pub mod episode;
 pub mod ratelimit;
 pub mod tally;
 

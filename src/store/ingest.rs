@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use influxdb_line_protocol::{parse_lines, FieldValue};
 use rusqlite::{params, Connection};
 
+use super::error::{Error, ErrorKind};
 use super::rollup::{OpenMinutes, MINUTE_MS};
 use super::schema::{self, is_corrupt, is_full};
 use super::series::SeriesCache;
@@ -93,15 +94,16 @@ impl StoreSink {
         let _ = self.db();
     }
 
-    fn db(&mut self) -> Result<&mut Db, String> {
+    fn db(&mut self) -> Result<&mut Db, Error> {
         if self.db.is_none() {
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
-                return Err(self
-                    .settings
-                    .status
-                    .view()
-                    .last_error
-                    .unwrap_or_else(|| "history store unavailable".into()));
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    self.settings
+                        .status
+                        .last_error()
+                        .unwrap_or_else(|| "history store unavailable".into()),
+                ));
             }
             match schema::open_rw(&self.settings.path, self.settings.max_size) {
                 Ok((conn, warning)) => {
@@ -132,24 +134,24 @@ impl StoreSink {
                     self.retry_at = Some(Instant::now() + REOPEN_AFTER);
                     let msg = format!("{e} (collection goes on; retrying in 30s)");
                     self.settings.status.fail(msg.clone());
-                    return Err(msg);
+                    return Err(Error::new(ErrorKind::Unavailable, msg));
                 }
             }
         }
         self.db
             .as_mut()
-            .ok_or_else(|| "history store unavailable".into())
+            .ok_or_else(|| Error::new(ErrorKind::Unavailable, "history store unavailable"))
     }
 
     /// Writes `batch` into the open transaction (beginning one if none is open).
-    fn write_batch(&mut self, batch: &Batch) -> Result<(), String> {
+    fn write_batch(&mut self, batch: &Batch) -> Result<(), Error> {
         let db = self.db()?;
         let result = db.write(batch);
         result.map_err(|e| self.failed(e))
     }
 
     /// Commits the open transaction, if any, then runs retention.
-    fn commit(&mut self) -> Result<(), String> {
+    fn commit(&mut self) -> Result<(), Error> {
         let Some(db) = self.db.as_mut() else {
             return Ok(());
         };
@@ -178,18 +180,21 @@ impl StoreSink {
     }
 
     /// Rolls back what the open transaction holds and reports `e` (with a fix).
-    fn failed(&mut self, e: rusqlite::Error) -> String {
+    fn failed(&mut self, e: rusqlite::Error) -> Error {
         let settings = &self.settings;
         let path = settings.path.display();
-        let msg = if is_full(&e) {
-            format!(
+        let (kind, msg) = if is_full(&e) {
+            (ErrorKind::Full, format!(
                 "history store {path} is full ({e}; [store] max_size = {}): the points of this cycle written so far were not kept and the oldest data is being removed; raise max_size or free disk space. Collection goes on",
                 bytesize::ByteSize::b(settings.max_size)
-            )
+            ))
         } else if is_corrupt(&e) {
-            format!("history store {path} is damaged ({e}): it will be moved aside and a new one started. Collection goes on")
+            (ErrorKind::Damaged, format!("history store {path} is damaged ({e}): it will be moved aside and a new one started. Collection goes on"))
         } else {
-            format!("history store {path}: cannot write ({e}); collection goes on")
+            (
+                ErrorKind::Write,
+                format!("history store {path}: cannot write ({e}); collection goes on"),
+            )
         };
         if let Some(db) = self.db.as_mut() {
             db.tx = None;
@@ -211,7 +216,7 @@ impl StoreSink {
             self.db = None;
         }
         settings.status.fail(msg.clone());
-        msg
+        Error::new(kind, msg)
     }
 
     /// Writes the roll-ups of minutes still open (at shutdown).

@@ -14,6 +14,7 @@
 //! queue, so a slow or full disk never delays collection. Its problems are logged, counted in
 //! [`StoreStatus`] and shown by the dashboard; collection goes on.
 
+pub mod error;
 pub mod identity;
 pub mod ingest;
 pub mod query;
@@ -31,6 +32,8 @@ use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
+
+use crate::logging::episode::Episode;
 
 pub use ingest::StoreSink;
 
@@ -130,9 +133,9 @@ pub struct StoreStatus {
     pub oldest_raw_ms: AtomicU64,
     /// The file in use.
     pub path: Mutex<Option<PathBuf>>,
-    /// The last error, with a fix, if the store is failing now (or failed within
-    /// [`ERROR_HOLD`]).
-    pub last_error: Mutex<Option<String>>,
+    /// The failure running now (or within [`ERROR_HOLD`]), with a fix: see
+    /// [`StoreStatus::last_error`].
+    failing: Mutex<Episode>,
     /// When the last error happened.
     failed_at: Mutex<Option<Instant>>,
 }
@@ -166,12 +169,20 @@ impl StoreStatus {
         if let Ok(mut t) = self.failed_at.lock() {
             *t = Some(Instant::now());
         }
-        if let Ok(mut g) = self.last_error.lock() {
-            if g.as_deref() != Some(msg.as_str()) {
+        if let Ok(mut g) = self.failing.lock() {
+            if g.occur(&msg) {
                 tracing::error!("{msg}");
             }
-            *g = Some(msg);
         }
+    }
+
+    /// The last error, with a fix, if the store is failing now (or failed within
+    /// [`ERROR_HOLD`]).
+    pub fn last_error(&self) -> Option<String> {
+        self.failing
+            .lock()
+            .ok()
+            .and_then(|g| g.current().map(str::to_owned))
     }
 
     /// Records that writing works (again). The last error stays shown until writes have
@@ -192,8 +203,8 @@ impl StoreStatus {
         if recent {
             return;
         }
-        if let Ok(mut g) = self.last_error.lock() {
-            if g.take().is_some() {
+        if let Ok(mut g) = self.failing.lock() {
+            if g.end().is_some() {
                 tracing::info!("history store writes again");
             }
         }
@@ -213,7 +224,7 @@ impl StoreStatus {
             errors: self.errors.load(Ordering::Relaxed),
             used_bytes: self.used_bytes.load(Ordering::Relaxed),
             oldest_raw_ms: (oldest > 0).then_some(oldest),
-            last_error: self.last_error.lock().ok().and_then(|g| g.clone()),
+            last_error: self.last_error(),
         }
     }
 }

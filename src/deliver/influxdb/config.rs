@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
+use super::error::Error;
 use crate::encode::Precision;
 
 /// The write API an output speaks.
@@ -189,30 +190,30 @@ pub fn read_secret(
     key: &str,
     env: Option<&str>,
     file: Option<&Path>,
-) -> Result<Option<Secret>, String> {
+) -> Result<Option<Secret>, Error> {
     match (env, file) {
-        (Some(_), Some(_)) => Err(format!(
+        (Some(_), Some(_)) => Err(Error::config(format!(
             "{key}_env and {key}_file are both set; keep one of them"
-        )),
+        ))),
         (Some(var), None) => match std::env::var(var) {
             Ok(v) if !v.trim().is_empty() => Ok(Some(Secret(v.trim().to_owned()))),
-            Ok(_) => Err(format!(
+            Ok(_) => Err(Error::config(format!(
                 "{key}_env = {var:?} but {var} is empty; export {var}=... in vmtel's environment"
-            )),
-            Err(_) => Err(format!(
+            ))),
+            Err(_) => Err(Error::config(format!(
                 "{key}_env = {var:?} but {var} is not set; export {var}=... in vmtel's environment (e.g. EnvironmentFile= in the systemd unit)"
-            )),
+            ))),
         },
         (None, Some(path)) => match std::fs::read_to_string(path) {
             Ok(v) if !v.trim().is_empty() => Ok(Some(Secret(v.trim().to_owned()))),
-            Ok(_) => Err(format!(
+            Ok(_) => Err(Error::config(format!(
                 "{key}_file = {:?} is empty; write the secret into it",
                 path.display().to_string()
-            )),
-            Err(e) => Err(format!(
+            ))),
+            Err(e) => Err(Error::config(format!(
                 "{key}_file = {:?} cannot be read ({e}); check the path and that vmtel may read it",
                 path.display().to_string()
-            )),
+            ))),
         },
         (None, None) => Ok(None),
     }
@@ -356,7 +357,7 @@ impl InfluxOutput {
             self.token_file.as_deref(),
         );
         if let Err(e) = &token {
-            p.push(e.clone());
+            p.push(e.to_string());
         }
         let password = read_secret(
             &format!("{k}.password"),
@@ -364,7 +365,7 @@ impl InfluxOutput {
             self.password_file.as_deref(),
         );
         if let Err(e) = &password {
-            p.push(e.clone());
+            p.push(e.to_string());
         }
         let has_password = self.password_env.is_some() || self.password_file.is_some();
         if self.api != Api::V1 && (self.username.is_some() || has_password) {
@@ -501,6 +502,8 @@ mod tests {
         assert_eq!(s.expose(), "s3cr3t");
         assert!(!format!("{s:?}").contains("s3cr3t"));
         let e = read_secret("t", None, Some(&dir.path().join("missing"))).unwrap_err();
+        assert_eq!(e.kind(), super::super::ErrorKind::Config);
+        let e = e.to_string();
         assert!(e.contains("t_file") && e.contains("missing"), "{e}");
     }
 

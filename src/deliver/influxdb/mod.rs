@@ -9,15 +9,15 @@
 //!    an outage loses it.
 //! 2. The output's sender thread ([`sender`]) reads the oldest rows, sends them ([`request`]),
 //!    and deletes them once the answer settles them ([`response`]); failures are retried with
-//!    backoff ([`retry`]). Order is kept per output.
+//!    backoff ([`crate::backoff`]). Order is kept per output.
 //!
 //! `docs/delivery.md` describes the guarantees, the retry rules and sizing.
 
 pub mod check;
 pub mod config;
+pub mod error;
 pub mod request;
 pub mod response;
-pub mod retry;
 pub mod sender;
 pub mod spool;
 pub mod stats;
@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 pub use self::config::{Api, InfluxOutput};
+pub use self::error::{Error, ErrorKind};
 use self::sender::{SenderHandle, SenderSettings};
 use self::spool::{NewRow, Spool, SpoolOptions};
 pub use self::stats::DeliveryStats;

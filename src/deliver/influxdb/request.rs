@@ -17,6 +17,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 
 use super::config::{has_userinfo, read_secret, Api, InfluxOutput, Secret};
+use super::error::Error;
 use crate::encode::Precision;
 
 /// Where and how one output writes.
@@ -55,9 +56,9 @@ const ANSWER_LIMIT: u64 = 1 << 20;
 impl Endpoint {
     /// The endpoint of `cfg`, reading its secrets; `global` is the precision lines are
     /// written with when the output sets none.
-    pub fn new(cfg: &InfluxOutput, global: Precision) -> Result<Endpoint, String> {
+    pub fn new(cfg: &InfluxOutput, global: Precision) -> Result<Endpoint, Error> {
         if has_userinfo(&cfg.url) {
-            return Err("the url holds a user name or password before '@'; remove it and set username with password_env or password_file (api = \"v1\"), or token_env or token_file".into());
+            return Err(Error::config("the url holds a user name or password before '@'; remove it and set username with password_env or password_file (api = \"v1\"), or token_env or token_file"));
         }
         let token = read_secret("token", cfg.token_env.as_deref(), cfg.token_file.as_deref())?;
         let password = read_secret(
@@ -135,7 +136,7 @@ impl Endpoint {
         agent: &ureq3::Agent,
         lines: &str,
         precision: Precision,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, Error> {
         let body = if self.gzip {
             gzip(lines.as_bytes())
         } else {
@@ -162,7 +163,7 @@ impl Endpoint {
         agent: &ureq3::Agent,
         path: &str,
         query: &[(&str, &str)],
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, Error> {
         let mut req = agent.get(format!("{}{path}", self.base));
         for (k, v) in query {
             req = req.query(*k, *v);
@@ -179,7 +180,7 @@ impl Endpoint {
         agent: &ureq3::Agent,
         path: &str,
         form: &[(&str, &str)],
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, Error> {
         let mut req = agent.post(format!("{}{path}", self.base));
         if let Some(a) = self.authorization() {
             req = req.header("Authorization", a);
@@ -188,12 +189,7 @@ impl Endpoint {
     }
 
     /// A JSON POST of `path` with the output's credentials (v3 database creation).
-    pub fn post_json(
-        &self,
-        agent: &ureq3::Agent,
-        path: &str,
-        json: &str,
-    ) -> Result<Answer, String> {
+    pub fn post_json(&self, agent: &ureq3::Agent, path: &str, json: &str) -> Result<Answer, Error> {
         let mut req = agent
             .post(format!("{}{path}", self.base))
             .header("Content-Type", "application/json");
@@ -204,8 +200,8 @@ impl Endpoint {
     }
 }
 
-fn answer(r: Result<ureq3::http::Response<ureq3::Body>, ureq3::Error>) -> Result<Answer, String> {
-    let mut resp = r.map_err(describe)?;
+fn answer(r: Result<ureq3::http::Response<ureq3::Body>, ureq3::Error>) -> Result<Answer, Error> {
+    let mut resp = r.map_err(|e| Error::transport(describe(e)))?;
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
@@ -251,15 +247,15 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 
 /// The HTTP client of one output: its timeout, TLS roots, no redirects (they would drop the
 /// body or leak credentials), HTTP errors as answers rather than errors.
-pub fn agent(cfg: &InfluxOutput) -> Result<ureq3::Agent, String> {
+pub fn agent(cfg: &InfluxOutput) -> Result<ureq3::Agent, Error> {
     use ureq3::tls::{Certificate, PemItem, RootCerts, TlsConfig};
     let mut tls = TlsConfig::builder().disable_verification(cfg.insecure_skip_verify);
     if let Some(ca) = &cfg.tls_ca_file {
         let pem = std::fs::read(ca).map_err(|e| {
-            format!(
+            Error::config(format!(
                 "tls_ca_file {}: cannot read: {e}; give a PEM file of CA certificates",
                 ca.display()
-            )
+            ))
         })?;
         let certs: Vec<Certificate<'static>> = ureq3::tls::parse_pem(&pem)
             .filter_map(|item| match item {
@@ -268,10 +264,10 @@ pub fn agent(cfg: &InfluxOutput) -> Result<ureq3::Agent, String> {
             })
             .collect();
         if certs.is_empty() {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "tls_ca_file {}: no PEM certificate in it; give the CA certificate(s) as PEM",
                 ca.display()
-            ));
+            )));
         }
         tls = tls.root_certs(RootCerts::new_with_certs(&certs));
     }
@@ -370,6 +366,7 @@ mod tests {
             ca.display()
         ));
         let e = agent(&o).unwrap_err();
-        assert!(e.contains("no PEM certificate"), "{e}");
+        assert_eq!(e.kind(), super::super::ErrorKind::Config);
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
     }
 }

@@ -21,12 +21,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 
 use super::config::Api;
+use super::error::Error;
 use super::request::Endpoint;
 use super::response::{classify, shorten, Outcome, RejectedLine};
-use super::retry::Backoff;
 use super::spool::Spool;
 use super::stats::DeliveryStats;
+use crate::backoff::Backoff;
 use crate::encode::Precision;
+use crate::logging::episode::Episode;
 
 /// What the sender needs besides its spool.
 pub struct SenderSettings {
@@ -113,7 +115,7 @@ pub fn spawn(
                 stop: stop_rx,
                 wake,
                 backoff: Backoff::default(),
-                failing: None,
+                failing: Episode::default(),
                 learned_max_bytes: None,
                 created: false,
                 flush_at: None,
@@ -145,7 +147,7 @@ struct SenderLoop {
     wake: Receiver<()>,
     backoff: Backoff,
     /// The last failure reported, to report each distinct failure once per outage.
-    failing: Option<String>,
+    failing: Episode,
     /// A request size the server refused with 413: later requests stay below it.
     learned_max_bytes: Option<u64>,
     /// Whether database creation was already attempted.
@@ -284,12 +286,11 @@ impl SenderLoop {
                         }
                         continue;
                     }
-                    if self.failing.take().is_some() {
+                    if let Some(n) = self.failing.end() {
                         tracing::info!(
                             output = %name,
                             backlog_batches = self.stats.backlog_batches.load(Ordering::Relaxed),
-                            "delivering again after {} failed attempts",
-                            self.backoff.failures()
+                            "delivering again after {n} failed attempts"
                         );
                     }
                     self.backoff.reset();
@@ -306,21 +307,19 @@ impl SenderLoop {
 
     /// Logs a failure once per distinct message until delivery works again.
     fn report(&mut self, msg: String) {
-        if self.failing.as_deref() != Some(msg.as_str()) {
+        if self.failing.occur(&msg) {
             tracing::error!(output = %self.settings.name, "{msg}");
-            self.failing = Some(msg);
         }
     }
 
     /// Like [`Self::report`] for a failure that is retried after `d`.
     fn report_wait(&mut self, msg: String, d: Duration) -> Step {
-        if self.failing.as_deref() != Some(msg.as_str()) {
+        if self.failing.occur(&msg) {
             tracing::error!(
                 output = %self.settings.name,
                 "{msg}. The data stays in the spool and is retried with backoff (next in {:.1}s)",
                 d.as_secs_f64()
             );
-            self.failing = Some(msg);
         }
         Step::Wait(d)
     }
@@ -433,7 +432,7 @@ impl SenderLoop {
                     self.created = true;
                     match self.create_database() {
                         Ok(()) => return Step::Wait(Duration::ZERO),
-                        Err(e) => self.report(e),
+                        Err(e) => self.report(e.to_string()),
                     }
                 }
                 let d = self.backoff.next_delay(None);
@@ -511,7 +510,7 @@ impl SenderLoop {
         );
     }
 
-    fn create_database(&self) -> Result<(), String> {
+    fn create_database(&self) -> Result<(), Error> {
         let ep = &self.settings.endpoint;
         let agent = &self.settings.agent;
         let res = match ep.api {
@@ -526,20 +525,23 @@ impl SenderLoop {
                 let json = serde_json::json!({ "db": ep.target }).to_string();
                 ep.post_json(agent, "/api/v3/configure/database", &json)
             }
-            Api::V2 => return Err("buckets cannot be created by vmtel".into()),
+            Api::V2 => return Err(Error::config("buckets cannot be created by vmtel")),
         };
         match res {
             Ok(a) if (200..300).contains(&a.status) && !a.body.contains("\"error\"") => {
                 tracing::info!(output = %self.settings.name, "created database {:?} (create_database = true)", ep.target);
                 Ok(())
             }
-            Ok(a) => Err(format!(
+            Ok(a) => Err(Error::server(format!(
                 "cannot create database {:?} ({}: {})",
                 ep.target,
                 a.status,
                 shorten(a.body.trim(), 300)
-            )),
-            Err(e) => Err(format!("cannot create database {:?}: {e}", ep.target)),
+            ))),
+            Err(e) => Err(Error::transport(format!(
+                "cannot create database {:?}: {e}",
+                ep.target
+            ))),
         }
     }
 }

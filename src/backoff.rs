@@ -1,4 +1,6 @@
-//! Capped exponential backoff with jitter, honouring a server's `Retry-After`.
+//! Capped exponential backoff with jitter, honouring a server's `Retry-After`: the one retry
+//! schedule of vmtel (an output's sender after a failed request, a source's worker after a
+//! failed connection or cycle).
 
 use std::time::Duration;
 
