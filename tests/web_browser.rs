@@ -10,8 +10,8 @@ use std::process::Command;
 
 use harness::{vms_with_cpu, Vmtel};
 
-#[test]
-fn dashboard_in_headless_chromium() {
+/// The repository root, with Chromium and playwright-core ready.
+fn browser_ready() -> &'static Path {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     assert!(
         Path::new("/usr/bin/chromium").exists(),
@@ -25,6 +25,38 @@ fn dashboard_in_headless_chromium() {
             .expect("npm (Node.js) is needed for the browser test");
         assert!(st.success(), "npm ci in web/ failed");
     }
+    root
+}
+
+#[test]
+fn sign_in_in_headless_chromium() {
+    const TOKEN: &str = "a-dashboard-token-for-chromium";
+    let root = browser_ready();
+    let v = Vmtel::run(
+        "[web]\nlisten = \"127.0.0.1:0\"\nauth_token_env = \"VMTEL_TEST_TOKEN\"\n",
+        &[("VMTEL_TEST_TOKEN", TOKEN)],
+    );
+    let shots = root.join("target/screenshots");
+    let out = Command::new("node")
+        .arg(root.join("tests/browser/login.mjs"))
+        .arg(&v.base)
+        .arg(TOKEN)
+        .arg(&shots)
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "browser sign-in checks failed:\n{stdout}\n{}\nvmtel stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        v.stderr()
+    );
+}
+
+#[test]
+fn dashboard_in_headless_chromium() {
+    let root = browser_ready();
     let v = Vmtel::run("", &[]);
     v.wait_json("/api/fleet", 60, "CPU values for every VM", |f| {
         vms_with_cpu(f) == 16
