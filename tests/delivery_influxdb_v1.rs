@@ -240,7 +240,10 @@ fn a_field_type_conflict_is_a_partial_write_logged_and_not_resent() {
     let s = sink_stats(&lines, "influxdb:central");
     assert_eq!(int(s, "retried"), 0, "a refused line is never resent");
     let err = d.stderr();
-    let warnings = err.lines().filter(|l| l.contains("refused lines")).count();
+    let warnings = err
+        .lines()
+        .filter(|l| l.contains("the server refused"))
+        .count();
     assert!(warnings >= 1, "{err}");
     assert!(err.contains("field type conflict"), "{err}");
     assert!(err.contains("not resent"), "{err}");

@@ -135,8 +135,9 @@ pub fn spawn(
 enum Step {
     /// Settled (stored, or refused for good): delete the rows.
     Settled,
-    /// Not settled: wait this long and try again.
-    Wait(Duration),
+    /// Not settled: wait this long and try again; the second duration is the part of the wait
+    /// the server asked for (`Retry-After`), which health probes do not cut short.
+    Wait(Duration, Duration),
 }
 
 struct SenderLoop {
@@ -197,13 +198,16 @@ impl SenderLoop {
     }
 
     /// Waits `d` before a retry; while the spool is dropping rows, probes the server's health
-    /// endpoint every [`PROBE_INTERVAL`] and ends the wait as soon as it answers 2xx. False if
-    /// asked to stop.
-    fn wait_retry(&mut self, d: Duration) -> bool {
-        if !self.spool_dropping() {
+    /// endpoint every [`PROBE_INTERVAL`] once `floor` (the server's `Retry-After`) has passed,
+    /// and ends the wait as soon as it answers 2xx. False if asked to stop.
+    fn wait_retry(&mut self, d: Duration, floor: Duration) -> bool {
+        if !self.spool_dropping() || floor >= d {
             return self.pause(d);
         }
         let end = Instant::now() + d;
+        if !self.pause(floor) {
+            return false;
+        }
         loop {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -295,9 +299,9 @@ impl SenderLoop {
                     }
                     self.backoff.reset();
                 }
-                Step::Wait(d) => {
+                Step::Wait(d, floor) => {
                     self.stats.retried.fetch_add(1, Ordering::Relaxed);
-                    if !self.wait_retry(d) {
+                    if !self.wait_retry(d, floor) {
                         return;
                     }
                 }
@@ -314,6 +318,11 @@ impl SenderLoop {
 
     /// Like [`Self::report`] for a failure that is retried after `d`.
     fn report_wait(&mut self, msg: String, d: Duration) -> Step {
+        self.report_wait_at_least(msg, d, Duration::ZERO)
+    }
+
+    /// Like [`Self::report_wait`] when the server asked for at least `floor` (`Retry-After`).
+    fn report_wait_at_least(&mut self, msg: String, d: Duration, floor: Duration) -> Step {
         if self.failing.occur(&msg) {
             tracing::error!(
                 output = %self.settings.name,
@@ -321,7 +330,7 @@ impl SenderLoop {
                 d.as_secs_f64()
             );
         }
-        Step::Wait(d)
+        Step::Wait(d, floor)
     }
 
     /// Sends `body` (whole lines with timestamps in `precision`), splitting on 413.
@@ -431,7 +440,7 @@ impl SenderLoop {
                 if self.settings.create_database && !self.created {
                     self.created = true;
                     match self.create_database() {
-                        Ok(()) => return Step::Wait(Duration::ZERO),
+                        Ok(()) => return Step::Wait(Duration::ZERO, Duration::ZERO),
                         Err(e) => self.report(e.to_string()),
                     }
                 }
@@ -460,7 +469,7 @@ impl SenderLoop {
                     "{} cannot take the data now{status}: {message}",
                     self.settings.endpoint.base
                 );
-                self.report_wait(msg, d)
+                self.report_wait_at_least(msg, d, retry_after.unwrap_or_default())
             }
             Outcome::Unexpected { status, message } => {
                 let d = self.backoff.next_delay(None);
