@@ -157,6 +157,14 @@ fn every_line_of_n_cycles_arrives_with_its_values_and_the_database_is_created() 
     let stats = sink_stats(&d.lines(), "influxdb:central").cloned();
     assert!(int(stats.as_ref(), "delivered_lines") > 0, "{stats:?}");
     assert_eq!(int(stats.as_ref(), "dropped_lines"), 0);
+    assert_eq!(
+        stats
+            .as_ref()
+            .and_then(|s| s.fields.get("memory_dropped_lines"))
+            .map(|v| v.as_f64()),
+        Some(0.0),
+        "vmtel_internal reports drops from memory (none here): {stats:?}"
+    );
     d.term();
 }
 
