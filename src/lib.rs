@@ -5,6 +5,8 @@
 //! * [`collect`]: one libvirt bulk stats call per host per cycle (per-domain calls only for
 //!   groups a driver lacks) → [`model::HostSample`].
 //! * [`derive`]: rates and utilisation from consecutive samples → [`model::Features`].
+//! * [`schema`]: every measurement and field, declared once (type, unit, counter or gauge,
+//!   source, chart label, Prometheus name).
 //! * [`encode`]: the seed's measurements as InfluxDB line protocol.
 //! * [`deliver`]: sinks behind bounded queues, off the collection path.
 //! * [`store`]: the embedded history (SQLite), a sink like the others.
@@ -25,5 +27,6 @@ pub mod derive;
 pub mod encode;
 pub mod logging;
 pub mod model;
+pub mod schema;
 pub mod serve;
 pub mod store;

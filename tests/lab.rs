@@ -28,6 +28,7 @@
 mod console;
 #[path = "lab/harness.rs"]
 mod harness;
+mod support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -48,69 +49,28 @@ const BIN: &str = env!("CARGO_BIN_EXE_vmtel");
 // ---------------------------------------------------------------------------------------------
 // The schema (seed changelog v2.0, docs/metrics.md), written out.
 
-const VM_METRICS: &[&str] = &["state", "cpus", "cputime", "memmax", "mem"];
+// The schema: the literal copy in tests/support, the independent oracle of every test.
+const VM_METRICS: &[&str] = &support::VM_METRICS_FIELDS;
+const NIC_FIELDS: &[&str] = &support::NIC_FIELDS;
+const VM_FEATURES: &[&str] = &support::FEATURE_FIELDS;
 
 /// Every `vm_totals` field except `disk_errors`: QEMU has no block error counter (libvirt's
 /// bulk call gives no `block.N.errors` key for QEMU, and vmtel must leave the field out rather
 /// than write 0).
-const VM_TOTALS_QEMU: &[&str] = &[
-    "net_rxbytes",
-    "net_rxpackets",
-    "net_rxerrors",
-    "net_rxdrops",
-    "net_txbytes",
-    "net_txpackets",
-    "net_txerrors",
-    "net_txdrops",
-    "disk_rd_req",
-    "disk_rd_bytes",
-    "disk_wr_reqs",
-    "disk_wr_bytes",
-    "memactual",
-    "memrss",
-    "memavailable",
-    "memusable",
-    "memswap_in",
-    "memswap_out",
-    "memmajor_fault",
-    "memminor_fault",
-    "memdisk_cache",
-    "timeusr",
-    "timesys",
-    "cpus",
-    "cputime",
-    "state",
-];
+fn vm_totals_qemu() -> Vec<&'static str> {
+    support::VM_TOTALS_FIELDS
+        .into_iter()
+        .filter(|f| *f != "disk_errors")
+        .collect()
+}
 
-const NIC_FIELDS: &[&str] = &[
-    "rxbytes",
-    "rxpackets",
-    "rxerrors",
-    "rxdrops",
-    "txbytes",
-    "txpackets",
-    "txerrors",
-    "txdrops",
-];
-
-/// Every disk field except `errors` (see `VM_TOTALS_QEMU`).
-const DISK_FIELDS_QEMU: &[&str] = &["rd_req", "rd_bytes", "wr_reqs", "wr_bytes"];
-
-const VM_FEATURES: &[&str] = &[
-    "cpu_pct",
-    "cpu_usr_pct",
-    "cpu_sys_pct",
-    "cpu_steal_pct",
-    "mem_used_pct",
-    "net_rx_bps",
-    "net_tx_bps",
-    "net_rx_pps",
-    "net_tx_pps",
-    "disk_rd_bps",
-    "disk_wr_bps",
-    "disk_rd_iops",
-    "disk_wr_iops",
-];
+/// Every disk field except `errors` (see [`vm_totals_qemu`]).
+fn disk_fields_qemu() -> Vec<&'static str> {
+    support::DISK_FIELDS
+        .into_iter()
+        .filter(|f| *f != "errors")
+        .collect()
+}
 
 /// Where each field's value comes from in `virsh domstats --raw`.
 #[derive(Clone, Copy)]
@@ -703,9 +663,10 @@ fn once_vs_virsh(
         let one =
             |m: &str| -> Vec<&&Point> { mine.iter().filter(|p| p.measurement == m).collect() };
 
+        let totals = vm_totals_qemu();
         for (m, want) in [
             ("vm_metrics", VM_METRICS),
-            ("vm_totals", VM_TOTALS_QEMU),
+            ("vm_totals", totals.as_slice()),
             ("vm_features", VM_FEATURES),
         ] {
             let lines = one(m);
@@ -765,13 +726,14 @@ fn once_vs_virsh(
                 names("disk")
             ));
         }
+        let disk_fields = disk_fields_qemu();
         for p in &devices {
             let dev = &p.tags["device"];
             let (prefix, want, src): (&str, &[&str], &[(&str, &str)]) =
                 if p.tags["devtype"] == "nic" {
                     ("net", NIC_FIELDS, NIC_SRC)
                 } else {
-                    ("block", DISK_FIELDS_QEMU, DISK_SRC)
+                    ("block", disk_fields.as_slice(), DISK_SRC)
                 };
             if sorted(&p.field_names()) != sorted(want) {
                 errs.push(format!(

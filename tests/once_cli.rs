@@ -8,6 +8,8 @@
 //! domain reports nothing, while `test:///default`'s domain `test` reports every balloon stat;
 //! no per-domain call gives `vcpu.N.delay` (steal).
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -22,71 +24,15 @@ const GAP: &str = "300ms";
 const DEFAULT_URI: &str = "test:///default";
 
 // ---------------------------------------------------------------------------------------------
-// The schema, written out from ../shared/seed/telemetry-changelog-v2.0.md and issue 2.
+// The schema: the literal copy in tests/support (written out from
+// ../shared/seed/telemetry-changelog-v2.0.md), the independent oracle of every test.
 
-const BASE_TAGS: &[&str] = &["host", "VMID", "name", "uuid"];
-const DEVICE_TAGS: &[&str] = &["host", "VMID", "name", "uuid", "devtype", "device"];
-
-const VM_METRICS: &[&str] = &["state", "cpus", "cputime", "memmax", "mem"];
-
-const VM_TOTALS: &[&str] = &[
-    "net_rxbytes",
-    "net_rxpackets",
-    "net_rxerrors",
-    "net_rxdrops",
-    "net_txbytes",
-    "net_txpackets",
-    "net_txerrors",
-    "net_txdrops",
-    "disk_rd_req",
-    "disk_rd_bytes",
-    "disk_wr_reqs",
-    "disk_wr_bytes",
-    "disk_errors",
-    "memactual",
-    "memrss",
-    "memavailable",
-    "memusable",
-    "memswap_in",
-    "memswap_out",
-    "memmajor_fault",
-    "memminor_fault",
-    "memdisk_cache",
-    "timeusr",
-    "timesys",
-    "cpus",
-    "cputime",
-    "state",
-];
-
-const NIC_FIELDS: &[&str] = &[
-    "rxbytes",
-    "rxpackets",
-    "rxerrors",
-    "rxdrops",
-    "txbytes",
-    "txpackets",
-    "txerrors",
-    "txdrops",
-];
-
-const DISK_FIELDS: &[&str] = &["rd_req", "rd_bytes", "wr_reqs", "wr_bytes", "errors"];
-
-const VM_FEATURES: &[&str] = &[
-    "cpu_pct",
-    "cpu_usr_pct",
-    "cpu_sys_pct",
-    "cpu_steal_pct",
-    "mem_used_pct",
-    "net_rx_bps",
-    "net_tx_bps",
-    "net_rx_pps",
-    "net_tx_pps",
-    "disk_rd_bps",
-    "disk_wr_bps",
-    "disk_rd_iops",
-    "disk_wr_iops",
-];
+const BASE_TAGS: &[&str] = &support::ID_TAGS;
+const VM_METRICS: &[&str] = &support::VM_METRICS_FIELDS;
+const VM_TOTALS: &[&str] = &support::VM_TOTALS_FIELDS;
+const NIC_FIELDS: &[&str] = &support::NIC_FIELDS;
+const DISK_FIELDS: &[&str] = &support::DISK_FIELDS;
+const VM_FEATURES: &[&str] = &support::FEATURE_FIELDS;
 
 /// `vm_totals` fields fed by guest balloon statistics, with the `virsh dommemstat` tag each comes
 /// from. (`memactual` is also `virDomainGetInfo`'s memory, so it is always there.)
@@ -584,7 +530,7 @@ fn fixture_has_the_exact_measurements_and_tag_keys() {
     );
     for p in &run.points {
         let want = if p.measurement == "vm_devices" {
-            set(DEVICE_TAGS)
+            set(&support::reserved_tag_keys())
         } else {
             set(BASE_TAGS)
         };
@@ -1044,7 +990,7 @@ fn config_host_override_and_global_tags_on_every_line() {
         assert_eq!(p.tag("dc"), "eu west", "{}", p.raw);
         assert_eq!(p.tag("rack"), "r=1,b", "{}", p.raw);
         let mut want = if p.measurement == "vm_devices" {
-            set(DEVICE_TAGS)
+            set(&support::reserved_tag_keys())
         } else {
             set(BASE_TAGS)
         };

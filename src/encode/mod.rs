@@ -1,13 +1,15 @@
 //! Encode: samples and derived features → InfluxDB line protocol, with the schema of the seed
 //! changelog (`vm_metrics`, `vm_totals`, `vm_devices`, `vm_features`).
 //!
-//! The measurement, tag and field names here are a contract with existing dashboards; the tests
-//! assert the exact sets. See `docs/metrics.md` for every field with its type, unit and source.
+//! The measurement, tag and field names are a contract with existing dashboards, declared once
+//! in [`crate::schema`]; the tests assert the exact sets. See `docs/metrics.md` for every field
+//! with its type, unit and source.
 
+mod encoder;
 pub mod line;
-mod schema;
 
-pub use schema::{Encoder, GlobalTags, FIELD_KEYS, TAG_KEYS};
+pub use crate::schema::{FIELD_KEYS, TAG_KEYS};
+pub use encoder::{Encoder, GlobalTags};
 
 use serde::Deserialize;
 

@@ -1,6 +1,7 @@
 //! `GET /metrics`: the Prometheus text format (0.0.4), built on each scrape from the latest
-//! cycle in the history and from the live counters. Names and labels are listed in
-//! `docs/metrics.md`; label values are escaped by the `prometheus` crate's encoder.
+//! cycle in the history and from the live counters. The VM metrics' names, help and scale are
+//! the schema's `prom` column ([`crate::schema`]); all are listed in `docs/metrics.md`; label
+//! values are escaped by the `prometheus` crate's encoder.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -12,282 +13,8 @@ use prometheus::{CounterVec, Encoder, GaugeVec, Opts, Registry, TextEncoder};
 
 use super::api::{now_ms, with_db};
 use super::AppState;
+use crate::schema::{Kind, MEASUREMENTS};
 use crate::store::query::{latest_vm_series, Latest};
-
-/// How a stored field becomes a Prometheus metric.
-struct Map {
-    measurement: &'static str,
-    field: &'static str,
-    name: &'static str,
-    help: &'static str,
-    counter: bool,
-    scale: f64,
-}
-
-const fn g(
-    m: &'static str,
-    f: &'static str,
-    name: &'static str,
-    help: &'static str,
-    scale: f64,
-) -> Map {
-    Map {
-        measurement: m,
-        field: f,
-        name,
-        help,
-        counter: false,
-        scale,
-    }
-}
-
-const fn c(
-    m: &'static str,
-    f: &'static str,
-    name: &'static str,
-    help: &'static str,
-    scale: f64,
-) -> Map {
-    Map {
-        measurement: m,
-        field: f,
-        name,
-        help,
-        counter: true,
-        scale,
-    }
-}
-
-const KIB: f64 = 1024.0;
-
-/// Per-VM metrics (labels host, name, uuid).
-const VM: &[Map] = &[
-    g(
-        "vm_metrics",
-        "state",
-        "vmtel_vm_state",
-        "libvirt domain state (1 running, 3 paused, ...).",
-        1.0,
-    ),
-    g(
-        "vm_metrics",
-        "cpus",
-        "vmtel_vm_vcpus",
-        "Virtual CPUs online.",
-        1.0,
-    ),
-    c(
-        "vm_metrics",
-        "cputime",
-        "vmtel_vm_cpu_seconds_total",
-        "CPU time used by the VM.",
-        1e-9,
-    ),
-    c(
-        "vm_totals",
-        "timeusr",
-        "vmtel_vm_cpu_user_seconds_total",
-        "User CPU time used by the VM.",
-        1e-9,
-    ),
-    c(
-        "vm_totals",
-        "timesys",
-        "vmtel_vm_cpu_system_seconds_total",
-        "System CPU time used by the VM.",
-        1e-9,
-    ),
-    g(
-        "vm_metrics",
-        "memmax",
-        "vmtel_vm_memory_max_bytes",
-        "Maximum memory.",
-        KIB,
-    ),
-    g(
-        "vm_totals",
-        "memactual",
-        "vmtel_vm_memory_actual_bytes",
-        "Current balloon size.",
-        KIB,
-    ),
-    g(
-        "vm_totals",
-        "memrss",
-        "vmtel_vm_memory_rss_bytes",
-        "Resident set size of the VM's process on the host.",
-        KIB,
-    ),
-    g(
-        "vm_totals",
-        "memavailable",
-        "vmtel_vm_memory_available_bytes",
-        "Memory the guest sees as total.",
-        KIB,
-    ),
-    g(
-        "vm_totals",
-        "memusable",
-        "vmtel_vm_memory_usable_bytes",
-        "Memory usable by the guest without swapping.",
-        KIB,
-    ),
-    g(
-        "vm_totals",
-        "memdisk_cache",
-        "vmtel_vm_memory_disk_caches_bytes",
-        "Guest disk caches that can be reclaimed.",
-        KIB,
-    ),
-    c(
-        "vm_totals",
-        "memswap_in",
-        "vmtel_vm_memory_swap_in_bytes_total",
-        "Memory swapped in by the guest.",
-        KIB,
-    ),
-    c(
-        "vm_totals",
-        "memswap_out",
-        "vmtel_vm_memory_swap_out_bytes_total",
-        "Memory swapped out by the guest.",
-        KIB,
-    ),
-    c(
-        "vm_totals",
-        "memmajor_fault",
-        "vmtel_vm_memory_major_faults_total",
-        "Major page faults in the guest.",
-        1.0,
-    ),
-    c(
-        "vm_totals",
-        "memminor_fault",
-        "vmtel_vm_memory_minor_faults_total",
-        "Minor page faults in the guest.",
-        1.0,
-    ),
-    g(
-        "vm_features",
-        "cpu_pct",
-        "vmtel_vm_cpu_usage_percent",
-        "CPU use over the last interval, percent of the VM's vCPUs.",
-        1.0,
-    ),
-    g(
-        "vm_features",
-        "cpu_steal_pct",
-        "vmtel_vm_cpu_steal_percent",
-        "Time vCPUs waited for a host CPU over the last interval, percent.",
-        1.0,
-    ),
-    g(
-        "vm_features",
-        "mem_used_pct",
-        "vmtel_vm_memory_used_percent",
-        "Guest memory in use, percent of what the guest sees.",
-        1.0,
-    ),
-];
-
-/// Per-NIC metrics (labels host, name, uuid, device).
-const NIC: &[Map] = &[
-    c(
-        "vm_devices",
-        "rxbytes",
-        "vmtel_vm_network_receive_bytes_total",
-        "Bytes received by the NIC.",
-        1.0,
-    ),
-    c(
-        "vm_devices",
-        "rxpackets",
-        "vmtel_vm_network_receive_packets_total",
-        "Packets received by the NIC.",
-        1.0,
-    ),
-    c(
-        "vm_devices",
-        "rxerrors",
-        "vmtel_vm_network_receive_errors_total",
-        "Receive errors of the NIC.",
-        1.0,
-    ),
-    c(
-        "vm_devices",
-        "rxdrops",
-        "vmtel_vm_network_receive_drops_total",
-        "Received packets dropped.",
-        1.0,
-    ),
-    c(
-        "vm_devices",
-        "txbytes",
-        "vmtel_vm_network_transmit_bytes_total",
-        "Bytes transmitted by the NIC.",
-        1.0,
-    ),
-    c(
-        "vm_devices",
-        "txpackets",
-        "vmtel_vm_network_transmit_packets_total",
-        "Packets transmitted by the NIC.",
-        1.0,
-    ),
-    c(
-        "vm_devices",
-        "txerrors",
-        "vmtel_vm_network_transmit_errors_total",
-        "Transmit errors of the NIC.",
-        1.0,
-    ),
-    c(
-        "vm_devices",
-        "txdrops",
-        "vmtel_vm_network_transmit_drops_total",
-        "Transmitted packets dropped.",
-        1.0,
-    ),
-];
-
-/// Per-disk metrics (labels host, name, uuid, device).
-const DISK: &[Map] = &[
-    c(
-        "vm_devices",
-        "rd_bytes",
-        "vmtel_vm_disk_read_bytes_total",
-        "Bytes read from the disk.",
-        1.0,
-    ),
-    c(
-        "vm_devices",
-        "rd_req",
-        "vmtel_vm_disk_reads_total",
-        "Read requests to the disk.",
-        1.0,
-    ),
-    c(
-        "vm_devices",
-        "wr_bytes",
-        "vmtel_vm_disk_written_bytes_total",
-        "Bytes written to the disk.",
-        1.0,
-    ),
-    c(
-        "vm_devices",
-        "wr_reqs",
-        "vmtel_vm_disk_writes_total",
-        "Write requests to the disk.",
-        1.0,
-    ),
-    c(
-        "vm_devices",
-        "errors",
-        "vmtel_vm_disk_errors_total",
-        "I/O errors of the disk.",
-        1.0,
-    ),
-];
 
 enum Family {
     Gauge(GaugeVec),
@@ -352,36 +79,39 @@ impl Families {
     }
 }
 
+/// Exports the latest values of every field the schema gives a Prometheus name (labels
+/// `host`, `name`, `uuid`, and `device` for device lines).
 fn export_vm(f: &mut Families, series: &[Latest]) {
     for s in series {
+        let Some(m) = MEASUREMENTS
+            .iter()
+            .find(|m| m.name == s.measurement && m.devtype == s.devtype.as_deref())
+        else {
+            continue;
+        };
         let vm_labels = [s.host.as_str(), s.name.as_str(), s.uuid.as_str()];
-        let (maps, dev): (&[Map], Option<&str>) =
-            match (s.measurement.as_str(), s.devtype.as_deref()) {
-                ("vm_devices", Some("nic")) => (NIC, s.device.as_deref()),
-                ("vm_devices", Some("disk")) => (DISK, s.device.as_deref()),
-                ("vm_devices", _) => continue,
-                _ => (VM, None),
-            };
-        for m in maps.iter().filter(|m| m.measurement == s.measurement) {
-            let Some(v) = s.fields.get(m.field) else {
+        for field in m.fields {
+            let (Some(p), Some(v)) = (field.prom, s.fields.get(field.key)) else {
                 continue;
             };
-            match dev {
-                Some(d) => f.set(
-                    m.name,
-                    m.help,
-                    m.counter,
+            let counter = field.kind == Kind::Counter;
+            match (m.devtype, s.device.as_deref()) {
+                (Some(_), Some(d)) => f.set(
+                    p.name,
+                    p.help,
+                    counter,
                     &["host", "name", "uuid", "device"],
                     &[vm_labels[0], vm_labels[1], vm_labels[2], d],
-                    v * m.scale,
+                    v * p.scale,
                 ),
-                None => f.set(
-                    m.name,
-                    m.help,
-                    m.counter,
+                (Some(_), None) => {}
+                (None, _) => f.set(
+                    p.name,
+                    p.help,
+                    counter,
                     &["host", "name", "uuid"],
                     &vm_labels,
-                    v * m.scale,
+                    v * p.scale,
                 ),
             }
         }

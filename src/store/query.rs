@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
+use crate::schema::{vm_devices_disk, vm_devices_nic, vm_features, vm_totals, Measurement};
+
 /// Ranges longer than this read roll-ups (6 hours).
 pub const RAW_LIMIT_MS: i64 = 6 * 3_600_000;
 /// Buckets per chart, about.
@@ -381,6 +383,14 @@ pub fn window(now: i64, range: i64) -> (i64, i64, bool) {
     (now - range, step, rollup)
 }
 
+/// The chart legend of field `key` of `m` (the schema's `label`, else the key itself).
+fn label(m: &Measurement, key: &str) -> &'static str {
+    match m.field(key) {
+        Some(f) => f.label.unwrap_or(f.key),
+        None => "?",
+    }
+}
+
 /// One VM's charts over `range` ms ending at `now`, or None if the store has never seen it.
 pub fn vm_detail(
     conn: &Connection,
@@ -412,27 +422,25 @@ pub fn vm_detail(
         values,
     };
 
+    let cpu_fields = ["cpu_pct", "cpu_usr_pct", "cpu_sys_pct", "cpu_steal_pct"];
     let (t, c) = bucketed(
         conn,
         &ids("vm_features", None),
-        &["cpu_pct", "cpu_usr_pct", "cpu_sys_pct", "cpu_steal_pct"],
+        &cpu_fields,
         from,
         step,
         rollup,
     )?;
-    let mut c = c.into_iter();
-    let mut next = || c.next().unwrap_or_default();
     charts.push(Chart {
         id: "cpu".into(),
         title: "CPU (percent of the VM's vCPUs)".into(),
         unit: "%".into(),
         t,
-        lines: vec![
-            line("total", next()),
-            line("user", next()),
-            line("system", next()),
-            line("steal", next()),
-        ],
+        lines: cpu_fields
+            .iter()
+            .zip(c)
+            .map(|(k, values)| line(label(&vm_features::MEASUREMENT, k), values))
+            .collect(),
     });
 
     let mem_fields = [
@@ -445,6 +453,7 @@ pub fn vm_detail(
         "memmajor_fault",
         "memminor_fault",
     ];
+    let totals = &vm_totals::MEASUREMENT;
     let (t, c) = bucketed(
         conn,
         &ids("vm_totals", None),
@@ -459,23 +468,18 @@ pub fn vm_detail(
         title: "Memory".into(),
         unit: "B".into(),
         t: t.clone(),
-        lines: vec![
-            line("actual (balloon)", scaled(&col(0), 1024.0)),
-            line("rss (host)", scaled(&col(1), 1024.0)),
-            line("usable (guest)", scaled(&col(2), 1024.0)),
-            line("available (guest)", scaled(&col(3), 1024.0)),
-        ],
+        lines: (0..4)
+            .map(|i| line(label(totals, mem_fields[i]), scaled(&col(i), 1024.0)))
+            .collect(),
     });
     charts.push(Chart {
         id: "memact".into(),
         title: "Swap and page faults".into(),
         unit: "/s".into(),
-        lines: vec![
-            line("swap in (B/s)", rate(&t, &col(4), 1024.0)),
-            line("swap out (B/s)", rate(&t, &col(5), 1024.0)),
-            line("major faults/s", rate(&t, &col(6), 1.0)),
-            line("minor faults/s", rate(&t, &col(7), 1.0)),
-        ],
+        lines: [(4, 1024.0), (5, 1024.0), (6, 1.0), (7, 1.0)]
+            .iter()
+            .map(|&(i, scale)| line(label(totals, mem_fields[i]), rate(&t, &col(i), scale)))
+            .collect(),
         t,
     });
 
@@ -505,22 +509,17 @@ pub fn vm_detail(
             continue;
         }
         if d.devtype == "nic" {
-            let (t, c) = bucketed(
-                conn,
-                &dev_ids,
-                &["rxbytes", "txbytes", "rxpackets", "txpackets"],
-                from,
-                step,
-                rollup,
-            )?;
+            let keys = ["rxbytes", "txbytes", "rxpackets", "txpackets"];
+            let nic = &vm_devices_nic::MEASUREMENT;
+            let (t, c) = bucketed(conn, &dev_ids, &keys, from, step, rollup)?;
             let col = |i: usize| c.get(i).cloned().unwrap_or_default();
             charts.push(Chart {
                 id: format!("nic:{}", d.device),
                 title: format!("NIC {}", d.device),
                 unit: "B/s".into(),
                 lines: vec![
-                    line("rx bytes/s", rate(&t, &col(0), 1.0)),
-                    line("tx bytes/s", rate(&t, &col(1), 1.0)),
+                    line(label(nic, keys[0]), rate(&t, &col(0), 1.0)),
+                    line(label(nic, keys[1]), rate(&t, &col(1), 1.0)),
                 ],
                 t: t.clone(),
             });
@@ -529,28 +528,23 @@ pub fn vm_detail(
                 title: format!("NIC {} packets", d.device),
                 unit: "/s".into(),
                 lines: vec![
-                    line("rx packets/s", rate(&t, &col(2), 1.0)),
-                    line("tx packets/s", rate(&t, &col(3), 1.0)),
+                    line(label(nic, keys[2]), rate(&t, &col(2), 1.0)),
+                    line(label(nic, keys[3]), rate(&t, &col(3), 1.0)),
                 ],
                 t,
             });
         } else if d.devtype == "disk" {
-            let (t, c) = bucketed(
-                conn,
-                &dev_ids,
-                &["rd_bytes", "wr_bytes", "rd_req", "wr_reqs"],
-                from,
-                step,
-                rollup,
-            )?;
+            let keys = ["rd_bytes", "wr_bytes", "rd_req", "wr_reqs"];
+            let disk = &vm_devices_disk::MEASUREMENT;
+            let (t, c) = bucketed(conn, &dev_ids, &keys, from, step, rollup)?;
             let col = |i: usize| c.get(i).cloned().unwrap_or_default();
             charts.push(Chart {
                 id: format!("disk:{}", d.device),
                 title: format!("Disk {}", d.device),
                 unit: "B/s".into(),
                 lines: vec![
-                    line("read bytes/s", rate(&t, &col(0), 1.0)),
-                    line("write bytes/s", rate(&t, &col(1), 1.0)),
+                    line(label(disk, keys[0]), rate(&t, &col(0), 1.0)),
+                    line(label(disk, keys[1]), rate(&t, &col(1), 1.0)),
                 ],
                 t: t.clone(),
             });
@@ -559,8 +553,8 @@ pub fn vm_detail(
                 title: format!("Disk {} IOPS", d.device),
                 unit: "/s".into(),
                 lines: vec![
-                    line("reads/s", rate(&t, &col(2), 1.0)),
-                    line("writes/s", rate(&t, &col(3), 1.0)),
+                    line(label(disk, keys[2]), rate(&t, &col(2), 1.0)),
+                    line(label(disk, keys[3]), rate(&t, &col(3), 1.0)),
                 ],
                 t,
             });
@@ -764,4 +758,48 @@ pub fn latest_vm_series(conn: &Connection, now: i64) -> rusqlite::Result<Vec<Lat
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_charted_field_has_a_legend_in_the_schema() {
+        let charted: [(&Measurement, &[&str]); 4] = [
+            (
+                &vm_features::MEASUREMENT,
+                &["cpu_pct", "cpu_usr_pct", "cpu_sys_pct", "cpu_steal_pct"],
+            ),
+            (
+                &vm_totals::MEASUREMENT,
+                &[
+                    "memactual",
+                    "memrss",
+                    "memusable",
+                    "memavailable",
+                    "memswap_in",
+                    "memswap_out",
+                    "memmajor_fault",
+                    "memminor_fault",
+                ],
+            ),
+            (
+                &vm_devices_nic::MEASUREMENT,
+                &["rxbytes", "txbytes", "rxpackets", "txpackets"],
+            ),
+            (
+                &vm_devices_disk::MEASUREMENT,
+                &["rd_bytes", "wr_bytes", "rd_req", "wr_reqs"],
+            ),
+        ];
+        for (m, keys) in charted {
+            for k in keys {
+                let f = m
+                    .field(k)
+                    .unwrap_or_else(|| panic!("{} has no {k}", m.name));
+                assert!(f.label.is_some(), "{}.{k} has no chart label", m.name);
+            }
+        }
+    }
 }

@@ -1,0 +1,547 @@
+//! The schema, declared once: every measurement vmtel writes and every field in it, with its
+//! type, unit, counter or gauge, libvirt source, chart label and Prometheus name. The names are
+//! the v2.0 telemetry module's (a contract with existing dashboards: `rd_req` next to `wr_reqs`
+//! is deliberate).
+//!
+//! Everything that lists fields reads this table: the encoder writes each measurement's fields
+//! in the table's order (the `write_fields` function of each measurement's module, generated
+//! from the same rows, so writing costs no table lookup), the config's clash check
+//! ([`FIELD_KEYS`]), `/metrics` (the `prom` column), the dashboard's chart legends (`label`),
+//! and the field tables of `docs/metrics.md` ([`doc_table`]; a test fails when the page and the
+//! table differ).
+
+use crate::encode::line::Line;
+use crate::model::{DiskStats, DomainSample, Features, NicStats};
+
+/// How a field is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ty {
+    /// An integer (`i` suffix; signed 64-bit, as InfluxDB 1.x has no unsigned type).
+    Int,
+    /// A float.
+    Float,
+}
+
+impl Ty {
+    /// The word the docs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ty::Int => "integer",
+            Ty::Float => "float",
+        }
+    }
+}
+
+/// Whether a field only grows (until the VM or device restarts) or goes up and down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Grows; rates are its differences over time.
+    Counter,
+    /// A level.
+    Gauge,
+}
+
+/// How a field is exported on `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prom {
+    /// The metric's name (`_total` for counters, a unit suffix).
+    pub name: &'static str,
+    /// Its help text.
+    pub help: &'static str,
+    /// Factor from the stored value to the metric's unit (KiB to bytes, ns to seconds).
+    pub scale: f64,
+}
+
+/// One field of a measurement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Field {
+    /// The field key.
+    pub key: &'static str,
+    /// How it is written.
+    pub ty: Ty,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// Its unit and meaning, as the docs say it.
+    pub unit: &'static str,
+    /// Where its value comes from (libvirt bulk key and fallback call, or a formula).
+    pub source: &'static str,
+    /// The legend of its line in the dashboard's charts, when it is charted.
+    pub label: Option<&'static str>,
+    /// Its `/metrics` export, if any.
+    pub prom: Option<Prom>,
+}
+
+/// One measurement (for `vm_devices`, one device type).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measurement {
+    /// The measurement name.
+    pub name: &'static str,
+    /// `nic` or `disk` for `vm_devices` lines.
+    pub devtype: Option<&'static str>,
+    /// Its fields, in the order they are written.
+    pub fields: &'static [Field],
+}
+
+impl Measurement {
+    /// The field `key`, if the measurement has it.
+    pub fn field(&self, key: &str) -> Option<&'static Field> {
+        self.fields.iter().find(|f| f.key == key)
+    }
+}
+
+/// Sums one optional counter over devices: `None` when no device reports it.
+fn sum<T>(devices: &[T], get: impl Fn(&T) -> Option<u64>) -> Option<u64> {
+    devices
+        .iter()
+        .filter_map(get)
+        .fold(None, |acc: Option<u64>, v| {
+            Some(acc.unwrap_or(0).saturating_add(v))
+        })
+}
+
+macro_rules! opt {
+    () => {
+        None
+    };
+    ($v:expr) => {
+        Some($v)
+    };
+}
+
+macro_rules! prom {
+    () => {
+        None
+    };
+    ($name:literal, $help:literal, $scale:expr) => {
+        Some(Prom {
+            name: $name,
+            help: $help,
+            scale: $scale,
+        })
+    };
+}
+
+macro_rules! ty {
+    (U64) => {
+        Ty::Int
+    };
+    (I64) => {
+        Ty::Int
+    };
+    (F64) => {
+        Ty::Float
+    };
+}
+
+macro_rules! write_field {
+    ($line:ident, U64, $key:literal, $v:expr) => {
+        $line.field_u64($crate::key!($key), $v)
+    };
+    ($line:ident, I64, $key:literal, $v:expr) => {
+        $line.field_i64($crate::key!($key), $v)
+    };
+    ($line:ident, F64, $key:literal, $v:expr) => {
+        $line.field_f64($crate::key!($key), $v)
+    };
+}
+
+/// Declares measurements: for each, a module with `MEASUREMENT` (the table) and
+/// `write_fields` (the encoder's field writer), both from the same rows.
+macro_rules! measurements {
+    ($(
+        $(#[$doc:meta])*
+        $module:ident = $name:literal $(devtype $devtype:literal)? for |$s:ident: $subject:ty| {
+            $(
+                $key:literal: $ty:ident $kind:ident, $unit:literal, $source:literal
+                $(, label $label:literal)?
+                $(, prom($pname:literal, $phelp:literal, $scale:expr))?
+                => $get:expr;
+            )*
+        }
+    )*) => {
+        $(
+            $(#[$doc])*
+            pub mod $module {
+                use super::*;
+
+                /// This measurement's row of the schema.
+                pub const MEASUREMENT: Measurement = Measurement {
+                    name: $name,
+                    devtype: opt!($($devtype)?),
+                    fields: &[$(
+                        Field {
+                            key: $key,
+                            ty: ty!($ty),
+                            kind: Kind::$kind,
+                            unit: $unit,
+                            source: $source,
+                            label: opt!($($label)?),
+                            prom: prom!($($pname, $phelp, $scale)?),
+                        },
+                    )*],
+                };
+
+                /// Writes the fields of this measurement read from `subject`, in the table's
+                /// order (a field without a value is left out).
+                #[inline(always)]
+                pub fn write_fields(line: &mut Line<'_>, $s: &$subject) {
+                    $( write_field!(line, $ty, $key, $get); )*
+                }
+            }
+        )*
+
+        /// Every measurement, in the order a VM's lines are written.
+        pub const MEASUREMENTS: &[Measurement] = &[$($module::MEASUREMENT),*];
+    };
+}
+
+/// KiB to bytes.
+const KIB: f64 = 1024.0;
+
+measurements! {
+    /// `vm_metrics`: basic VM metrics.
+    vm_metrics = "vm_metrics" for |d: DomainSample| {
+        "state": I64 Gauge, "`virDomainState` code: 1 running, 2 blocked, 3 paused, 4 shutting down, 5 shut off, 6 crashed, 7 suspended (PM)", "`state.state`; `virDomainGetInfo`",
+            prom("vmtel_vm_state", "libvirt domain state (1 running, 3 paused, ...).", 1.0)
+            => d.state;
+        "cpus": U64 Gauge, "vCPUs online", "`vcpu.current`; `virDomainGetInfo.nrVirtCpu`",
+            prom("vmtel_vm_vcpus", "Virtual CPUs online.", 1.0)
+            => d.vcpu.current.map(u64::from);
+        "cputime": U64 Counter, "ns, total CPU time of the VM (counter)", "`cpu.time`; `virDomainGetCPUStats`",
+            prom("vmtel_vm_cpu_seconds_total", "CPU time used by the VM.", 1e-9)
+            => d.cpu.time;
+        "memmax": U64 Gauge, "KiB, maximum memory", "`balloon.maximum`; `virDomainGetInfo.maxMem`",
+            prom("vmtel_vm_memory_max_bytes", "Maximum memory.", KIB)
+            => d.mem.maximum;
+        "mem": U64 Gauge, "KiB, current balloon size", "`balloon.current`; `virDomainGetInfo.memory`"
+            => d.mem.current;
+    }
+
+    /// `vm_totals`: one line per VM with everything summed over its devices.
+    vm_totals = "vm_totals" for |d: DomainSample| {
+        "net_rxbytes": U64 Counter, "bytes (counter)", "Σ `net.N.rx.bytes`" => sum(&d.nics, |x| x.rx_bytes);
+        "net_rxpackets": U64 Counter, "packets (counter)", "Σ `net.N.rx.pkts`" => sum(&d.nics, |x| x.rx_pkts);
+        "net_rxerrors": U64 Counter, "errors (counter)", "Σ `net.N.rx.errs`" => sum(&d.nics, |x| x.rx_errs);
+        "net_rxdrops": U64 Counter, "packets (counter)", "Σ `net.N.rx.drop`" => sum(&d.nics, |x| x.rx_drop);
+        "net_txbytes": U64 Counter, "bytes (counter)", "Σ `net.N.tx.bytes`" => sum(&d.nics, |x| x.tx_bytes);
+        "net_txpackets": U64 Counter, "packets (counter)", "Σ `net.N.tx.pkts`" => sum(&d.nics, |x| x.tx_pkts);
+        "net_txerrors": U64 Counter, "errors (counter)", "Σ `net.N.tx.errs`" => sum(&d.nics, |x| x.tx_errs);
+        "net_txdrops": U64 Counter, "packets (counter)", "Σ `net.N.tx.drop`" => sum(&d.nics, |x| x.tx_drop);
+        "disk_rd_req": U64 Counter, "requests (counter)", "Σ `block.N.rd.reqs`" => sum(&d.disks, |x| x.rd_reqs);
+        "disk_rd_bytes": U64 Counter, "bytes (counter)", "Σ `block.N.rd.bytes`" => sum(&d.disks, |x| x.rd_bytes);
+        "disk_wr_reqs": U64 Counter, "requests (counter)", "Σ `block.N.wr.reqs`" => sum(&d.disks, |x| x.wr_reqs);
+        "disk_wr_bytes": U64 Counter, "bytes (counter)", "Σ `block.N.wr.bytes`" => sum(&d.disks, |x| x.wr_bytes);
+        "disk_errors": U64 Counter, "errors (counter)", "Σ `block.N.errors`" => sum(&d.disks, |x| x.errors);
+        "memactual": U64 Gauge, "KiB, current balloon size", "`balloon.current`; `virDomainMemoryStats` ACTUAL_BALLOON",
+            label "actual (balloon)",
+            prom("vmtel_vm_memory_actual_bytes", "Current balloon size.", KIB)
+            => d.mem.current;
+        "memrss": U64 Gauge, "KiB, resident set of the QEMU process", "`balloon.rss`; RSS",
+            label "rss (host)",
+            prom("vmtel_vm_memory_rss_bytes", "Resident set size of the VM's process on the host.", KIB)
+            => d.mem.rss;
+        "memavailable": U64 Gauge, "KiB, memory the guest sees as total (guest stat)", "`balloon.available`; AVAILABLE",
+            label "available (guest)",
+            prom("vmtel_vm_memory_available_bytes", "Memory the guest sees as total.", KIB)
+            => d.mem.available;
+        "memusable": U64 Gauge, "KiB, memory usable without swapping (guest stat)", "`balloon.usable`; USABLE",
+            label "usable (guest)",
+            prom("vmtel_vm_memory_usable_bytes", "Memory usable by the guest without swapping.", KIB)
+            => d.mem.usable;
+        "memswap_in": U64 Counter, "KiB swapped in (guest stat, counter)", "`balloon.swap_in`; SWAP_IN",
+            label "swap in (B/s)",
+            prom("vmtel_vm_memory_swap_in_bytes_total", "Memory swapped in by the guest.", KIB)
+            => d.mem.swap_in;
+        "memswap_out": U64 Counter, "KiB swapped out (guest stat, counter)", "`balloon.swap_out`; SWAP_OUT",
+            label "swap out (B/s)",
+            prom("vmtel_vm_memory_swap_out_bytes_total", "Memory swapped out by the guest.", KIB)
+            => d.mem.swap_out;
+        "memmajor_fault": U64 Counter, "major page faults (guest stat, counter)", "`balloon.major_fault`; MAJOR_FAULT",
+            label "major faults/s",
+            prom("vmtel_vm_memory_major_faults_total", "Major page faults in the guest.", 1.0)
+            => d.mem.major_fault;
+        "memminor_fault": U64 Counter, "minor page faults (guest stat, counter)", "`balloon.minor_fault`; MINOR_FAULT",
+            label "minor faults/s",
+            prom("vmtel_vm_memory_minor_faults_total", "Minor page faults in the guest.", 1.0)
+            => d.mem.minor_fault;
+        "memdisk_cache": U64 Gauge, "KiB, reclaimable disk caches (guest stat)", "`balloon.disk_caches`; DISK_CACHES",
+            prom("vmtel_vm_memory_disk_caches_bytes", "Guest disk caches that can be reclaimed.", KIB)
+            => d.mem.disk_caches;
+        "timeusr": U64 Counter, "ns, user CPU time (counter)", "`cpu.user`; `virDomainGetCPUStats` user_time",
+            prom("vmtel_vm_cpu_user_seconds_total", "User CPU time used by the VM.", 1e-9)
+            => d.cpu.user;
+        "timesys": U64 Counter, "ns, system CPU time (counter)", "`cpu.system`; system_time",
+            prom("vmtel_vm_cpu_system_seconds_total", "System CPU time used by the VM.", 1e-9)
+            => d.cpu.system;
+        "cpus": U64 Gauge, "vCPUs online", "as in `vm_metrics`" => d.vcpu.current.map(u64::from);
+        "cputime": U64 Counter, "ns (counter)", "as in `vm_metrics`" => d.cpu.time;
+        "state": I64 Gauge, "state code", "as in `vm_metrics`" => d.state;
+    }
+
+    /// `vm_devices,devtype=nic`: one line per NIC (counters as the guest sees them).
+    vm_devices_nic = "vm_devices" devtype "nic" for |n: NicStats| {
+        "rxbytes": U64 Counter, "bytes (counter)", "`net.N.rx.bytes`",
+            label "rx bytes/s",
+            prom("vmtel_vm_network_receive_bytes_total", "Bytes received by the NIC.", 1.0)
+            => n.rx_bytes;
+        "rxpackets": U64 Counter, "packets (counter)", "`net.N.rx.pkts`",
+            label "rx packets/s",
+            prom("vmtel_vm_network_receive_packets_total", "Packets received by the NIC.", 1.0)
+            => n.rx_pkts;
+        "rxerrors": U64 Counter, "errors (counter)", "`net.N.rx.errs`",
+            prom("vmtel_vm_network_receive_errors_total", "Receive errors of the NIC.", 1.0)
+            => n.rx_errs;
+        "rxdrops": U64 Counter, "packets (counter)", "`net.N.rx.drop`",
+            prom("vmtel_vm_network_receive_drops_total", "Received packets dropped.", 1.0)
+            => n.rx_drop;
+        "txbytes": U64 Counter, "bytes (counter)", "`net.N.tx.bytes`",
+            label "tx bytes/s",
+            prom("vmtel_vm_network_transmit_bytes_total", "Bytes transmitted by the NIC.", 1.0)
+            => n.tx_bytes;
+        "txpackets": U64 Counter, "packets (counter)", "`net.N.tx.pkts`",
+            label "tx packets/s",
+            prom("vmtel_vm_network_transmit_packets_total", "Packets transmitted by the NIC.", 1.0)
+            => n.tx_pkts;
+        "txerrors": U64 Counter, "errors (counter)", "`net.N.tx.errs`",
+            prom("vmtel_vm_network_transmit_errors_total", "Transmit errors of the NIC.", 1.0)
+            => n.tx_errs;
+        "txdrops": U64 Counter, "packets (counter)", "`net.N.tx.drop`",
+            prom("vmtel_vm_network_transmit_drops_total", "Transmitted packets dropped.", 1.0)
+            => n.tx_drop;
+    }
+
+    /// `vm_devices,devtype=disk`: one line per disk.
+    vm_devices_disk = "vm_devices" devtype "disk" for |k: DiskStats| {
+        "rd_req": U64 Counter, "requests (counter)", "`block.N.rd.reqs`",
+            label "reads/s",
+            prom("vmtel_vm_disk_reads_total", "Read requests to the disk.", 1.0)
+            => k.rd_reqs;
+        "rd_bytes": U64 Counter, "bytes (counter)", "`block.N.rd.bytes`",
+            label "read bytes/s",
+            prom("vmtel_vm_disk_read_bytes_total", "Bytes read from the disk.", 1.0)
+            => k.rd_bytes;
+        "wr_reqs": U64 Counter, "requests (counter)", "`block.N.wr.reqs`",
+            label "writes/s",
+            prom("vmtel_vm_disk_writes_total", "Write requests to the disk.", 1.0)
+            => k.wr_reqs;
+        "wr_bytes": U64 Counter, "bytes (counter)", "`block.N.wr.bytes`",
+            label "write bytes/s",
+            prom("vmtel_vm_disk_written_bytes_total", "Bytes written to the disk.", 1.0)
+            => k.wr_bytes;
+        "errors": U64 Counter, "errors (counter; QEMU 10 reports none, so it is usually absent)", "`block.N.errors`",
+            prom("vmtel_vm_disk_errors_total", "I/O errors of the disk.", 1.0)
+            => k.errors;
+    }
+
+    /// `vm_features`: rates and utilisation derived from consecutive samples.
+    vm_features = "vm_features" for |f: Features| {
+        "cpu_pct": F64 Gauge, "percent of the VM's vCPUs (0–100)", "Δ`cputime` / (Δt · `cpus`) · 100",
+            label "total",
+            prom("vmtel_vm_cpu_usage_percent", "CPU use over the last interval, percent of the VM's vCPUs.", 1.0)
+            => f.cpu_pct;
+        "cpu_usr_pct": F64 Gauge, "percent", "Δ`timeusr` / (Δt · `cpus`) · 100",
+            label "user"
+            => f.cpu_usr_pct;
+        "cpu_sys_pct": F64 Gauge, "percent", "Δ`timesys` / (Δt · `cpus`) · 100",
+            label "system"
+            => f.cpu_sys_pct;
+        "cpu_steal_pct": F64 Gauge, "percent", "Δ(Σ `vcpu.N.delay`) / (Δt · `cpus`) · 100: time vCPUs were runnable but waiting for a host CPU (bulk path only)",
+            label "steal",
+            prom("vmtel_vm_cpu_steal_percent", "Time vCPUs waited for a host CPU over the last interval, percent.", 1.0)
+            => f.cpu_steal_pct;
+        "mem_used_pct": F64 Gauge, "percent", "(`memavailable` − `memusable`) / `memavailable` · 100 (needs guest stats)",
+            prom("vmtel_vm_memory_used_percent", "Guest memory in use, percent of what the guest sees.", 1.0)
+            => f.mem_used_pct;
+        "net_rx_bps": F64 Gauge, "bytes/s", "Σ Δ`rxbytes` / Δt" => f.net_rx_bps;
+        "net_tx_bps": F64 Gauge, "bytes/s", "Σ Δ`txbytes` / Δt" => f.net_tx_bps;
+        "net_rx_pps": F64 Gauge, "packets/s", "Σ Δ`rxpackets` / Δt" => f.net_rx_pps;
+        "net_tx_pps": F64 Gauge, "packets/s", "Σ Δ`txpackets` / Δt" => f.net_tx_pps;
+        "disk_rd_bps": F64 Gauge, "bytes/s", "Σ Δ`rd_bytes` / Δt" => f.disk_rd_bps;
+        "disk_wr_bps": F64 Gauge, "bytes/s", "Σ Δ`wr_bytes` / Δt" => f.disk_wr_bps;
+        "disk_rd_iops": F64 Gauge, "requests/s", "Σ Δ`rd_req` / Δt" => f.disk_rd_iops;
+        "disk_wr_iops": F64 Gauge, "requests/s", "Σ Δ`wr_reqs` / Δt" => f.disk_wr_iops;
+    }
+}
+
+/// Tag keys vmtel writes itself.
+pub const TAG_KEYS: &[&str] = &["host", "VMID", "name", "uuid", "devtype", "device"];
+
+/// Number of distinct field keys in the schema.
+const FIELD_KEY_COUNT: usize = count_distinct_keys();
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether the key at (`m`, `f`) appeared in an earlier position of the table.
+const fn seen_before(m: usize, f: usize) -> bool {
+    let key = MEASUREMENTS[m].fields[f].key;
+    let mut i = 0;
+    while i <= m {
+        let fields = MEASUREMENTS[i].fields;
+        let end = if i == m { f } else { fields.len() };
+        let mut j = 0;
+        while j < end {
+            if str_eq(fields[j].key, key) {
+                return true;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    false
+}
+
+const fn count_distinct_keys() -> usize {
+    let mut n = 0;
+    let mut m = 0;
+    while m < MEASUREMENTS.len() {
+        let mut f = 0;
+        while f < MEASUREMENTS[m].fields.len() {
+            if !seen_before(m, f) {
+                n += 1;
+            }
+            f += 1;
+        }
+        m += 1;
+    }
+    n
+}
+
+const fn distinct_keys() -> [&'static str; FIELD_KEY_COUNT] {
+    let mut out = [""; FIELD_KEY_COUNT];
+    let mut n = 0;
+    let mut m = 0;
+    while m < MEASUREMENTS.len() {
+        let mut f = 0;
+        while f < MEASUREMENTS[m].fields.len() {
+            if !seen_before(m, f) {
+                out[n] = MEASUREMENTS[m].fields[f].key;
+                n += 1;
+            }
+            f += 1;
+        }
+        m += 1;
+    }
+    out
+}
+
+const FIELD_KEY_ARRAY: [&str; FIELD_KEY_COUNT] = distinct_keys();
+
+/// Every field key vmtel writes, each once, in table order. A global tag may not reuse one:
+/// InfluxDB 3 forbids a tag and a field with the same name in one table.
+pub const FIELD_KEYS: &[&str] = &FIELD_KEY_ARRAY;
+
+/// The measurement names, each once.
+pub const MEASUREMENT_NAMES: &[&str] = &["vm_metrics", "vm_totals", "vm_devices", "vm_features"];
+
+/// The field table of `m` as `docs/metrics.md` prints it: one Markdown row per field
+/// (`| field | type | unit | source |`), without the header.
+pub fn doc_table(m: &Measurement) -> String {
+    m.fields
+        .iter()
+        .map(|f| {
+            format!(
+                "| `{}` | {} | {} | {} |\n",
+                f.key,
+                f.ty.as_str(),
+                f.unit,
+                f.source
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_unique_within_a_measurement_and_need_no_escaping() {
+        for m in MEASUREMENTS {
+            for (i, f) in m.fields.iter().enumerate() {
+                assert!(
+                    !m.fields[..i].iter().any(|g| g.key == f.key),
+                    "{} lists {} twice",
+                    m.name,
+                    f.key
+                );
+                assert!(
+                    f.key
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                    "{}",
+                    f.key
+                );
+                if let Some(p) = f.prom {
+                    assert_eq!(
+                        p.name.ends_with("_total"),
+                        f.kind == Kind::Counter,
+                        "{}: counters and only counters end in _total",
+                        p.name
+                    );
+                }
+            }
+        }
+        assert_eq!(FIELD_KEYS.len(), 55);
+        for m in MEASUREMENTS {
+            assert!(MEASUREMENT_NAMES.contains(&m.name));
+        }
+    }
+
+    /// The rows of the Markdown table in `doc` that holds `first_row`.
+    fn table_holding<'a>(doc: &'a str, first_row: &str) -> Option<Vec<&'a str>> {
+        let lines: Vec<&str> = doc.lines().collect();
+        let at = lines.iter().position(|l| *l == first_row)?;
+        let start = (0..=at).rev().find(|&i| lines[i].starts_with("|---"))? + 1;
+        Some(
+            lines[start..]
+                .iter()
+                .take_while(|l| l.starts_with('|'))
+                .copied()
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn docs_metrics_field_tables_are_the_schema() {
+        let doc = include_str!("../docs/metrics.md");
+        for m in MEASUREMENTS {
+            let want = doc_table(m);
+            let first = want.lines().next().unwrap_or("");
+            let got = table_holding(doc, first).map(|rows| rows.join("\n") + "\n");
+            assert_eq!(
+                got.as_deref(),
+                Some(want.as_str()),
+                "docs/metrics.md: the field table of {}{} must be exactly:\n{want}",
+                m.name,
+                m.devtype
+                    .map(|d| format!(" (devtype={d})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+
+    #[test]
+    fn prometheus_names_are_unique() {
+        let mut names: Vec<&str> = MEASUREMENTS
+            .iter()
+            .flat_map(|m| m.fields.iter().filter_map(|f| f.prom.map(|p| p.name)))
+            .collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+}
