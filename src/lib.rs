@@ -29,4 +29,5 @@ pub mod logging;
 pub mod model;
 pub mod schema;
 pub mod serve;
+pub mod sim;
 pub mod store;
