@@ -14,6 +14,7 @@
 //! queue, so a slow or full disk never delays collection. Its problems are logged, counted in
 //! [`StoreStatus`] and shown by the dashboard; collection goes on.
 
+pub mod codec;
 pub mod error;
 pub mod identity;
 pub mod ingest;
