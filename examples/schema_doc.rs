@@ -6,7 +6,10 @@
 
 fn main() {
     for m in vmtel::schema::MEASUREMENTS {
-        let devtype = m.devtype.map(|d| format!(",devtype={d}")).unwrap_or_default();
+        let devtype = m
+            .devtype
+            .map(|d| format!(",devtype={d}"))
+            .unwrap_or_default();
         println!("{}{devtype}\n", m.name);
         println!("| field | type | unit | source |\n|---|---|---|---|");
         print!("{}", vmtel::schema::doc_table(m));
