@@ -5,7 +5,7 @@
 #[path = "browser/harness.rs"]
 mod harness;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use harness::{vms_with_cpu, Vmtel};
@@ -28,6 +28,28 @@ fn browser_ready() -> &'static Path {
     root
 }
 
+/// Runs `tests/browser/SCRIPT` against `v` with `args` then the screenshot directory, and
+/// fails with its output unless every check passed; returns the screenshot directory.
+fn run_script(root: &Path, script: &str, v: &Vmtel, args: &[&str]) -> PathBuf {
+    let shots = root.join("target/screenshots");
+    let out = Command::new("node")
+        .arg(root.join("tests/browser").join(script))
+        .arg(&v.base)
+        .args(args)
+        .arg(&shots)
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "browser checks of {script} failed:\n{stdout}\n{}\nvmtel stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        v.stderr()
+    );
+    shots
+}
+
 #[test]
 fn sign_in_in_headless_chromium() {
     const TOKEN: &str = "a-dashboard-token-for-chromium";
@@ -36,22 +58,7 @@ fn sign_in_in_headless_chromium() {
         "[web]\nlisten = \"127.0.0.1:0\"\nauth_token_env = \"VMTEL_TEST_TOKEN\"\n",
         &[("VMTEL_TEST_TOKEN", TOKEN)],
     );
-    let shots = root.join("target/screenshots");
-    let out = Command::new("node")
-        .arg(root.join("tests/browser/login.mjs"))
-        .arg(&v.base)
-        .arg(TOKEN)
-        .arg(&shots)
-        .output()
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "browser sign-in checks failed:\n{stdout}\n{}\nvmtel stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        v.stderr()
-    );
+    run_script(root, "login.mjs", &v, &[TOKEN]);
 }
 
 #[test]
@@ -61,21 +68,7 @@ fn dashboard_in_headless_chromium() {
     v.wait_json("/api/fleet", 60, "CPU values for every VM", |f| {
         vms_with_cpu(f) == 16
     });
-    let shots = root.join("target/screenshots");
-    let out = Command::new("node")
-        .arg(root.join("tests/browser/dashboard.mjs"))
-        .arg(&v.base)
-        .arg(&shots)
-        .output()
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "browser checks failed:\n{stdout}\n{}\nvmtel stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        v.stderr()
-    );
+    let shots = run_script(root, "dashboard.mjs", &v, &[]);
     for f in ["fleet.png", "vm.png", "agent.png"] {
         assert!(shots.join(f).is_file(), "screenshot {f} missing");
     }

@@ -383,6 +383,24 @@ pub fn window(now: i64, range: i64) -> (i64, i64, bool) {
     (now - range, step, rollup)
 }
 
+/// The fields of the VM page's CPU chart (`vm_features`).
+const CPU_FIELDS: [&str; 4] = ["cpu_pct", "cpu_usr_pct", "cpu_sys_pct", "cpu_steal_pct"];
+/// The fields of its memory charts (`vm_totals`): four levels, then four counters.
+const MEM_FIELDS: [&str; 8] = [
+    "memactual",
+    "memrss",
+    "memusable",
+    "memavailable",
+    "memswap_in",
+    "memswap_out",
+    "memmajor_fault",
+    "memminor_fault",
+];
+/// The fields of a NIC's charts: bytes, then packets.
+const NIC_FIELDS: [&str; 4] = ["rxbytes", "txbytes", "rxpackets", "txpackets"];
+/// The fields of a disk's charts: bytes, then requests.
+const DISK_FIELDS: [&str; 4] = ["rd_bytes", "wr_bytes", "rd_req", "wr_reqs"];
+
 /// The chart legend of field `key` of `m` (the schema's `label`, else the key itself).
 fn label(m: &Measurement, key: &str) -> &'static str {
     match m.field(key) {
@@ -422,11 +440,10 @@ pub fn vm_detail(
         values,
     };
 
-    let cpu_fields = ["cpu_pct", "cpu_usr_pct", "cpu_sys_pct", "cpu_steal_pct"];
     let (t, c) = bucketed(
         conn,
         &ids("vm_features", None),
-        &cpu_fields,
+        &CPU_FIELDS,
         from,
         step,
         rollup,
@@ -436,28 +453,18 @@ pub fn vm_detail(
         title: "CPU (percent of the VM's vCPUs)".into(),
         unit: "%".into(),
         t,
-        lines: cpu_fields
+        lines: CPU_FIELDS
             .iter()
             .zip(c)
             .map(|(k, values)| line(label(&vm_features::MEASUREMENT, k), values))
             .collect(),
     });
 
-    let mem_fields = [
-        "memactual",
-        "memrss",
-        "memusable",
-        "memavailable",
-        "memswap_in",
-        "memswap_out",
-        "memmajor_fault",
-        "memminor_fault",
-    ];
     let totals = &vm_totals::MEASUREMENT;
     let (t, c) = bucketed(
         conn,
         &ids("vm_totals", None),
-        &mem_fields,
+        &MEM_FIELDS,
         from,
         step,
         rollup,
@@ -469,7 +476,7 @@ pub fn vm_detail(
         unit: "B".into(),
         t: t.clone(),
         lines: (0..4)
-            .map(|i| line(label(totals, mem_fields[i]), scaled(&col(i), 1024.0)))
+            .map(|i| line(label(totals, MEM_FIELDS[i]), scaled(&col(i), 1024.0)))
             .collect(),
     });
     charts.push(Chart {
@@ -478,7 +485,7 @@ pub fn vm_detail(
         unit: "/s".into(),
         lines: [(4, 1024.0), (5, 1024.0), (6, 1.0), (7, 1.0)]
             .iter()
-            .map(|&(i, scale)| line(label(totals, mem_fields[i]), rate(&t, &col(i), scale)))
+            .map(|&(i, scale)| line(label(totals, MEM_FIELDS[i]), rate(&t, &col(i), scale)))
             .collect(),
         t,
     });
@@ -509,7 +516,7 @@ pub fn vm_detail(
             continue;
         }
         if d.devtype == "nic" {
-            let keys = ["rxbytes", "txbytes", "rxpackets", "txpackets"];
+            let keys = NIC_FIELDS;
             let nic = &vm_devices_nic::MEASUREMENT;
             let (t, c) = bucketed(conn, &dev_ids, &keys, from, step, rollup)?;
             let col = |i: usize| c.get(i).cloned().unwrap_or_default();
@@ -534,7 +541,7 @@ pub fn vm_detail(
                 t,
             });
         } else if d.devtype == "disk" {
-            let keys = ["rd_bytes", "wr_bytes", "rd_req", "wr_reqs"];
+            let keys = DISK_FIELDS;
             let disk = &vm_devices_disk::MEASUREMENT;
             let (t, c) = bucketed(conn, &dev_ids, &keys, from, step, rollup)?;
             let col = |i: usize| c.get(i).cloned().unwrap_or_default();
@@ -767,31 +774,10 @@ mod tests {
     #[test]
     fn every_charted_field_has_a_legend_in_the_schema() {
         let charted: [(&Measurement, &[&str]); 4] = [
-            (
-                &vm_features::MEASUREMENT,
-                &["cpu_pct", "cpu_usr_pct", "cpu_sys_pct", "cpu_steal_pct"],
-            ),
-            (
-                &vm_totals::MEASUREMENT,
-                &[
-                    "memactual",
-                    "memrss",
-                    "memusable",
-                    "memavailable",
-                    "memswap_in",
-                    "memswap_out",
-                    "memmajor_fault",
-                    "memminor_fault",
-                ],
-            ),
-            (
-                &vm_devices_nic::MEASUREMENT,
-                &["rxbytes", "txbytes", "rxpackets", "txpackets"],
-            ),
-            (
-                &vm_devices_disk::MEASUREMENT,
-                &["rd_bytes", "wr_bytes", "rd_req", "wr_reqs"],
-            ),
+            (&vm_features::MEASUREMENT, &CPU_FIELDS),
+            (&vm_totals::MEASUREMENT, &MEM_FIELDS),
+            (&vm_devices_nic::MEASUREMENT, &NIC_FIELDS),
+            (&vm_devices_disk::MEASUREMENT, &DISK_FIELDS),
         ];
         for (m, keys) in charted {
             for k in keys {

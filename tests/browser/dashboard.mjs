@@ -7,15 +7,9 @@
 // device list has MAC and path, then the agent page. Saves a screenshot of each page. Prints
 // one line per check and "N passed, N failed"; exits 1 if any check failed.
 
-import { createRequire } from "node:module";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-
-const here = dirname(fileURLToPath(import.meta.url));
-const require = createRequire(join(here, "../../web/package.json"));
-const { chromium } = require("playwright-core");
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { launch, checker, assert } from "./lib.mjs";
 
 const [base, shots] = process.argv.slice(2);
 if (!base || !shots) {
@@ -24,30 +18,8 @@ if (!base || !shots) {
 }
 mkdirSync(shots, { recursive: true });
 const SCRIPT_VM = "db=<script>alert(7)";
-let passed = 0;
-let failed = 0;
-
-async function check(name, fn) {
-  try {
-    await fn();
-    passed++;
-    console.log("ok - " + name);
-  } catch (e) {
-    failed++;
-    console.log("not ok - " + name + ": " + (e && e.message ? e.message.split("\n")[0] : e));
-  }
-}
-function assert(cond, msg) { if (!cond) throw new Error(msg); }
-
-const profile = mkdtempSync(join(tmpdir(), "vmtel-chromium-"));
-// A fresh profile directory is Chromium's --user-data-dir (playwright passes it as such).
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1366, height: 900 },
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const { check, done } = checker();
+const { context, close } = await launch();
 const dialogs = [];
 const pageErrors = [];
 try {
@@ -148,9 +120,6 @@ try {
     assert(pageErrors.length === 0, "page errors: " + pageErrors.join(" | "));
   });
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }
-
-console.log(`browser: ${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? 0 : 1);
+done();

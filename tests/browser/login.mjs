@@ -7,15 +7,9 @@
 // token; the /login page forbids framing. Prints one line per check and "N passed, N failed";
 // exits 1 if any check failed.
 
-import { createRequire } from "node:module";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-
-const here = dirname(fileURLToPath(import.meta.url));
-const require = createRequire(join(here, "../../web/package.json"));
-const { chromium } = require("playwright-core");
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { launch, checker, assert } from "./lib.mjs";
 
 const [base, token, shots] = process.argv.slice(2);
 if (!base || !token || !shots) {
@@ -23,29 +17,8 @@ if (!base || !token || !shots) {
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
-let passed = 0;
-let failed = 0;
-
-async function check(name, fn) {
-  try {
-    await fn();
-    passed++;
-    console.log("ok - " + name);
-  } catch (e) {
-    failed++;
-    console.log("not ok - " + name + ": " + (e && e.message ? e.message.split("\n")[0] : e));
-  }
-}
-function assert(cond, msg) { if (!cond) throw new Error(msg); }
-
-const profile = mkdtempSync(join(tmpdir(), "vmtel-chromium-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1366, height: 900 },
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const { check, done } = checker();
+const { context, close } = await launch();
 try {
   const page = await context.newPage();
   page.setDefaultTimeout(30000);
@@ -86,9 +59,6 @@ try {
     assert(visible === "", "scripts can read the cookie: " + visible);
   });
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }
-
-console.log(`browser: ${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? 0 : 1);
+done();
