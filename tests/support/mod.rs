@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod capture;
+pub mod influx3;
 pub mod influxdb;
 pub mod victoria;
 
