@@ -11,6 +11,7 @@
 pub mod capture;
 pub mod influx3;
 pub mod influxdb;
+pub mod influxdb3;
 pub mod victoria;
 
 use std::collections::BTreeMap;
