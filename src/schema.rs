@@ -10,6 +10,11 @@
 //! and the field tables of `docs/metrics.md` ([`doc_table`]; a test fails when the page and the
 //! table differ).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::daemon::internal::SourceStats;
+use crate::deliver::influxdb::DeliveryStats;
+use crate::deliver::SinkStats;
 use crate::encode::line::Line;
 use crate::model::{DiskStats, DomainSample, Features, NicStats};
 
@@ -190,13 +195,18 @@ macro_rules! measurements {
             }
         )*
 
-        /// Every measurement, in the order a VM's lines are written.
+        /// Every measurement: a VM's, in the order its lines are written, then vmtel's own.
         pub const MEASUREMENTS: &[Measurement] = &[$($module::MEASUREMENT),*];
     };
 }
 
 /// KiB to bytes.
 const KIB: f64 = 1024.0;
+
+/// A counter of vmtel's own, as a field value.
+fn get(a: &AtomicU64) -> Option<u64> {
+    Some(a.load(Ordering::Relaxed))
+}
 
 measurements! {
     /// `vm_metrics`: basic VM metrics.
@@ -361,6 +371,44 @@ measurements! {
         "disk_rd_iops": F64 Gauge, "requests/s", "Σ Δ`rd_req` / Δt" => f.disk_rd_iops;
         "disk_wr_iops": F64 Gauge, "requests/s", "Σ Δ`wr_reqs` / Δt" => f.disk_wr_iops;
     }
+
+    /// `vmtel_internal,source=...`: one line per source per cycle (vmtel's own health). The
+    /// docs print these tables with three columns (no source).
+    internal_source = "vmtel_internal" for |s: SourceStats| {
+        "cycle_ns": U64 Gauge, "duration of the source's last cycle, ns", "" => get(&s.last_cycle_ns);
+        "domains": U64 Gauge, "VMs in the last successful cycle", "" => get(&s.domains);
+        "cycles": U64 Counter, "cycles run since start (counter)", "" => get(&s.cycles);
+        "errors": U64 Counter, "failed cycles: connect or bulk call (counter)", "" => get(&s.errors);
+        "skipped_ticks": U64 Counter, "ticks skipped because the previous cycle overran or the source was backing off (counter)", "" => get(&s.skipped_ticks);
+        "late_cycles": U64 Counter, "cycles that finished after their deadline, the next grid point (counter)", "" => get(&s.late_cycles);
+        "lines": U64 Counter, "lines emitted, self-telemetry excluded (counter)", "" => get(&s.lines);
+        "bytes": U64 Counter, "bytes of line protocol emitted (counter)", "" => get(&s.bytes);
+        "connected": I64 Gauge, "1 while the libvirt connection is up, else 0", ""
+            => Some(i64::from(s.connected.load(Ordering::Relaxed)));
+    }
+
+    /// `vmtel_internal,sink=...`: one line per output per cycle.
+    internal_sink = "vmtel_internal" for |s: SinkStats| {
+        "sink_batches": U64 Counter, "batches written (counter)", "" => get(&s.batches);
+        "sink_lines": U64 Counter, "lines written (counter)", "" => get(&s.lines);
+        "sink_bytes": U64 Counter, "bytes written (counter)", "" => get(&s.bytes);
+        "sink_dropped": U64 Counter, "batches dropped because the output's queue was full (counter)", "" => get(&s.dropped);
+        "sink_errors": U64 Counter, "failed writes (counter)", "" => get(&s.errors);
+    }
+
+    /// The spool and delivery fields an InfluxDB output adds to its `vmtel_internal` line.
+    internal_delivery = "vmtel_internal" for |d: DeliveryStats| {
+        "backlog_batches": U64 Gauge, "spooled batches waiting to be sent", "" => get(&d.backlog_batches);
+        "backlog_bytes": U64 Gauge, "bytes of line protocol waiting to be sent", "" => get(&d.backlog_bytes);
+        "oldest_age_ns": U64 Gauge, "age of the oldest waiting batch, ns (0 when nothing waits)", ""
+            => Some(d.oldest_age_ns(crate::collect::wall_ns()));
+        "delivered_lines": U64 Counter, "lines the server stored (counter)", "" => get(&d.delivered_lines);
+        "delivered_requests": U64 Counter, "write requests settled by the server (counter)", "" => get(&d.delivered_requests);
+        "retried": U64 Counter, "failed requests retried later: outage, 401/403/404, 429, 5xx (counter)", "" => get(&d.retried);
+        "dropped_lines": U64 Counter, "lines dropped because the spool was full (`spool_max_size`) or too old (`spool_max_age`), or from memory while the spool could not be written (counter)", "" => get(&d.dropped_lines);
+        "memory_dropped_lines": U64 Counter, "of `dropped_lines`, those dropped from memory: the spool could not be written (disk full, I/O error) and 64 MiB were waiting (counter)", "" => get(&d.memory_dropped_lines);
+        "rejected_lines": U64 Counter, "lines the server refused (bad line, field type conflict, a single line over its size limit); logged, never resent (counter)", "" => get(&d.rejected_lines);
+    }
 }
 
 /// Tag keys vmtel writes itself.
@@ -444,21 +492,32 @@ const FIELD_KEY_ARRAY: [&str; FIELD_KEY_COUNT] = distinct_keys();
 pub const FIELD_KEYS: &[&str] = &FIELD_KEY_ARRAY;
 
 /// The measurement names, each once.
-pub const MEASUREMENT_NAMES: &[&str] = &["vm_metrics", "vm_totals", "vm_devices", "vm_features"];
+pub const MEASUREMENT_NAMES: &[&str] = &[
+    "vm_metrics",
+    "vm_totals",
+    "vm_devices",
+    "vm_features",
+    "vmtel_internal",
+];
 
-/// The field table of `m` as `docs/metrics.md` prints it: one Markdown row per field
-/// (`| field | type | unit | source |`), without the header.
+/// The field table of `m` as the docs print it: one Markdown row per field, without the
+/// header: `| field | type | unit | source |` (`docs/metrics.md`), or `| field | type |
+/// meaning |` for fields without a source (`vmtel_internal`, `docs/running.md`).
 pub fn doc_table(m: &Measurement) -> String {
     m.fields
         .iter()
         .map(|f| {
-            format!(
-                "| `{}` | {} | {} | {} |\n",
-                f.key,
-                f.ty.as_str(),
-                f.unit,
-                f.source
-            )
+            if f.source.is_empty() {
+                format!("| `{}` | {} | {} |\n", f.key, f.ty.as_str(), f.unit)
+            } else {
+                format!(
+                    "| `{}` | {} | {} | {} |\n",
+                    f.key,
+                    f.ty.as_str(),
+                    f.unit,
+                    f.source
+                )
+            }
         })
         .collect()
 }
@@ -494,7 +553,11 @@ mod tests {
                 }
             }
         }
-        assert_eq!(FIELD_KEYS.len(), 55);
+        assert_eq!(
+            FIELD_KEYS.len(),
+            55 + 23 - 1,
+            "vmtel_internal's errors is also a disk field"
+        );
         for m in MEASUREMENTS {
             assert!(MEASUREMENT_NAMES.contains(&m.name));
         }
@@ -516,15 +579,21 @@ mod tests {
 
     #[test]
     fn docs_metrics_field_tables_are_the_schema() {
-        let doc = include_str!("../docs/metrics.md");
+        let metrics = include_str!("../docs/metrics.md");
+        let running = include_str!("../docs/running.md");
         for m in MEASUREMENTS {
+            let doc = if m.name == "vmtel_internal" {
+                running
+            } else {
+                metrics
+            };
             let want = doc_table(m);
             let first = want.lines().next().unwrap_or("");
             let got = table_holding(doc, first).map(|rows| rows.join("\n") + "\n");
             assert_eq!(
                 got.as_deref(),
                 Some(want.as_str()),
-                "docs/metrics.md: the field table of {}{} must be exactly:\n{want}",
+                "docs: the field table of {}{} must be exactly:\n{want}",
                 m.name,
                 m.devtype
                     .map(|d| format!(" (devtype={d})"))

@@ -2,14 +2,15 @@
 //!
 //! One line per source per cycle (tags `host` = where vmtel runs, `source` = the libvirt URI)
 //! and one line per sink per cycle (tags `host`, `sink`). Counters are cumulative since start.
+//! The fields and their order are the schema table's ([`crate::schema`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Mutex;
 
 use crate::deliver::SinkStats;
 use crate::encode::line::Line;
 use crate::encode::Encoder;
-use crate::key;
+use crate::schema::{internal_delivery, internal_sink, internal_source};
 
 /// Counters of one source.
 #[derive(Debug, Default)]
@@ -38,10 +39,6 @@ pub struct SourceStats {
     pub last_error: Mutex<Option<String>>,
 }
 
-fn get(a: &AtomicU64) -> Option<u64> {
-    Some(a.load(Ordering::Relaxed))
-}
-
 impl SourceStats {
     /// Appends this source's `vmtel_internal` line; returns the number of lines written.
     pub fn encode(
@@ -57,18 +54,7 @@ impl SourceStats {
         for (k, v) in &encoder.global_tags {
             line.tag(k, v);
         }
-        line.field_u64(key!("cycle_ns"), get(&self.last_cycle_ns))
-            .field_u64(key!("domains"), get(&self.domains))
-            .field_u64(key!("cycles"), get(&self.cycles))
-            .field_u64(key!("errors"), get(&self.errors))
-            .field_u64(key!("skipped_ticks"), get(&self.skipped_ticks))
-            .field_u64(key!("late_cycles"), get(&self.late_cycles))
-            .field_u64(key!("lines"), get(&self.lines))
-            .field_u64(key!("bytes"), get(&self.bytes))
-            .field_i64(
-                key!("connected"),
-                Some(i64::from(self.connected.load(Ordering::Relaxed))),
-            );
+        internal_source::write_fields(&mut line, self);
         usize::from(line.finish(encoder.precision.convert(grid_ns)))
     }
 }
@@ -88,24 +74,9 @@ pub fn encode_sinks(
         for (k, v) in &encoder.global_tags {
             line.tag(k, v);
         }
-        line.field_u64(key!("sink_batches"), get(&s.batches))
-            .field_u64(key!("sink_lines"), get(&s.lines))
-            .field_u64(key!("sink_bytes"), get(&s.bytes))
-            .field_u64(key!("sink_dropped"), get(&s.dropped))
-            .field_u64(key!("sink_errors"), get(&s.errors));
+        internal_sink::write_fields(&mut line, s);
         if let Some(d) = s.delivery.get() {
-            line.field_u64(key!("backlog_batches"), get(&d.backlog_batches))
-                .field_u64(key!("backlog_bytes"), get(&d.backlog_bytes))
-                .field_u64(
-                    key!("oldest_age_ns"),
-                    Some(d.oldest_age_ns(crate::collect::wall_ns())),
-                )
-                .field_u64(key!("delivered_lines"), get(&d.delivered_lines))
-                .field_u64(key!("delivered_requests"), get(&d.delivered_requests))
-                .field_u64(key!("retried"), get(&d.retried))
-                .field_u64(key!("dropped_lines"), get(&d.dropped_lines))
-                .field_u64(key!("memory_dropped_lines"), get(&d.memory_dropped_lines))
-                .field_u64(key!("rejected_lines"), get(&d.rejected_lines));
+            internal_delivery::write_fields(&mut line, d);
         }
         n += usize::from(line.finish(encoder.precision.convert(grid_ns)));
     }
