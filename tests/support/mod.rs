@@ -9,7 +9,6 @@
 #![allow(dead_code)]
 
 pub mod capture;
-pub mod influx3;
 pub mod influxdb;
 pub mod influxdb3;
 pub mod victoria;

@@ -105,7 +105,7 @@ pub fn spawn(
             let _running = lock.lock().unwrap_or_else(|p| p.into_inner());
             // The previous sender of this file (before a reload) may have deleted rows since
             // the spool was opened, and its sink appended its last ones.
-            if let Err(e) = spool.load_backlog() {
+            if let Err(e) = spool.recount_backlog() {
                 tracing::warn!("{e}");
             }
             let mut s = SenderLoop {

@@ -275,8 +275,20 @@ impl Spool {
         &self.path
     }
 
-    /// Sets the backlog counters from the file: at open, and when a sender takes over a spool
-    /// that the previous pipeline's sink and sender were still changing (a reload).
+    /// Sets the backlog counters from the file, while this connection holds the write lock:
+    /// no commit of the sink can fall between the count and the setting (a sink's commit
+    /// changes the counters under the same lock). For a sender that takes over a spool the
+    /// previous pipeline's sink and sender were still changing (a reload).
+    pub fn recount_backlog(&self) -> io::Result<()> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| err(&self.path, "cannot recount the backlog", e))?;
+        let counted = self.load_backlog();
+        let _ = self.conn.execute_batch("ROLLBACK");
+        counted
+    }
+
+    /// Sets the backlog counters from the file (at open, before anything else uses them).
     pub fn load_backlog(&self) -> io::Result<()> {
         let (rows, bytes, oldest): (i64, i64, Option<i64>) = self
             .conn
@@ -416,16 +428,21 @@ impl Spool {
                 return Err(e);
             }
         };
+        // The counters change while this connection holds the write lock, so that a recount
+        // ([`Spool::recount_backlog`], which takes the lock too) sees either the rows and the
+        // counters of this commit or neither.
+        let was_empty = self.stats.backlog_batches.load(Ordering::Relaxed) == 0;
+        let added = (
+            self.pending_rows - dropped.0,
+            self.pending_bytes - dropped.2,
+        );
+        self.stats.backlog_add(added.0, added.1);
         if let Err(e) = self.conn.execute_batch("COMMIT") {
+            self.stats.backlog_add(-added.0, -added.1);
             self.rollback();
             return Err(err(&self.path, "cannot commit", e));
         }
         self.in_tx = false;
-        let was_empty = self.stats.backlog_batches.load(Ordering::Relaxed) == 0;
-        self.stats.backlog_add(
-            self.pending_rows - dropped.0,
-            self.pending_bytes - dropped.2,
-        );
         if was_empty || dropped.0 > 0 {
             self.refresh_oldest();
         }

@@ -388,3 +388,29 @@ fn a_spool_from_before_the_precision_column_is_read_by_timestamp_magnitude() {
         ]
     );
 }
+
+#[test]
+fn a_recount_while_the_sink_commits_leaves_the_counters_equal_to_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.sqlite");
+    let opts = SpoolOptions {
+        sync: SpoolSync::Normal,
+        ..opts(1 << 30)
+    };
+    let (mut sink, _, stats) = open(&path, opts);
+    let reader = Spool::attach(&path, opts, Arc::clone(&stats)).expect("attach");
+    let recounts = std::thread::spawn(move || {
+        for _ in 0..300 {
+            reader.recount_backlog().expect("recount");
+        }
+    });
+    for i in 0..300 {
+        append(&mut sink, i, "m f=1i 1\n");
+    }
+    recounts.join().expect("recount thread");
+    assert_eq!(
+        stats.backlog_batches.load(Ordering::Relaxed),
+        sink.count().expect("count")
+    );
+    assert_eq!(stats.backlog_bytes.load(Ordering::Relaxed), 300 * 9);
+}
