@@ -230,14 +230,23 @@ fn event_loop_if_remote(config: &Config) -> Result<()> {
 }
 
 /// The lock of `config`'s state directory if it uses one: `held` is kept when it is that
-/// directory's already.
+/// directory's already. Another agent holding it is an error; a directory that cannot be
+/// written is one only for the InfluxDB outputs' spools (the history store reports its own
+/// failure and collection goes on without it, as before the lock).
 fn lock_state_dir(config: &Config, held: Option<StateLock>) -> Result<Option<StateLock>> {
     if !config.uses_state_dir() {
         return Ok(None);
     }
     match held {
         Some(l) if l.dir() == config.state_dir => Ok(Some(l)),
-        _ => Ok(Some(StateLock::acquire(&config.state_dir)?)),
+        _ => match StateLock::acquire(&config.state_dir) {
+            Ok(l) => Ok(Some(l)),
+            Err(e @ lock::LockError::Io { .. }) if config.outputs.influxdb.is_empty() => {
+                tracing::warn!("{e}");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        },
     }
 }
 
