@@ -1,48 +1,20 @@
-//! InfluxDB outputs against a local capture server: the InfluxDB 3 request format (no InfluxDB
-//! 3 server can be installed here, so its endpoint is tested by its documented request format
-//! only), and answers a real server cannot be made to give on demand: 401 until the token is
-//! fixed, 413, a v3 partial write, 503 with `Retry-After`.
+//! InfluxDB outputs against a local capture server: the exact request of each API (path, query,
+//! headers, gzip body), and answers a real server cannot be made to give on demand: 401 until
+//! the token is fixed, 413, a proxy's HTML 400, refusal bodies, 503 with `Retry-After`, an
+//! outage while the spool drops rows. (The real InfluxDB 3 server is in
+//! `delivery_influxdb3.rs`.)
 
 mod support;
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::capture::{Capture, Reply, Request};
-use vmtel::deliver::influxdb::{DeliveryStats, InfluxOutput, InfluxSink};
-use vmtel::deliver::{Batch, Sink};
+use support::sink::{batch, output, start_and_write, token_file};
+use vmtel::deliver::influxdb::DeliveryStats;
+use vmtel::deliver::Sink;
 use vmtel::encode::Precision;
-
-fn output(toml_text: &str) -> InfluxOutput {
-    toml::from_str(toml_text).unwrap_or_else(|e| panic!("{e}\n{toml_text}"))
-}
-
-fn batch(lines: &str) -> Batch {
-    Batch {
-        end_of_cycle: true,
-        source: "test".into(),
-        timestamp_ns: 0,
-        lines: lines.into(),
-        line_count: lines.lines().count(),
-    }
-}
-
-/// Starts a sink for `cfg` in `state`, writes `lines` and flushes (commits to the spool).
-fn start_and_write(
-    cfg: &InfluxOutput,
-    state: &Path,
-    lines: &[&str],
-) -> (InfluxSink, Arc<DeliveryStats>) {
-    let mut sink = InfluxSink::start(cfg, state, Precision::Seconds).expect("start sink");
-    for l in lines {
-        sink.write(&batch(l)).expect("write");
-    }
-    sink.flush().expect("flush");
-    let stats = sink.delivery_stats().expect("stats");
-    (sink, stats)
-}
 
 fn wait_stat(secs: u64, what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -57,12 +29,6 @@ fn wait_stat(secs: u64, what: &str, cond: impl Fn() -> bool) {
 
 fn writes(reqs: &[Request]) -> Vec<&Request> {
     reqs.iter().filter(|r| r.method == "POST").collect()
-}
-
-fn token_file(dir: &Path, token: &str) -> String {
-    let p = dir.join("token");
-    std::fs::write(&p, format!("{token}\n")).expect("token file");
-    p.display().to_string()
 }
 
 #[test]
@@ -152,7 +118,7 @@ fn a_refused_token_keeps_the_data_until_the_token_is_fixed() {
     // Fix the token and restart the output (what SIGHUP does): the spool is delivered.
     drop(sink);
     token_file(dir.path(), "good");
-    let (_sink, stats) = start_and_write(&cfg, dir.path(), &[]);
+    let (_sink, stats) = start_and_write::<&str>(&cfg, dir.path(), &[]);
     wait_stat(30, "delivery with the fixed token", || {
         stats.backlog_batches.load(Ordering::Relaxed) == 0
     });
@@ -374,7 +340,7 @@ fn rows_dated_in_the_future_wait_at_most_flush_interval() {
             }])
             .expect("append");
     }
-    let (_sink, stats) = start_and_write(&cfg, dir.path(), &[]);
+    let (_sink, stats) = start_and_write::<&str>(&cfg, dir.path(), &[]);
     wait_stat(60, "the future-dated row to be sent", || {
         stats.backlog_batches.load(Ordering::Relaxed) == 0
     });

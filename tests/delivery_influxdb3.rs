@@ -15,44 +15,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::influxdb3::InfluxDb3;
+use support::sink::{output, start_and_write, token_file};
 use vmtel::deliver::influxdb::spool::{Spool, SpoolOptions};
-use vmtel::deliver::influxdb::{DeliveryStats, InfluxOutput, InfluxSink};
-use vmtel::deliver::{Batch, Sink};
+use vmtel::deliver::influxdb::{DeliveryStats, InfluxOutput};
 use vmtel::encode::line::Line;
-use vmtel::encode::Precision;
 
 /// Longest wait for a delivery condition.
 const SETTLE: Duration = Duration::from_secs(20);
-
-fn output(toml_text: &str) -> InfluxOutput {
-    toml::from_str(toml_text).unwrap_or_else(|e| panic!("{e}\n{toml_text}"))
-}
-
-fn batch(lines: &str) -> Batch {
-    Batch {
-        end_of_cycle: true,
-        source: "test".into(),
-        timestamp_ns: 0,
-        lines: lines.into(),
-        line_count: lines.lines().count(),
-    }
-}
-
-/// Starts a sink for `cfg` in `state` (lines encoded in seconds), writes each of `batches`
-/// and flushes (commits to the spool).
-fn start_and_write(
-    cfg: &InfluxOutput,
-    state: &Path,
-    batches: &[String],
-) -> (InfluxSink, Arc<DeliveryStats>) {
-    let mut sink = InfluxSink::start(cfg, state, Precision::Seconds).expect("start sink");
-    for b in batches {
-        sink.write(&batch(b)).expect("write");
-    }
-    sink.flush().expect("flush");
-    let stats = sink.delivery_stats().expect("stats");
-    (sink, stats)
-}
 
 /// Polls `cond` on the stats until it holds; fails after `limit` with the stats and the
 /// server's log.
@@ -109,12 +78,6 @@ fn wait_settled(
 
 fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
-}
-
-fn token_file(dir: &Path, token: &str) -> String {
-    let p = dir.join("token");
-    std::fs::write(&p, format!("{token}\n")).expect("token file");
-    p.display().to_string()
 }
 
 fn str_of<'a>(row: &'a Value, col: &str) -> &'a str {
@@ -413,7 +376,7 @@ fn a_wrong_token_keeps_the_spool_until_a_restart_with_the_right_one() {
     // Fix the token and restart the output on the same spool.
     drop(sink);
     token_file(dir.path(), &good);
-    let (_sink, stats) = start_and_write(&cfg, dir.path(), &[]);
+    let (_sink, stats) = start_and_write::<&str>(&cfg, dir.path(), &[]);
     wait_settled(&server, &stats, &cfg, dir.path(), 3);
     assert_eq!(load(&stats.delivered_lines), 3, "{stats:?}");
     assert_eq!(load(&stats.rejected_lines), 0, "{stats:?}");

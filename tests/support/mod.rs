@@ -11,6 +11,7 @@
 pub mod capture;
 pub mod influxdb;
 pub mod influxdb3;
+pub mod sink;
 pub mod victoria;
 
 use std::collections::BTreeMap;
