@@ -57,6 +57,15 @@ pub struct Prom {
     pub scale: f64,
 }
 
+/// A field's value, typed as it is written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+}
+
 /// One field of a measurement.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Field {
@@ -138,6 +147,19 @@ macro_rules! ty {
     };
 }
 
+macro_rules! value {
+    (U64, $v:expr) => {
+        $v.filter(|&v| v <= i64::MAX as u64)
+            .map(|v| Value::Int(v as i64))
+    };
+    (I64, $v:expr) => {
+        $v.map(Value::Int)
+    };
+    (F64, $v:expr) => {
+        $v.filter(|v: &f64| v.is_finite()).map(Value::Float)
+    };
+}
+
 macro_rules! write_field {
     ($line:ident, U64, $key:literal, $v:expr) => {
         $line.field_u64($crate::key!($key), $v)
@@ -191,6 +213,20 @@ macro_rules! measurements {
                 #[inline(always)]
                 pub fn write_fields(line: &mut Line<'_>, $s: &$subject) {
                     $( write_field!(line, $ty, $key, $get); )*
+                }
+
+                /// Calls `each` with every field of `subject` that has a value, in the table's
+                /// order, as [`write_fields`] writes them: an unsigned value above
+                /// `i64::MAX` and a float that is not finite are left out (floats are not
+                /// rounded here).
+                pub fn for_each($s: &$subject, mut each: impl FnMut(&'static Field, Value)) {
+                    let mut fields = MEASUREMENT.fields.iter();
+                    $(
+                        let field = fields.next();
+                        if let (Some(f), Some(v)) = (field, value!($ty, $get)) {
+                            each(f, v);
+                        }
+                    )*
                 }
             }
         )*
@@ -600,6 +636,93 @@ mod tests {
                     .unwrap_or_default()
             );
         }
+    }
+
+    /// `for_each` yields exactly the fields and values the encoder writes (the line-protocol
+    /// parser reads the encoder's text back as the oracle).
+    #[test]
+    fn for_each_agrees_with_the_written_line() {
+        use influxdb_line_protocol::{parse_lines, FieldValue};
+        let mut d = DomainSample {
+            name: "a".into(),
+            uuid: "u".into(),
+            state: Some(1),
+            ..DomainSample::default()
+        };
+        d.cpu.time = Some(123_456_789_012);
+        d.cpu.user = Some(u64::MAX); // above i64::MAX: left out by both
+        d.mem.current = Some(2_097_152);
+        d.nics.push(NicStats {
+            name: "vnet0".into(),
+            rx_bytes: Some(1_000),
+            tx_drop: Some(0),
+            ..NicStats::default()
+        });
+        d.nics.push(NicStats {
+            name: "vnet1".into(),
+            rx_bytes: Some(24),
+            ..NicStats::default()
+        });
+        let f = Features {
+            cpu_pct: Some(12.345_678_9),
+            net_rx_bps: Some(f64::INFINITY),
+            mem_used_pct: Some(0.0),
+            ..Features::default()
+        };
+        let check = |m: &Measurement, text: String, got: Vec<(&str, Value)>| {
+            let line = parse_lines(&text)
+                .next()
+                .expect("a line")
+                .expect("valid line protocol");
+            let want: Vec<(String, Value)> = line
+                .field_set
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        FieldValue::I64(i) => Value::Int(*i),
+                        FieldValue::F64(x) => Value::Float(*x),
+                        other => panic!("{other:?}"),
+                    };
+                    (k.to_string(), v)
+                })
+                .collect();
+            assert_eq!(want.len(), got.len(), "{}: {text}", m.name);
+            for ((wk, wv), (gk, gv)) in want.iter().zip(&got) {
+                assert_eq!(wk, gk, "{}", m.name);
+                match (wv, gv) {
+                    (Value::Float(a), Value::Float(b)) => assert!((a - b).abs() < 1e-6, "{wk}"),
+                    _ => assert_eq!(wv, gv, "{wk}"),
+                }
+            }
+        };
+        let text = |write: &dyn Fn(&mut Line<'_>)| {
+            let mut out = String::new();
+            let mut line = Line::new(&mut out, "m");
+            write(&mut line);
+            line.finish(1);
+            out
+        };
+        let mut got = Vec::new();
+        vm_totals::for_each(&d, |f, v| got.push((f.key, v)));
+        check(
+            &vm_totals::MEASUREMENT,
+            text(&|l| vm_totals::write_fields(l, &d)),
+            got,
+        );
+        let mut got = Vec::new();
+        vm_features::for_each(&f, |f, v| got.push((f.key, v)));
+        check(
+            &vm_features::MEASUREMENT,
+            text(&|l| vm_features::write_fields(l, &f)),
+            got,
+        );
+        let mut got = Vec::new();
+        vm_devices_nic::for_each(&d.nics[0], |f, v| got.push((f.key, v)));
+        check(
+            &vm_devices_nic::MEASUREMENT,
+            text(&|l| vm_devices_nic::write_fields(l, &d.nics[0])),
+            got,
+        );
     }
 
     #[test]
