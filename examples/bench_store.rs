@@ -1,0 +1,158 @@
+//! Benchmark of the history store on a realistic workload: the simulated fleet of
+//! `vmtel::sim` (heavy-tailed, bursty, daily rhythm; the test driver's linear counters would
+//! compress to nothing) goes through the real decoder, deriver and encoder into the store, a
+//! cycle every `--interval` seconds of simulated time, as fast as the store takes it.
+//!
+//! Reports the points written (one per field value, as in line protocol), the bytes of every
+//! file the store keeps (`history.db` and its `-wal`), bytes per point, and the store's CPU
+//! time per VM per cycle (the thread's CPU clock around its writes).
+//!
+//! Usage: `bench_store [--vms N] [--hours H] [--interval S] [--seed K] [--json]` (defaults
+//! 100 VMs, 6 hours, 10 s). Run it pinned to one core (`taskset -c 0`).
+
+#[path = "../bench/common.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{arg, thread_cpu};
+use vmtel::collect::bulk::Decoder;
+use vmtel::collect::CHUNK_DOMAINS;
+use vmtel::deliver::{Batch, Sink};
+use vmtel::derive::Deriver;
+use vmtel::encode::Encoder;
+use vmtel::model::{DomainSample, HostSample};
+use vmtel::schema::{vm_devices_disk, vm_devices_nic, vm_features, vm_metrics, vm_totals};
+use vmtel::sim::{host_name, SimFleet, SimOptions};
+use vmtel::store::identity::DeviceBook;
+use vmtel::store::{StoreSettings, StoreSink, StoreStatus};
+
+#[global_allocator]
+static ALLOC: common::Counting = common::Counting;
+
+/// Field values a VM's lines carry this cycle (what "points" counts).
+fn points(d: &DomainSample, f: Option<&vmtel::model::Features>) -> u64 {
+    let mut n = 0u64;
+    let mut count = |_: &'static vmtel::schema::Field, _| n += 1;
+    vm_metrics::for_each(d, &mut count);
+    vm_totals::for_each(d, &mut count);
+    for nic in &d.nics {
+        vm_devices_nic::for_each(nic, &mut count);
+    }
+    for disk in &d.disks {
+        vm_devices_disk::for_each(disk, &mut count);
+    }
+    if let Some(f) = f {
+        vm_features::for_each(f, &mut count);
+    }
+    n
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let vms: usize = arg(&args, "--vms", 100);
+    let hours: f64 = arg(&args, "--hours", 6.0);
+    let interval: u64 = arg(&args, "--interval", 10);
+    let seed: u64 = arg(&args, "--seed", 1);
+    let json = args.iter().any(|a| a == "--json");
+    let cycles = (hours * 3600.0 / interval as f64).round() as u64;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("history.db");
+    let identity = Arc::new(DeviceBook::default());
+    let mut store = StoreSink::new(StoreSettings {
+        path: path.clone(),
+        retention_raw: Duration::from_secs(7 * 86_400),
+        retention_rollup: Duration::from_secs(30 * 86_400),
+        max_size: 64 << 30,
+        status: Arc::new(StoreStatus::default()),
+        identity: Arc::clone(&identity),
+    });
+    let mut fleet = SimFleet::new(SimOptions {
+        seed,
+        hosts: 1,
+        vms_per_host: vms,
+        reboot_every_days: Some(14.0),
+    });
+    let encoder = Encoder::default();
+    let mut decoder = Decoder::new();
+    let mut deriver = Deriver::new();
+    let mut features = Vec::new();
+    let step_ns = interval as i64 * 1_000_000_000;
+    // The simulated span ends now, so that retention keeps all of it.
+    let now = vmtel::collect::wall_ns();
+    let start = now - now.rem_euclid(step_ns) - cycles as i64 * step_ns;
+    let (mut total_points, mut store_cpu) = (0u64, Duration::ZERO);
+    let source = "sim:///bench";
+    for c in 1..=cycles {
+        let t = start + c as i64 * step_ns;
+        fleet.step(t, Duration::from_secs(interval));
+        deriver.begin_cycle();
+        let chunks = vms.div_ceil(CHUNK_DOMAINS);
+        for k in 0..chunks {
+            let mut chunk = HostSample {
+                host: host_name(0),
+                timestamp_ns: t,
+                domains: Vec::new(),
+            };
+            for i in k * CHUNK_DOMAINS..((k + 1) * CHUNK_DOMAINS).min(vms) {
+                let vm = &fleet.vms[i];
+                let mut s = DomainSample {
+                    name: vm.name.clone(),
+                    uuid: vm.uuid.clone(),
+                    id: Some(vm.id),
+                    mono_ns: u64::try_from(t - start).unwrap_or(0),
+                    ..DomainSample::default()
+                };
+                let rec = fleet.record(i, t);
+                decoder.decode(&mut s, rec.raw_params());
+                chunk.domains.push(s);
+            }
+            deriver.update_chunk(&chunk.domains, &mut features);
+            identity.record(source, &chunk);
+            for (i, d) in chunk.domains.iter().enumerate() {
+                total_points += points(d, features.get(i).and_then(Option::as_ref));
+            }
+            let mut lines = String::new();
+            let n = encoder.encode_host(&chunk, &features, &mut lines);
+            let batch = Batch {
+                source: source.into(),
+                timestamp_ns: t,
+                line_count: n,
+                lines,
+                end_of_cycle: k + 1 == chunks,
+            };
+            let c0 = thread_cpu();
+            store.write(&batch).expect("store write");
+            store_cpu += thread_cpu() - c0;
+        }
+        deriver.end_cycle();
+        identity.end_cycle(source);
+        if !json && c % 360 == 0 {
+            eprintln!("  {c} of {cycles} cycles");
+        }
+    }
+    let c0 = thread_cpu();
+    drop(store);
+    store_cpu += thread_cpu() - c0;
+    let size = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+    };
+    let bytes = size("") + size("-wal") + size("-shm");
+    let per_point = bytes as f64 / total_points.max(1) as f64;
+    let us_per_vm_cycle = store_cpu.as_secs_f64() * 1e6 / (vms as f64 * cycles as f64);
+    if json {
+        println!(
+            "{{\"vms\":{vms},\"hours\":{hours},\"interval_s\":{interval},\"cycles\":{cycles},\"points\":{total_points},\"bytes\":{bytes},\"bytes_per_point\":{per_point:.3},\"store_cpu_us_per_vm_cycle\":{us_per_vm_cycle:.2}}}"
+        );
+    } else {
+        println!("| VMs | span | interval | points | bytes on disk | bytes/point | store CPU per VM per cycle |");
+        println!("|---|---|---|---|---|---|---|");
+        println!(
+            "| {vms} | {hours} h | {interval} s | {total_points} | {bytes} | {per_point:.2} | {us_per_vm_cycle:.1} µs |"
+        );
+    }
+}
