@@ -336,6 +336,16 @@ fn token_is_required_when_configured() {
         matches!(r, Err(ureq::Error::Status(429, _))),
         "paused for everyone: {r:?}"
     );
+    // Guessing through the API is throttled the same way; the right token still works.
+    assert_eq!(
+        v.get("/metrics", &[("Authorization", "Bearer guess")]).0,
+        429
+    );
+    assert_eq!(
+        v.get("/metrics", &[("Authorization", &format!("Bearer {TOKEN}"))])
+            .0,
+        200
+    );
     // The token is never logged.
     assert!(!v.stderr().contains(TOKEN), "the token appears in the log");
 }

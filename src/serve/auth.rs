@@ -11,8 +11,9 @@
 //!   `Authorization: Bearer TOKEN` or the session cookie that the `/login` form sets: a random
 //!   session id (not the token) that expires after [`SESSION_TTL`], `HttpOnly`,
 //!   `SameSite=Strict`, and `Secure` behind TLS. Only `/login` and the static `/assets/` are
-//!   open. After [`FREE_FAILURES`] failed sign-ins in a row, sign-in pauses (429 with
-//!   `Retry-After`), doubling per further failure up to [`MAX_PAUSE`].
+//!   open. After [`FREE_FAILURES`] failed sign-ins in a row (form entries or wrong bearer
+//!   tokens), sign-in pauses (429 with `Retry-After`), doubling per further failure up to
+//!   [`MAX_PAUSE`]; the right bearer token still passes.
 //!
 //! The token itself never appears in logs, errors or `--help`.
 
@@ -246,6 +247,29 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         || presented(req.headers(), token, &state.sessions)
     {
         return next.run(req).await;
+    }
+    // A wrong bearer token is a failed sign-in like a wrong form entry: guesses through the
+    // API are throttled too (the right token still passes while sign-in is paused).
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "));
+    if bearer {
+        let now = Instant::now();
+        let pause = match state.sessions.paused(now) {
+            Some(p) => Some(p),
+            None => state.sessions.failed(now),
+        };
+        if let Some(pause) = pause {
+            let secs = pause.as_secs().max(1).to_string();
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, secs)],
+                "too many wrong tokens: try again later\n",
+            )
+                .into_response();
+        }
     }
     if path.starts_with("/api/") || path == "/metrics" {
         return (

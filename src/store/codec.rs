@@ -30,6 +30,9 @@ const MAGIC: &[u8; 3] = b"VC1";
 pub const MAX_ROWS: usize = 1 << 20;
 /// Most columns in a chunk.
 pub const MAX_COLUMNS: usize = 4096;
+/// Most values (rows × columns) in a chunk: bounds what a damaged header can make the decoder
+/// allocate (a few bytes of header could otherwise announce gigabytes of constants).
+pub const MAX_CELLS: usize = 1 << 22;
 
 /// One column of a chunk: one value (or none) per row.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,9 +79,12 @@ fn damaged(what: impl Into<String>) -> CodecError {
 /// Encodes `chunk`.
 pub fn encode(chunk: &Chunk) -> Result<Vec<u8>, CodecError> {
     let rows = chunk.ts.len();
-    if rows > MAX_ROWS || chunk.columns.len() > MAX_COLUMNS {
+    if rows > MAX_ROWS
+        || chunk.columns.len() > MAX_COLUMNS
+        || rows.saturating_mul(chunk.columns.len() + 1) > MAX_CELLS
+    {
         return Err(CodecError::Invalid(format!(
-            "{rows} rows and {} columns (at most {MAX_ROWS} and {MAX_COLUMNS})",
+            "{rows} rows and {} columns (at most {MAX_ROWS} and {MAX_COLUMNS}, {MAX_CELLS} values)",
             chunk.columns.len()
         )));
     }
@@ -298,7 +304,7 @@ pub fn decode(bytes: &[u8]) -> Result<Chunk, CodecError> {
     }
     let rows = r.u32("row count")?;
     let cols = r.u32("column count")?;
-    if rows > MAX_ROWS || cols > MAX_COLUMNS {
+    if rows > MAX_ROWS || cols > MAX_COLUMNS || rows.saturating_mul(cols + 1) > MAX_CELLS {
         return Err(damaged(format!("{rows} rows, {cols} columns: too many")));
     }
     let ts = r.ints(rows, "timestamps")?;
@@ -464,6 +470,14 @@ mod tests {
             bytes.len()
         );
         assert!(same(&c, &decode(&bytes).expect("decode")));
+    }
+
+    #[test]
+    fn a_header_announcing_huge_columns_is_refused_before_allocating() {
+        let mut b = b"VC1".to_vec();
+        b.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        b.extend_from_slice(&4096u32.to_le_bytes());
+        assert!(matches!(decode(&b), Err(CodecError::Damaged(m)) if m.contains("too many")));
     }
 
     #[test]

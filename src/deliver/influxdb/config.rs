@@ -159,27 +159,22 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Where the authority of an `http(s)://` URL is (between `://` and the path), as a range.
-fn authority(url: &str) -> Option<std::ops::Range<usize>> {
-    let start = url.find("://")? + 3;
-    let len = url[start..]
-        .find(['/', '?', '#'])
-        .unwrap_or(url.len() - start);
-    Some(start..start + len)
-}
-
-/// True if `url` carries `user:password@` (or `user@`) before its host.
+/// True if `url` carries `user:password@` (or `user@`) before its host. Any `@` after the
+/// scheme counts: a password may itself hold `/`, `?` or `#` (InfluxDB URLs have no `@`
+/// otherwise).
 pub fn has_userinfo(url: &str) -> bool {
-    authority(url).is_some_and(|r| url[r].contains('@'))
+    url.split_once("://")
+        .is_some_and(|(_, rest)| rest.contains('@'))
 }
 
-/// `url` with any `user:password@` replaced by `***@`, for labels and messages.
+/// `url` with everything between the scheme and the last `@` replaced by `***`, for labels
+/// and messages.
 pub fn without_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
-    let Some(r) = authority(url) else {
-        return url.into();
-    };
-    match url[r.clone()].rfind('@') {
-        Some(at) => format!("{}***{}", &url[..r.start], &url[r.start + at..]).into(),
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rfind('@') {
+            Some(at) => format!("{scheme}://***{}", &rest[at..]).into(),
+            None => url.into(),
+        },
         None => url.into(),
     }
 }

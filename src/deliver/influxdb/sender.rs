@@ -7,8 +7,8 @@
 //! measured on the monotonic clock and never exceeds `flush_interval`, whatever the wall clock
 //! does. Rows are deleted only after the server's answer settles them (see
 //! [`super::response`]); until then they stay in the spool, so a crash or restart resends them.
-//! While the spool is full and dropping old rows, a wait between retries probes the server's
-//! health endpoint every [`PROBE_INTERVAL`] and ends as soon as it answers. Only one sender runs
+//! While the spool is full and dropping old rows, a wait after an outage (no answer, 429, 5xx)
+//! probes the server's health endpoint every [`PROBE_INTERVAL`] and ends as soon as it answers. Only one sender runs
 //! per spool file in a process (a reload waits for the previous one to stop).
 
 use std::collections::HashMap;
@@ -135,9 +135,11 @@ pub fn spawn(
 enum Step {
     /// Settled (stored, or refused for good): delete the rows.
     Settled,
-    /// Not settled: wait this long and try again; the second duration is the part of the wait
-    /// the server asked for (`Retry-After`), which health probes do not cut short.
-    Wait(Duration, Duration),
+    /// Not settled: wait this long and try again. The second value says whether health probes
+    /// may end the wait early (the server was down or overloaded: no answer, 429, 5xx), and
+    /// after how long at the least (its `Retry-After`); `None` for failures a healthy server
+    /// keeps giving (credentials, a missing database, a proxy's answer).
+    Wait(Duration, Option<Duration>),
 }
 
 struct SenderLoop {
@@ -197,11 +199,15 @@ impl SenderLoop {
         changed || backlog >= self.settings.spool_max_bytes / 10 * 9
     }
 
-    /// Waits `d` before a retry; while the spool is dropping rows, probes the server's health
-    /// endpoint every [`PROBE_INTERVAL`] once `floor` (the server's `Retry-After`) has passed,
-    /// and ends the wait as soon as it answers 2xx. False if asked to stop.
-    fn wait_retry(&mut self, d: Duration, floor: Duration) -> bool {
-        if !self.spool_dropping() || floor >= d {
+    /// Waits `d` before a retry. After an outage (`probe_after` set) while the spool is
+    /// dropping rows, probes the server's health endpoint every [`PROBE_INTERVAL`] once
+    /// `probe_after` (the server's `Retry-After`) has passed, and ends the wait as soon as it
+    /// answers 2xx. False if asked to stop.
+    fn wait_retry(&mut self, d: Duration, probe_after: Option<Duration>) -> bool {
+        let Some(floor) = probe_after.filter(|f| *f < d) else {
+            return self.pause(d);
+        };
+        if !self.spool_dropping() {
             return self.pause(d);
         }
         let end = Instant::now() + d;
@@ -299,9 +305,9 @@ impl SenderLoop {
                     }
                     self.backoff.reset();
                 }
-                Step::Wait(d, floor) => {
+                Step::Wait(d, probe_after) => {
                     self.stats.retried.fetch_add(1, Ordering::Relaxed);
-                    if !self.wait_retry(d, floor) {
+                    if !self.wait_retry(d, probe_after) {
                         return;
                     }
                 }
@@ -318,11 +324,17 @@ impl SenderLoop {
 
     /// Like [`Self::report`] for a failure that is retried after `d`.
     fn report_wait(&mut self, msg: String, d: Duration) -> Step {
-        self.report_wait_at_least(msg, d, Duration::ZERO)
+        self.report_wait_probing(msg, d, None)
     }
 
-    /// Like [`Self::report_wait`] when the server asked for at least `floor` (`Retry-After`).
-    fn report_wait_at_least(&mut self, msg: String, d: Duration, floor: Duration) -> Step {
+    /// Like [`Self::report_wait`] after an outage, when health probes may end the wait once
+    /// `probe_after` has passed (see [`Step::Wait`]).
+    fn report_wait_probing(
+        &mut self,
+        msg: String,
+        d: Duration,
+        probe_after: Option<Duration>,
+    ) -> Step {
         if self.failing.occur(&msg) {
             tracing::error!(
                 output = %self.settings.name,
@@ -330,7 +342,7 @@ impl SenderLoop {
                 d.as_secs_f64()
             );
         }
-        Step::Wait(d, floor)
+        Step::Wait(d, probe_after)
     }
 
     /// Sends `body` (whole lines with timestamps in `precision`), splitting on 413.
@@ -344,7 +356,7 @@ impl SenderLoop {
             Err(e) => {
                 let d = self.backoff.next_delay(None);
                 let msg = format!("cannot reach {}: {e}", self.settings.endpoint.base);
-                return self.report_wait(msg, d);
+                return self.report_wait_probing(msg, d, Some(Duration::ZERO));
             }
         };
         let lines = body.lines().count() as u64;
@@ -440,7 +452,7 @@ impl SenderLoop {
                 if self.settings.create_database && !self.created {
                     self.created = true;
                     match self.create_database() {
-                        Ok(()) => return Step::Wait(Duration::ZERO, Duration::ZERO),
+                        Ok(()) => return Step::Wait(Duration::ZERO, None),
                         Err(e) => self.report(e.to_string()),
                     }
                 }
@@ -469,7 +481,7 @@ impl SenderLoop {
                     "{} cannot take the data now{status}: {message}",
                     self.settings.endpoint.base
                 );
-                self.report_wait_at_least(msg, d, retry_after.unwrap_or_default())
+                self.report_wait_probing(msg, d, Some(retry_after.unwrap_or_default()))
             }
             Outcome::Unexpected { status, message } => {
                 let d = self.backoff.next_delay(None);

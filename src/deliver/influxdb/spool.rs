@@ -586,6 +586,34 @@ impl Spool {
     /// Deletes the rows `first..=last` (acknowledged by the server); returns the lines deleted
     /// (rows already dropped by the size bound are not counted twice).
     pub fn delete(&self, first: i64, last: i64) -> io::Result<u64> {
+        // Under the write lock, like a commit: the sink's size bound never reads counters
+        // that still hold rows already gone.
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| err(&self.path, "cannot delete", e))?;
+        let deleted = self.delete_rows(first, last);
+        let (n, lines, bytes) = match deleted {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        self.stats.backlog_add(-n, -bytes);
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            self.stats.backlog_add(n, bytes);
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(err(&self.path, "cannot delete", e));
+        }
+        self.refresh_oldest();
+        if self.stats.backlog_batches.load(Ordering::Relaxed) == 0 {
+            self.compact();
+        }
+        Ok(lines)
+    }
+
+    /// Deletes rows `first..=last` in the open transaction: (rows, lines, bytes).
+    fn delete_rows(&self, first: i64, last: i64) -> io::Result<(i64, u64, i64)> {
         let sql = "DELETE FROM batch WHERE id BETWEEN ?1 AND ?2 RETURNING lines, bytes";
         let mut stmt = self
             .conn
@@ -603,14 +631,7 @@ impl Spool {
             lines += u64::try_from(r.get::<_, i64>(0).unwrap_or(0)).unwrap_or(0);
             bytes += r.get::<_, i64>(1).unwrap_or(0);
         }
-        drop(rows);
-        drop(stmt);
-        self.stats.backlog_add(-n, -bytes);
-        self.refresh_oldest();
-        if self.stats.backlog_batches.load(Ordering::Relaxed) == 0 {
-            self.compact();
-        }
-        Ok(lines)
+        Ok((n, lines, bytes))
     }
 
     /// Gives free pages back to the file system and truncates the WAL when the spool is
