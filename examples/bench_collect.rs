@@ -9,9 +9,9 @@
 //!   `virDomainGetInfo`, `virDomainGetCPUStats`, `virDomainMemoryStats`, and
 //!   `virDomainInterfaceStats`/`virDomainBlockStats` per device (device names read from the XML
 //!   once, before the measured cycles).
-//! * `vmtel`: vmtel's whole cycle as the daemon's worker runs it: `Collector::collect_chunks`,
-//!   and per chunk `Deriver::update_chunk` and `Encoder::encode_host`, with a batch handed on
-//!   every `BATCH_BYTES` (its buffer recycled, as with a sink that keeps up).
+//! * `vmtel`: vmtel's whole cycle as the daemon's worker and one text output run it:
+//!   `Collector::collect_chunks`, and per chunk `Deriver::update_chunk` and
+//!   `Encoder::encode_host` into a reused buffer (the output's thread encodes each typed batch).
 //! * `connect`: opening and closing a connection (what a collector that reconnects every cycle
 //!   adds; the test driver re-reads its node XML on every open).
 //! * `dump`: one bulk call; prints every parameter of the first record with its type.
@@ -41,8 +41,6 @@ use vmtel::collect::bulk::Groups;
 use vmtel::collect::devices::parse_domain_xml;
 use vmtel::collect::ffi::{StatsList, Value};
 use vmtel::collect::{Collector, SourceSpec};
-use vmtel::daemon::worker::BATCH_BYTES;
-use vmtel::deliver::BufferPool;
 use vmtel::derive::Deriver;
 use vmtel::encode::Encoder;
 
@@ -165,7 +163,7 @@ struct Vmtel {
     collector: Collector,
     deriver: Deriver,
     encoder: Encoder,
-    pool: BufferPool,
+    out: String,
     features: Vec<Option<vmtel::model::Features>>,
     lines: usize,
     bytes: usize,
@@ -173,32 +171,25 @@ struct Vmtel {
 
 impl Strategy for Vmtel {
     fn cycle(&mut self) -> usize {
-        let (deriver, encoder, pool, features) = (
+        let (deriver, encoder, out, features) = (
             &mut self.deriver,
             &self.encoder,
-            &self.pool,
+            &mut self.out,
             &mut self.features,
         );
-        let mut out = pool.take();
         let (mut lines, mut bytes) = (0, 0);
         deriver.begin_cycle();
         let summary = self
             .collector
             .collect_chunks(|chunk| {
                 deriver.update_chunk(&chunk.domains, features);
-                let before = out.len();
-                lines += encoder.encode_host(chunk, features, &mut out);
-                bytes += out.len() - before;
-                if out.len() >= BATCH_BYTES {
-                    let batch = std::mem::replace(&mut out, pool.take());
-                    std::hint::black_box(&batch);
-                    pool.put(batch);
-                }
+                out.clear();
+                lines += encoder.encode_host(chunk, features, out);
+                bytes += out.len();
+                std::hint::black_box(&*out);
             })
             .unwrap_or_else(|e| die(format!("vmtel cycle: {e}")));
         deriver.end_cycle();
-        std::hint::black_box(&out);
-        pool.put(out);
         self.lines = lines;
         self.bytes = bytes;
         summary.domains
@@ -327,7 +318,7 @@ fn main() {
             ),
             deriver: Deriver::new(),
             encoder: Encoder::default(),
-            pool: BufferPool::default(),
+            out: String::new(),
             features: Vec::new(),
             lines: 0,
             bytes: 0,

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use vmtel::deliver::influxdb::spool::{NewRow, Spool, SpoolOptions};
 use vmtel::deliver::influxdb::{DeliveryStats, InfluxOutput, InfluxSink};
-use vmtel::deliver::{Batch, Sink};
-use vmtel::encode::Precision;
+use vmtel::deliver::Sink;
+use vmtel::encode::Encoder;
 
 const VMS: usize = 100;
 
@@ -166,17 +166,10 @@ fn main() {
             cpu_secs("self"),
             cpu_secs(&influxd.0.id().to_string()),
         );
-        let mut sink = InfluxSink::start(&cfg, &state, Precision::Seconds).expect("sink");
+        let mut sink = InfluxSink::start(&cfg, &state, &Encoder::default()).expect("sink");
         let stats = sink.delivery_stats().expect("stats");
         for b in &batches {
-            sink.write(&Batch {
-                end_of_cycle: true,
-                source: "bench".into(),
-                timestamp_ns: 0,
-                lines: b.clone(),
-                line_count: VMS * 6,
-            })
-            .expect("write");
+            sink.write_lines(b).expect("write");
             sink.flush().expect("flush");
         }
         let deadline = Instant::now() + Duration::from_secs(1800);

@@ -8,9 +8,8 @@
 //! cycles. The timed part is what `Collector::collect_chunks` and the daemon's worker do with such
 //! a list, chunk by chunk (`CHUNK_DOMAINS` VMs): decode (recycled `DomainSample`s, the name and
 //! UUID copied as libvirt's accessors return new strings, `bulk::Decoder::decode` with its layout
-//! cache), derive (`Deriver::update_chunk`), encode (`Encoder::encode_host` into the worker's
-//! buffer, handed on as a batch every `BATCH_BYTES` and replaced by a recycled buffer, as with a
-//! sink that keeps up).
+//! cache), derive (`Deriver::update_chunk`), encode (`Encoder::encode_host` of each chunk into a
+//! reused buffer, as one text output does on its own thread).
 //!
 //! Usage: `bench_replay [--vms N] [--cycles C] [--vcpus V] [--nics K] [--disks D] [--json]`
 //! (defaults 10000 VMs, 12 cycles, 2/2/2). The first cycle (no previous sample, so no
@@ -26,8 +25,6 @@ use common::{arg, stats_ms, thread_cpu, Allocs};
 use vmtel::collect::bulk::Decoder;
 use vmtel::collect::ffi::{OwnedParams, OwnedValue};
 use vmtel::collect::CHUNK_DOMAINS;
-use vmtel::daemon::worker::BATCH_BYTES;
-use vmtel::deliver::BufferPool;
 use vmtel::derive::Deriver;
 use vmtel::encode::Encoder;
 use vmtel::model::{DomainSample, HostSample};
@@ -223,9 +220,8 @@ fn main() {
     // The worker's buffers, kept across cycles as the worker keeps them.
     let mut spare: Vec<DomainSample> = Vec::new();
     let mut features = Vec::new();
-    // A sink that keeps up: each batch's buffer comes back to the pool as soon as it is sent.
-    let pool = BufferPool::default();
-    let mut lines = pool.take();
+    // A text output's buffer, reused from batch to batch (as `TextEncoder` does).
+    let mut lines = String::new();
     let mut chunk = HostSample {
         host: "hv-bench-01".into(),
         timestamp_ns: 0,
@@ -271,23 +267,15 @@ fn main() {
             // Derive and encode: the worker's chunk callback.
             derive.time(|| deriver.update_chunk(&chunk.domains, &mut features));
             encode.time(|| {
-                let before = lines.len();
+                lines.clear();
                 line_count += encoder.encode_host(&chunk, &features, &mut lines);
-                bytes += lines.len() - before;
-                if lines.len() >= BATCH_BYTES {
-                    let batch = std::mem::replace(&mut lines, pool.take());
-                    batches += 1;
-                    pool.put(batch);
-                }
+                bytes += lines.len();
+                batches += 1;
+                std::hint::black_box(&lines);
             });
             spare.append(&mut chunk.domains);
         }
         derive.time(|| deriver.end_cycle());
-        encode.time(|| {
-            let batch = std::mem::replace(&mut lines, pool.take());
-            batches += 1;
-            pool.put(batch);
-        });
         let total_wall = w0.elapsed();
         let total_cpu = thread_cpu() - c0;
         let (ru1, rs1) = common::rusage(true);

@@ -19,9 +19,9 @@ use std::time::Duration;
 use common::{arg, thread_cpu};
 use vmtel::collect::bulk::Decoder;
 use vmtel::collect::CHUNK_DOMAINS;
+use vmtel::deliver::batch::{Payload, VmChunk};
 use vmtel::deliver::{Batch, Sink};
 use vmtel::derive::Deriver;
-use vmtel::encode::Encoder;
 use vmtel::model::{DomainSample, HostSample};
 use vmtel::schema::{vm_devices_disk, vm_devices_nic, vm_features, vm_metrics, vm_totals};
 use vmtel::sim::{host_name, SimFleet, SimOptions};
@@ -75,7 +75,6 @@ fn main() {
         vms_per_host: vms,
         reboot_every_days: Some(14.0),
     });
-    let encoder = Encoder::default();
     let mut decoder = Decoder::new();
     let mut deriver = Deriver::new();
     let mut features = Vec::new();
@@ -114,13 +113,10 @@ fn main() {
             for (i, d) in chunk.domains.iter().enumerate() {
                 total_points += points(d, features.get(i).and_then(Option::as_ref));
             }
-            let mut lines = String::new();
-            let n = encoder.encode_host(&chunk, &features, &mut lines);
             let batch = Batch {
                 source: source.into(),
                 timestamp_ns: t,
-                line_count: n,
-                lines,
+                payload: Payload::Vms(VmChunk::new(chunk, std::mem::take(&mut features), None)),
                 end_of_cycle: k + 1 == chunks,
             };
             let c0 = thread_cpu();

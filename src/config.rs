@@ -455,6 +455,15 @@ impl Config {
         self.store.file(&self.state_dir)
     }
 
+    /// The encoder of the text outputs: the global tags and the global precision (an InfluxDB
+    /// output may override the precision).
+    pub fn encoder(&self) -> crate::encode::Encoder {
+        crate::encode::Encoder {
+            global_tags: self.global_tags(),
+            precision: self.precision,
+        }
+    }
+
     /// The global tags in key order.
     pub fn global_tags(&self) -> GlobalTags {
         self.global_tags

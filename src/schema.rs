@@ -10,11 +10,7 @@
 //! and the field tables of `docs/metrics.md` ([`doc_table`]; a test fails when the page and the
 //! table differ).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::daemon::internal::SourceStats;
-use crate::deliver::influxdb::DeliveryStats;
-use crate::deliver::SinkStats;
+use crate::daemon::internal::{DeliveryCounters, SinkCounters, SourceCounters};
 use crate::encode::line::Line;
 use crate::model::{DiskStats, DomainSample, Features, NicStats};
 
@@ -239,11 +235,6 @@ macro_rules! measurements {
 /// KiB to bytes.
 const KIB: f64 = 1024.0;
 
-/// A counter of vmtel's own, as a field value.
-fn get(a: &AtomicU64) -> Option<u64> {
-    Some(a.load(Ordering::Relaxed))
-}
-
 measurements! {
     /// `vm_metrics`: basic VM metrics.
     vm_metrics = "vm_metrics" for |d: DomainSample| {
@@ -410,40 +401,38 @@ measurements! {
 
     /// `vmtel_internal,source=...`: one line per source per cycle (vmtel's own health). The
     /// docs print these tables with three columns (no source).
-    internal_source = "vmtel_internal" for |s: SourceStats| {
-        "cycle_ns": U64 Gauge, "duration of the source's last cycle, ns", "" => get(&s.last_cycle_ns);
-        "domains": U64 Gauge, "VMs in the last successful cycle", "" => get(&s.domains);
-        "cycles": U64 Counter, "cycles run since start (counter)", "" => get(&s.cycles);
-        "errors": U64 Counter, "failed cycles: connect or bulk call (counter)", "" => get(&s.errors);
-        "skipped_ticks": U64 Counter, "ticks skipped because the previous cycle overran or the source was backing off (counter)", "" => get(&s.skipped_ticks);
-        "late_cycles": U64 Counter, "cycles that finished after their deadline, the next grid point (counter)", "" => get(&s.late_cycles);
-        "lines": U64 Counter, "lines emitted, self-telemetry excluded (counter)", "" => get(&s.lines);
-        "bytes": U64 Counter, "bytes of line protocol emitted (counter)", "" => get(&s.bytes);
+    internal_source = "vmtel_internal" for |s: SourceCounters| {
+        "cycle_ns": U64 Gauge, "duration of the source's last cycle, ns", "" => Some(s.cycle_ns);
+        "domains": U64 Gauge, "VMs in the last successful cycle", "" => Some(s.domains);
+        "cycles": U64 Counter, "cycles run since start (counter)", "" => Some(s.cycles);
+        "errors": U64 Counter, "failed cycles: connect or bulk call (counter)", "" => Some(s.errors);
+        "skipped_ticks": U64 Counter, "ticks skipped because the previous cycle overran or the source was backing off (counter)", "" => Some(s.skipped_ticks);
+        "late_cycles": U64 Counter, "cycles that finished after their deadline, the next grid point (counter)", "" => Some(s.late_cycles);
+        "lines": U64 Counter, "records handed to the outputs, at most one line each: per VM `vm_metrics`, `vm_totals`, one per device and `vm_features`; self-telemetry excluded (counter)", "" => Some(s.records);
         "connected": I64 Gauge, "1 while the libvirt connection is up, else 0", ""
-            => Some(i64::from(s.connected.load(Ordering::Relaxed)));
+            => Some(i64::from(s.connected));
     }
 
     /// `vmtel_internal,sink=...`: one line per output per cycle.
-    internal_sink = "vmtel_internal" for |s: SinkStats| {
-        "sink_batches": U64 Counter, "batches written (counter)", "" => get(&s.batches);
-        "sink_lines": U64 Counter, "lines written (counter)", "" => get(&s.lines);
-        "sink_bytes": U64 Counter, "bytes written (counter)", "" => get(&s.bytes);
-        "sink_dropped": U64 Counter, "batches dropped because the output's queue was full (counter)", "" => get(&s.dropped);
-        "sink_errors": U64 Counter, "failed writes (counter)", "" => get(&s.errors);
+    internal_sink = "vmtel_internal" for |s: SinkCounters| {
+        "sink_batches": U64 Counter, "batches written (counter)", "" => Some(s.batches);
+        "sink_lines": U64 Counter, "lines written; for the history store, records stored (counter)", "" => Some(s.lines);
+        "sink_bytes": U64 Counter, "bytes of line protocol written (0 for the history store) (counter)", "" => Some(s.bytes);
+        "sink_dropped": U64 Counter, "batches dropped because the output's queue was full (counter)", "" => Some(s.dropped);
+        "sink_errors": U64 Counter, "failed writes (counter)", "" => Some(s.errors);
     }
 
     /// The spool and delivery fields an InfluxDB output adds to its `vmtel_internal` line.
-    internal_delivery = "vmtel_internal" for |d: DeliveryStats| {
-        "backlog_batches": U64 Gauge, "spooled batches waiting to be sent", "" => get(&d.backlog_batches);
-        "backlog_bytes": U64 Gauge, "bytes of line protocol waiting to be sent", "" => get(&d.backlog_bytes);
-        "oldest_age_ns": U64 Gauge, "age of the oldest waiting batch, ns (0 when nothing waits)", ""
-            => Some(d.oldest_age_ns(crate::collect::wall_ns()));
-        "delivered_lines": U64 Counter, "lines the server stored (counter)", "" => get(&d.delivered_lines);
-        "delivered_requests": U64 Counter, "write requests settled by the server (counter)", "" => get(&d.delivered_requests);
-        "retried": U64 Counter, "failed requests retried later: outage, 401/403/404, 429, 5xx (counter)", "" => get(&d.retried);
-        "dropped_lines": U64 Counter, "lines dropped because the spool was full (`spool_max_size`) or too old (`spool_max_age`), or from memory while the spool could not be written (counter)", "" => get(&d.dropped_lines);
-        "memory_dropped_lines": U64 Counter, "of `dropped_lines`, those dropped from memory: the spool could not be written (disk full, I/O error) and 64 MiB were waiting (counter)", "" => get(&d.memory_dropped_lines);
-        "rejected_lines": U64 Counter, "lines the server refused (bad line, field type conflict, a single line over its size limit); logged, never resent (counter)", "" => get(&d.rejected_lines);
+    internal_delivery = "vmtel_internal" for |d: DeliveryCounters| {
+        "backlog_batches": U64 Gauge, "spooled batches waiting to be sent", "" => Some(d.backlog_batches);
+        "backlog_bytes": U64 Gauge, "bytes of line protocol waiting to be sent", "" => Some(d.backlog_bytes);
+        "oldest_age_ns": U64 Gauge, "age of the oldest waiting batch, ns (0 when nothing waits)", "" => Some(d.oldest_age_ns);
+        "delivered_lines": U64 Counter, "lines the server stored (counter)", "" => Some(d.delivered_lines);
+        "delivered_requests": U64 Counter, "write requests settled by the server (counter)", "" => Some(d.delivered_requests);
+        "retried": U64 Counter, "failed requests retried later: outage, 401/403/404, 429, 5xx (counter)", "" => Some(d.retried);
+        "dropped_lines": U64 Counter, "lines dropped because the spool was full (`spool_max_size`) or too old (`spool_max_age`), or from memory while the spool could not be written (counter)", "" => Some(d.dropped_lines);
+        "memory_dropped_lines": U64 Counter, "of `dropped_lines`, those dropped from memory: the spool could not be written (disk full, I/O error) and 64 MiB were waiting (counter)", "" => Some(d.memory_dropped_lines);
+        "rejected_lines": U64 Counter, "lines the server refused (bad line, field type conflict, a single line over its size limit); logged, never resent (counter)", "" => Some(d.rejected_lines);
     }
 }
 
@@ -591,7 +580,7 @@ mod tests {
         }
         assert_eq!(
             FIELD_KEYS.len(),
-            55 + 23 - 1,
+            55 + 22 - 1,
             "vmtel_internal's errors is also a disk field"
         );
         for m in MEASUREMENTS {

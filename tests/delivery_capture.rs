@@ -11,10 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::capture::{Capture, Reply, Request};
-use support::sink::{batch, output, start_and_write, token_file};
+use support::sink::{output, start_and_write, token_file};
+use vmtel::deliver::batch::{Payload, VmChunk};
 use vmtel::deliver::influxdb::DeliveryStats;
-use vmtel::deliver::Sink;
+use vmtel::deliver::influxdb::InfluxSink;
+use vmtel::deliver::{Batch, Sink};
+use vmtel::encode::Encoder;
 use vmtel::encode::Precision;
+use vmtel::model::{DomainSample, Features, HostSample};
 
 fn wait_stat(secs: u64, what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -40,8 +44,32 @@ fn v3_request_has_the_documented_path_query_headers_and_gzip_body() {
         "url = \"{}/\"\ndatabase = \"vm tel&x\"\ntoken_file = \"{tok}\"\nprecision = \"ms\"\nflush_interval = \"0s\"\n",
         server.url()
     ));
-    let lines = "vm_metrics,host=h\\ 1,name=a=b state=1i 1700000000\nvm_features,host=h\\ 1 cpu_pct=12.5 1700000000\n";
-    let (_sink, stats) = start_and_write(&cfg, dir.path(), &[lines]);
+    // A typed batch, encoded by the output in its own precision (ms; the global one is s).
+    let ts = 1_700_000_000 * 1_000_000_000;
+    let vm = DomainSample {
+        name: "a=b".into(),
+        state: Some(1),
+        ..DomainSample::default()
+    };
+    let features = Features {
+        cpu_pct: Some(12.5),
+        ..Features::default()
+    };
+    let sample = HostSample {
+        host: "h 1".into(),
+        timestamp_ns: ts,
+        domains: vec![vm],
+    };
+    let batch = Batch {
+        source: "test".into(),
+        timestamp_ns: ts,
+        payload: Payload::Vms(VmChunk::new(sample, vec![Some(features)], None)),
+        end_of_cycle: true,
+    };
+    let mut sink = InfluxSink::start(&cfg, dir.path(), &Encoder::default()).expect("sink");
+    sink.write(&batch).expect("write");
+    sink.flush().expect("flush");
+    let stats = sink.delivery_stats().expect("stats");
     let reqs = server.wait_for(30, "one write", |r| !writes(r).is_empty());
     let w = writes(&reqs)[0];
     assert_eq!(w.path, "/api/v3/write_lp");
@@ -56,13 +84,15 @@ fn v3_request_has_the_documented_path_query_headers_and_gzip_body() {
         .is_some_and(|u| u.starts_with("vmtel/")));
     assert_eq!(
         w.body(),
-        "vm_metrics,host=h\\ 1,name=a=b state=1i 1700000000000\nvm_features,host=h\\ 1 cpu_pct=12.5 1700000000000\n",
-        "the gzip body decompresses to exactly the lines (timestamps in ms)"
+        "vm_metrics,host=h\\ 1,name=a\\=b state=1i 1700000000000\n\
+         vm_totals,host=h\\ 1,name=a\\=b state=1i 1700000000000\n\
+         vm_features,host=h\\ 1,name=a\\=b cpu_pct=12.5 1700000000000\n",
+        "the gzip body decompresses to exactly the lines, timestamps in the output's ms"
     );
     wait_stat(10, "the rows to be deleted", || {
         stats.backlog_batches.load(Ordering::Relaxed) == 0
     });
-    assert_eq!(stats.delivered_lines.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.delivered_lines.load(Ordering::Relaxed), 3);
 }
 
 #[test]
@@ -286,7 +316,7 @@ fn spooled_rows_are_sent_with_the_precision_they_were_written_in() {
     drop(sink);
     server.respond_with(|_| Reply::status(204));
     let ms = output(&format!("{base}precision = \"ms\"\n"));
-    let (_sink, stats) = start_and_write(&ms, dir.path(), &["m f=2i 1700000010\n"]);
+    let (_sink, stats) = start_and_write(&ms, dir.path(), &["m f=2i 1700000010000\n"]);
     wait_stat(30, "both rows delivered", || {
         stats.backlog_batches.load(Ordering::Relaxed) == 0
     });
@@ -367,7 +397,7 @@ fn a_dropping_spool_probes_the_servers_health_and_resumes_when_it_answers() {
     // The outage goes on until the spool drops rows.
     let pad = "x".repeat(1000);
     for i in 1..=20 {
-        sink.write(&batch(&format!("m f={i}i,p=\"{pad}\" {i}\n")))
+        sink.write_lines(&format!("m f={i}i,p=\"{pad}\" {i}\n"))
             .expect("write");
         sink.flush().expect("flush");
     }
@@ -431,7 +461,7 @@ fn the_smallest_size_refused_with_413_is_kept() {
     let seen = writes(&server.requests()).len();
     // Later rows of 4,500 bytes each: a request holds one, not two (9,000 > 7,500).
     for i in 8..14 {
-        sink.write(&batch(&line(i, 4500))).expect("write");
+        sink.write_lines(&line(i, 4500)).expect("write");
     }
     sink.flush().expect("flush");
     wait_stat(30, "the later rows", || {

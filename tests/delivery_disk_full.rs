@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use support::capture::{Capture, Reply};
 use vmtel::deliver::influxdb::{InfluxOutput, InfluxSink};
-use vmtel::deliver::{Batch, Sink};
-use vmtel::encode::Precision;
+use vmtel::deliver::Sink;
+use vmtel::encode::Encoder;
 
 /// A tmpfs mounted for one test, unmounted (lazily, so an open file cannot keep it) on drop.
 struct Tmpfs(PathBuf);
@@ -68,16 +68,6 @@ impl Captured {
     }
 }
 
-fn batch(lines: String) -> Batch {
-    Batch {
-        end_of_cycle: true,
-        source: "test".into(),
-        timestamp_ns: 0,
-        line_count: lines.lines().count(),
-        lines,
-    }
-}
-
 /// Fills the file system holding `dir` until a write fails for lack of space.
 fn fill(dir: &Path) -> PathBuf {
     let path = dir.join("filler");
@@ -117,7 +107,7 @@ fn an_unwritable_spool_keeps_64_mib_in_memory_then_drops_counts_and_logs() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let mut sink = InfluxSink::start(&cfg, &state, Precision::Seconds).expect("sink");
+    let mut sink = InfluxSink::start(&cfg, &state, &Encoder::default()).expect("sink");
     let stats = sink.delivery_stats().expect("stats");
     let filler = fill(&state);
     // 80 batches of 1 MiB (1,024 lines of 1 KiB): more than the 64 MiB kept in memory.
@@ -128,7 +118,7 @@ fn an_unwritable_spool_keeps_64_mib_in_memory_then_drops_counts_and_logs() {
             .map(|i| format!("m,b={b} i={i}i,p=\"{pad}\" {}\n", 1_700_000_000 + b))
             .collect();
         if sink
-            .write(&batch(lines))
+            .write_lines(&lines)
             .and_then(|()| sink.flush())
             .is_err()
         {

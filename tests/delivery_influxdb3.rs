@@ -155,9 +155,10 @@ fn floats(vm: usize, cycle: i64) -> (f64, f64) {
     (PCT[cycle as usize][vm], big)
 }
 
-/// One cycle's lines, built with vmtel's line builder.
-fn cycle_lines(cycle: i64) -> String {
-    let t = T0 + 10 * cycle;
+/// One cycle's lines, built with vmtel's line builder, timestamps in `precision` (`s`, `ms`).
+fn cycle_lines(cycle: i64, precision: &str) -> String {
+    let unit = if precision == "ms" { 1000 } else { 1 };
+    let t = (T0 + 10 * cycle) * unit;
     let mut buf = String::new();
     for (i, (host, name)) in VMS.iter().enumerate() {
         let (state, mem) = ints(i, cycle);
@@ -186,7 +187,7 @@ fn tricky_lines_are_stored_once_with_exact_values(precision: &str) {
         "url = \"{}\"\ndatabase = \"{db}\"\nprecision = \"{precision}\"\ngzip = true\nflush_interval = \"0s\"\n",
         server.url()
     ));
-    let batches: Vec<String> = (0..CYCLES).map(cycle_lines).collect();
+    let batches: Vec<String> = (0..CYCLES).map(|c| cycle_lines(c, precision)).collect();
     let total: u64 = batches.iter().map(|b| b.lines().count() as u64).sum();
     let (_sink, stats) = start_and_write(&cfg, dir.path(), &batches);
     wait_settled(&server, &stats, &cfg, dir.path(), total);

@@ -309,7 +309,7 @@ fn a_replay_after_a_crash_between_send_and_delete_stores_no_duplicate() {
     std::fs::copy(&path, &snapshot).expect("snapshot");
     let deliver = || {
         let sink =
-            InfluxSink::start(&cfg, dir.path(), vmtel::encode::Precision::Seconds).expect("sink");
+            InfluxSink::start(&cfg, dir.path(), &vmtel::encode::Encoder::default()).expect("sink");
         let stats = vmtel::deliver::Sink::delivery_stats(&sink).expect("stats");
         let deadline = Instant::now() + Duration::from_secs(60);
         while stats.backlog_batches.load(Ordering::Relaxed) > 0 {

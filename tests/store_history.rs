@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use harness::{vms_with_cpu, Vmtel};
 use rusqlite::Connection;
+use vmtel::daemon::internal::SourceCounters;
+use vmtel::deliver::batch::{Internal, Payload, Subject, VmChunk};
 use vmtel::deliver::{Batch, Sink};
+use vmtel::model::{DomainSample, HostSample};
 use vmtel::store::identity::DeviceBook;
 use vmtel::store::{StoreSettings, StoreSink, StoreStatus};
 
@@ -19,19 +22,45 @@ const DAY: i64 = 86_400_000;
 /// A minute boundary, ms.
 const T0: i64 = 1_800_000_000_000 / MIN * MIN;
 
-fn batch(ts_ms: i64, cputime: i64) -> Batch {
-    let lines = format!(
-        "vm_metrics,host=h,VMID=1,name=a\\ b,uuid=u cputime={cputime}i,state=1i {ts}\n\
-         vmtel_internal,host=x,source=test:///default cycles={cputime}i {ts}\n",
-        ts = ts_ms / 1000
-    );
-    Batch {
+/// One cycle: VM "a b" with its CPU time and state, and a source's `vmtel_internal` record.
+fn write_cycle(sink: &mut StoreSink, ts_ms: i64, cputime: i64) {
+    let ts = ts_ms * 1_000_000;
+    let mut vm = DomainSample {
+        name: "a b".into(),
+        uuid: "u".into(),
+        id: Some(1),
+        state: Some(1),
+        ..DomainSample::default()
+    };
+    vm.cpu.time = u64::try_from(cputime).ok();
+    let sample = HostSample {
+        host: "h".into(),
+        timestamp_ns: ts,
+        domains: vec![vm],
+    };
+    let vms = Batch {
+        end_of_cycle: false,
+        source: "test:///default".into(),
+        timestamp_ns: ts,
+        payload: Payload::Vms(VmChunk::new(sample, Vec::new(), None)),
+    };
+    let internal = Batch {
         end_of_cycle: true,
-        source: "test".into(),
-        timestamp_ns: ts_ms * 1_000_000,
-        lines,
-        line_count: 2,
-    }
+        source: "test:///default".into(),
+        timestamp_ns: ts,
+        payload: Payload::Internal(vec![Internal {
+            host: "x".into(),
+            subject: Subject::Source {
+                uri: "test:///default".into(),
+                counters: SourceCounters {
+                    cycles: u64::try_from(cputime).unwrap_or(0),
+                    ..SourceCounters::default()
+                },
+            },
+        }]),
+    };
+    sink.write(&vms).expect("write");
+    sink.write(&internal).expect("write");
 }
 
 fn count(c: &Connection, sql: &str) -> i64 {
@@ -53,10 +82,10 @@ fn rollups_and_retention_by_age() {
     });
     // Three minutes at 10 s: cputime 0, 10, 20, ... 170.
     for i in 0..18 {
-        sink.write(&batch(T0 + i * 10_000, i * 10)).expect("write");
+        write_cycle(&mut sink, T0 + i * 10_000, i * 10);
     }
     // The first batch of minute 3 closes minute 2.
-    sink.write(&batch(T0 + 3 * MIN, 180)).expect("write");
+    write_cycle(&mut sink, T0 + 3 * MIN, 180);
     let c = Connection::open(&path).expect("open");
     assert_eq!(
         count(
@@ -89,7 +118,7 @@ fn rollups_and_retention_by_age() {
     assert_eq!(status.view().errors, 0);
 
     // Eight days later: raw points older than 7 days go, roll-ups stay.
-    sink.write(&batch(T0 + 8 * DAY, 1000)).expect("write");
+    write_cycle(&mut sink, T0 + 8 * DAY, 1000);
     assert_eq!(
         count(
             &c,
@@ -107,7 +136,7 @@ fn rollups_and_retention_by_age() {
     );
 
     // 31 days later: the roll-ups of the first minutes go too.
-    sink.write(&batch(T0 + 31 * DAY, 2000)).expect("write");
+    write_cycle(&mut sink, T0 + 31 * DAY, 2000);
     assert_eq!(
         count(
             &c,

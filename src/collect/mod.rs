@@ -287,10 +287,16 @@ impl Collector {
         })
     }
 
+    /// Gives back domain samples handed out with earlier chunks (taken out of the chunk by the
+    /// caller), so the next cycles fill them again instead of allocating.
+    pub fn recycle(&mut self, mut samples: Vec<crate::model::DomainSample>) {
+        self.spare.append(&mut samples);
+    }
+
     /// Runs one cycle: connects if needed, makes the bulk call, and hands the active domains to
     /// `each` in chunks of at most [`CHUNK_DOMAINS`], each one complete (per-domain fallback
     /// filled, MACs attached). Every chunk carries the same host and timestamp; `each` may change
-    /// a chunk, which is recycled afterwards.
+    /// a chunk, whose samples are recycled afterwards (or taken: see [`Collector::recycle`]).
     ///
     /// A failure of the bulk call closes the connection, so that the next cycle reconnects; it
     /// comes before any chunk, so a cycle is never handed on in part.
@@ -376,8 +382,8 @@ impl Collector {
         if let Some(period) = self.balloon_period {
             self.enable_balloon_stats(period, &chunk.domains, handles);
         }
-        each(chunk);
         let n = chunk.domains.len();
+        each(chunk);
         self.spare.append(&mut chunk.domains);
         handles.clear();
         n

@@ -31,11 +31,11 @@ use self::schedule::{next_tick, until};
 use self::worker::{Tick, Worker, WorkerSettings};
 use crate::collect::{self, wall_ns};
 use crate::config::Config;
+use crate::deliver::batch::Payload;
 use crate::deliver::file::FileSink;
 use crate::deliver::influxdb::InfluxSink;
 use crate::deliver::stdout::StdoutSink;
 use crate::deliver::{Batch, Hub, Sink};
-use crate::encode::Encoder;
 use crate::serve::{Live, Prepared, SharedLive, WebServer};
 use crate::store::identity::DeviceBook;
 use crate::store::{StoreSettings, StoreSink, StoreStatus};
@@ -47,22 +47,20 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// nothing else keeps the lines (no output configured and the history store disabled).
 pub fn sinks(config: &Config) -> Result<Vec<Box<dyn Sink>>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let encoder = config.encoder();
     if config.outputs.stdout || (config.outputs.is_empty() && !config.store.enabled) {
-        sinks.push(Box::new(StdoutSink));
+        sinks.push(Box::new(StdoutSink::new(encoder.clone())));
     }
     for f in &config.outputs.file {
         sinks.push(Box::new(FileSink::open(
             &f.path,
             f.max_size.as_u64(),
             f.keep,
+            encoder.clone(),
         )?));
     }
     for o in &config.outputs.influxdb {
-        sinks.push(Box::new(InfluxSink::start(
-            o,
-            &config.state_dir,
-            config.precision,
-        )?));
+        sinks.push(Box::new(InfluxSink::start(o, &config.state_dir, &encoder)?));
     }
     Ok(sinks)
 }
@@ -71,7 +69,6 @@ pub fn sinks(config: &Config) -> Result<Vec<Box<dyn Sink>>> {
 pub struct Pipeline {
     hub: Arc<Hub>,
     workers: Vec<Worker>,
-    encoder: Encoder,
     agent_host: String,
     interval: Duration,
     store: Option<Arc<StoreStatus>>,
@@ -102,13 +99,8 @@ impl Pipeline {
             (None, None)
         };
         let hub = Arc::new(Hub::start(all).context("cannot start the sinks")?);
-        let encoder = Encoder {
-            global_tags: config.global_tags(),
-            precision: config.precision,
-        };
         let agent_host = gethostname::gethostname().to_string_lossy().into_owned();
         let settings = WorkerSettings {
-            encoder: encoder.clone(),
             device_cache_ttl: config.device_cache_ttl,
             balloon_period: config.balloon_period,
             agent_host: agent_host.clone(),
@@ -127,7 +119,6 @@ impl Pipeline {
         Ok(Pipeline {
             hub,
             workers,
-            encoder,
             agent_host,
             interval: config.interval,
             store,
@@ -155,21 +146,13 @@ impl Pipeline {
         for w in &mut self.workers {
             w.tick(Tick { grid_ns });
         }
-        let mut lines = String::new();
-        let line_count = internal::encode_sinks(
-            &self.encoder,
-            &self.agent_host,
-            &self.hub.stats(),
-            grid_ns,
-            &mut lines,
-        );
-        if line_count > 0 {
+        let records = internal::sink_records(&self.agent_host, &self.hub.stats(), wall_ns());
+        if !records.is_empty() {
             self.hub.send(Batch {
                 end_of_cycle: true,
                 source: "vmtel".into(),
                 timestamp_ns: grid_ns,
-                lines,
-                line_count,
+                payload: Payload::Internal(records),
             });
         }
     }

@@ -1,4 +1,5 @@
-//! One blocking worker thread per source: collect → derive → encode → hand to the sinks.
+//! One blocking worker thread per source: collect → derive → hand the typed cycle to the sinks
+//! (which encode or store it).
 //!
 //! A worker owns its libvirt connection, so a slow or dead hypervisor only ever delays its own
 //! thread. After a failure it backs off exponentially (1 s doubling to 60 s, with jitter:
@@ -17,10 +18,11 @@ use super::internal::SourceStats;
 use super::schedule::tick_at_or_before;
 use crate::backoff::Backoff;
 use crate::collect::{Collector, SourceSpec};
+use crate::deliver::batch::{Payload, SamplePool, VmChunk};
 use crate::deliver::{Batch, Hub};
 use crate::derive::Deriver;
-use crate::encode::Encoder;
 use crate::logging::episode::Episode;
+use crate::model::HostSample;
 
 /// Longest wait between reconnect attempts.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
@@ -35,8 +37,6 @@ pub struct Tick {
 /// Settings a worker needs besides its source.
 #[derive(Clone)]
 pub struct WorkerSettings {
-    /// Encoder with global tags and precision.
-    pub encoder: Encoder,
     /// Device-list cache TTL of the per-domain fallback.
     pub device_cache_ttl: Duration,
     /// Guest balloon statistics period to enable, if any.
@@ -143,7 +143,7 @@ fn run(
     let mut backoff = Backoff::new(Duration::from_secs(1), BACKOFF_CAP);
     let mut retry_at: Option<Instant> = None;
     let mut late = Episode::default();
-    let mut features = Vec::new();
+    let pool = Arc::new(SamplePool::default());
     for tick in rx.iter() {
         let started = Instant::now();
         if retry_at.is_some_and(|t| started < t) {
@@ -152,11 +152,8 @@ fn run(
             busy.store(false, Ordering::Release);
             continue;
         }
-        // Between cycles the worker holds no text buffer: it takes one when a cycle starts.
-        let mut lines = hub.buffer();
-        let mut pending = 0; // lines in `lines` not yet sent
-        let mut cycle_lines = 0;
-        let mut cycle_bytes = 0;
+        // Samples the sinks are done with are filled again by this cycle.
+        collector.recycle(pool.take_all());
         let mut stamp: Option<i64> = None;
         // Normally the tick's grid point. A cycle that overran past the next grid point is
         // stamped with the last grid point before its read (a tick that was skipped for this
@@ -183,19 +180,27 @@ fn run(
             let summary = collector.collect_chunks(|chunk| {
                 let ts = *stamp.get_or_insert_with(|| stamp_for(chunk.timestamp_ns));
                 chunk.timestamp_ns = ts;
+                let mut features = Vec::with_capacity(chunk.domains.len());
                 deriver.update_chunk(&chunk.domains, &mut features);
                 if let Some(book) = &settings.identity {
                     book.record(&uri, chunk);
                 }
-                let before = lines.len();
-                let n = settings.encoder.encode_host(chunk, &features, &mut lines);
-                pending += n;
-                cycle_lines += n;
-                cycle_bytes += lines.len() - before;
-                if lines.len() >= BATCH_BYTES {
-                    send(&hub, &uri, ts, &mut lines, pending, false);
-                    pending = 0;
-                }
+                // The chunk's samples go to the sinks; they come back through the pool.
+                let sample = HostSample {
+                    host: chunk.host.clone(),
+                    timestamp_ns: ts,
+                    domains: std::mem::take(&mut chunk.domains),
+                };
+                let batch = Batch {
+                    source: uri.clone(),
+                    timestamp_ns: ts,
+                    payload: Payload::Vms(VmChunk::new(sample, features, Some(Arc::clone(&pool)))),
+                    end_of_cycle: false,
+                };
+                stats
+                    .records
+                    .fetch_add(batch.records() as u64, Ordering::Relaxed);
+                hub.send(batch);
             })?;
             deriver.end_cycle();
             if stamp.is_none() {
@@ -239,37 +244,16 @@ fn run(
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        stats.lines.fetch_add(cycle_lines as u64, Ordering::Relaxed);
-        stats.bytes.fetch_add(cycle_bytes as u64, Ordering::Relaxed);
-        pending += stats.encode(
-            &settings.encoder,
-            &settings.agent_host,
-            &uri,
-            stamp,
-            &mut lines,
-        );
-        send(&hub, &uri, stamp, &mut lines, pending, true);
+        let record = super::internal::source_record(&settings.agent_host, &uri, &stats);
+        hub.send(Batch {
+            source: uri.clone(),
+            timestamp_ns: stamp,
+            payload: Payload::Internal(vec![record]),
+            end_of_cycle: true,
+        });
         crate::collect::ffi::release_free_memory();
         busy.store(false, Ordering::Release);
     }
-}
-
-/// A cycle is handed to the sinks in batches of about this size (and one at its end), so the
-/// memory a cycle's text takes stays small whatever the number of VMs.
-pub const BATCH_BYTES: usize = 32 * 1024;
-
-/// Hands `lines` to the sinks and leaves an empty buffer in its place: a recycled one within a
-/// cycle, none (no memory) after its last batch.
-fn send(hub: &Hub, uri: &str, timestamp_ns: i64, lines: &mut String, line_count: usize, end: bool) {
-    let next = if end { String::new() } else { hub.buffer() };
-    let lines = std::mem::replace(lines, next);
-    hub.send(Batch {
-        source: uri.to_owned(),
-        timestamp_ns,
-        lines,
-        line_count,
-        end_of_cycle: end,
-    });
 }
 
 fn set_last_error(slot: &Mutex<Option<String>>, msg: String) {

@@ -8,7 +8,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Batch, Sink};
+use super::text::TextEncoder;
+use super::{Batch, Sink, Written};
+use crate::encode::Encoder;
 
 /// Appends batches to a file with size-based rotation.
 #[derive(Debug)]
@@ -18,6 +20,7 @@ pub struct FileSink {
     keep: usize,
     out: Option<BufWriter<File>>,
     size: u64,
+    text: TextEncoder,
 }
 
 fn rotated(path: &Path, n: usize) -> PathBuf {
@@ -29,13 +32,19 @@ fn rotated(path: &Path, n: usize) -> PathBuf {
 impl FileSink {
     /// A sink writing to `path`, rotating at `max_bytes` and keeping `keep` old files. Creates
     /// the file (not its directory) if needed, so a bad path fails at start-up.
-    pub fn open(path: &Path, max_bytes: u64, keep: usize) -> std::io::Result<FileSink> {
+    pub fn open(
+        path: &Path,
+        max_bytes: u64,
+        keep: usize,
+        encoder: Encoder,
+    ) -> std::io::Result<FileSink> {
         let mut sink = FileSink {
             path: path.to_owned(),
             max_bytes: max_bytes.max(1),
             keep,
             out: None,
             size: 0,
+            text: TextEncoder::new(encoder),
         };
         sink.reopen()?;
         Ok(sink)
@@ -75,15 +84,11 @@ impl FileSink {
         }
         self.reopen()
     }
-}
 
-impl Sink for FileSink {
-    fn name(&self) -> String {
-        format!("file:{}", self.path.display())
-    }
-
-    fn write(&mut self, batch: &Batch) -> std::io::Result<()> {
-        let len = batch.lines.len() as u64;
+    /// Appends `lines` (newline-terminated line protocol) as one batch, rotating first if they
+    /// would take the file past `max_bytes`.
+    pub fn write_lines(&mut self, lines: &str) -> std::io::Result<()> {
+        let len = lines.len() as u64;
         if self.size > 0 && self.size + len > self.max_bytes {
             self.rotate()?;
         }
@@ -93,9 +98,27 @@ impl Sink for FileSink {
         let Some(out) = self.out.as_mut() else {
             return Err(std::io::Error::other("output file is not open"));
         };
-        out.write_all(batch.lines.as_bytes())?;
+        out.write_all(lines.as_bytes())?;
         self.size += len;
         Ok(())
+    }
+}
+
+impl Sink for FileSink {
+    fn name(&self) -> String {
+        format!("file:{}", self.path.display())
+    }
+
+    fn write(&mut self, batch: &Batch) -> std::io::Result<Written> {
+        let mut text = std::mem::take(&mut self.text);
+        let r = text.with_text(batch, |lines, n| {
+            self.write_lines(lines).map(|()| Written {
+                lines: n as u64,
+                bytes: lines.len() as u64,
+            })
+        });
+        self.text = text;
+        r
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -110,23 +133,13 @@ impl Sink for FileSink {
 mod tests {
     use super::*;
 
-    fn batch(s: &str) -> Batch {
-        Batch {
-            end_of_cycle: true,
-            source: "s".into(),
-            timestamp_ns: 0,
-            lines: s.into(),
-            line_count: s.lines().count(),
-        }
-    }
-
     #[test]
     fn rotates_by_size_and_keeps_n_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("out.lp");
-        let mut sink = FileSink::open(&path, 25, 2).expect("open");
+        let mut sink = FileSink::open(&path, 25, 2, Encoder::default()).expect("open");
         for i in 0..6 {
-            sink.write(&batch(&format!("m f={i}i {i}\nm f={i}i {i}\n")))
+            sink.write_lines(&format!("m f={i}i {i}\nm f={i}i {i}\n"))
                 .expect("write");
         }
         sink.flush().expect("flush");
@@ -143,8 +156,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("out.lp");
         std::fs::write(&path, "old 1\n").expect("seed");
-        let mut sink = FileSink::open(&path, 1 << 20, 1).expect("open");
-        sink.write(&batch("new 2\n")).expect("write");
+        let mut sink = FileSink::open(&path, 1 << 20, 1, Encoder::default()).expect("open");
+        sink.write_lines("new 2\n").expect("write");
         sink.flush().expect("flush");
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),
@@ -153,8 +166,55 @@ mod tests {
     }
 
     #[test]
+    fn a_typed_batch_is_encoded_with_the_sinks_precision() {
+        use crate::deliver::batch::{Payload, VmChunk};
+        use crate::model::{DomainSample, HostSample};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out.lp");
+        let encoder = Encoder {
+            precision: crate::encode::Precision::Millis,
+            global_tags: vec![("dc".into(), "a b".into())],
+        };
+        let mut sink = FileSink::open(&path, 1 << 20, 1, encoder).expect("open");
+        let ts = 1_700_000_000_123_456_789;
+        let sample = HostSample {
+            host: "h".into(),
+            timestamp_ns: ts,
+            domains: vec![DomainSample {
+                name: "vm 1".into(),
+                state: Some(1),
+                ..DomainSample::default()
+            }],
+        };
+        let batch = Batch {
+            source: "test:///default".into(),
+            timestamp_ns: ts,
+            payload: Payload::Vms(VmChunk::new(sample, Vec::new(), None)),
+            end_of_cycle: true,
+        };
+        let w = sink.write(&batch).expect("write");
+        sink.flush().expect("flush");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let line = |m: &str| format!("{m},host=h,name=vm\\ 1,dc=a\\ b state=1i 1700000000123\n");
+        assert_eq!(text, line("vm_metrics") + &line("vm_totals"));
+        assert_eq!(
+            w,
+            Written {
+                lines: 2,
+                bytes: text.len() as u64
+            }
+        );
+    }
+
+    #[test]
     fn bad_path_is_a_clear_error() {
-        let e = FileSink::open(Path::new("/nonexistent-dir/x.lp"), 10, 1).unwrap_err();
+        let e = FileSink::open(
+            Path::new("/nonexistent-dir/x.lp"),
+            10,
+            1,
+            Encoder::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("/nonexistent-dir/x.lp"), "{e}");
     }
 }

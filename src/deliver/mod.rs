@@ -1,72 +1,32 @@
-//! Deliver: encoded cycles go to the configured sinks, off the collection path.
+//! Deliver: typed cycles ([`batch`]) go to the configured sinks, off the collection path.
 //!
 //! Every sink runs on its own thread behind a bounded queue ([`Hub`]). Collection hands a
 //! [`Batch`] to the hub and never waits: when a sink's queue is full the batch is dropped *for
 //! that sink*, counted and logged, and collection goes on. (The durable InfluxDB outputs keep
 //! their own on-disk spool, so for them "accepted" means "on disk".)
 
+pub mod batch;
 pub mod file;
 pub mod influxdb;
 pub mod stdout;
+pub mod text;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+
+pub use batch::Batch;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender, TrySendError};
 
-/// One source's encoded cycle.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batch {
-    /// The source URI the lines came from (or `vmtel` for self-telemetry).
-    pub source: String,
-    /// Grid timestamp of the cycle, ns since the epoch.
-    pub timestamp_ns: i64,
-    /// Line protocol, newline-terminated lines.
-    pub lines: String,
-    /// Number of lines in `lines`.
-    pub line_count: usize,
-    /// True for the last batch of a cycle (a cycle arrives as several batches with the same
-    /// timestamp; a sink may write them in one transaction).
-    pub end_of_cycle: bool,
-}
-
-/// Batch buffers handed back once every sink is done with them, for the workers to fill again:
-/// a worker then writes into warm memory instead of new pages every batch. Holds one buffer at
-/// most (a batch is about 32 KiB; what a slow sink still holds is not the pool's).
-#[derive(Debug, Default)]
-pub struct BufferPool {
-    free: Mutex<Vec<String>>,
-}
-
-/// Buffers a [`BufferPool`] keeps.
-const POOL_BUFFERS: usize = 1;
-/// Larger buffers are not kept (a one-off large cycle does not pin its memory).
-const POOL_MAX_CAPACITY: usize = 256 * 1024;
-
-impl BufferPool {
-    /// An empty buffer, recycled if one is free.
-    pub fn take(&self) -> String {
-        self.free
-            .lock()
-            .ok()
-            .and_then(|mut f| f.pop())
-            .unwrap_or_default()
-    }
-
-    /// Gives a buffer back (it is kept only if the pool has room and it is not too large).
-    pub fn put(&self, mut buf: String) {
-        if buf.capacity() == 0 || buf.capacity() > POOL_MAX_CAPACITY {
-            return;
-        }
-        buf.clear();
-        if let Ok(mut f) = self.free.lock() {
-            if f.len() < POOL_BUFFERS {
-                f.push(buf);
-            }
-        }
-    }
+/// What one [`Sink::write`] wrote, for the sink's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Lines (records, for a sink that stores values rather than text).
+    pub lines: u64,
+    /// Bytes of text (0 for a sink that stores values).
+    pub bytes: u64,
 }
 
 /// A destination for batches. Runs on its own thread; may block.
@@ -74,7 +34,7 @@ pub trait Sink: Send {
     /// A short name for logs and self-telemetry (`stdout`, `file:/var/lib/vmtel/out.lp`).
     fn name(&self) -> String;
     /// Writes one batch.
-    fn write(&mut self, batch: &Batch) -> std::io::Result<()>;
+    fn write(&mut self, batch: &Batch) -> std::io::Result<Written>;
     /// Makes everything written so far durable or visible.
     fn flush(&mut self) -> std::io::Result<()>;
     /// Backlog and delivery counters, for sinks that deliver from a spool (InfluxDB).
@@ -110,7 +70,6 @@ struct Lane {
 /// Fans batches out to every sink, each behind its own bounded queue and thread.
 pub struct Hub {
     lanes: Vec<Lane>,
-    pool: Arc<BufferPool>,
     /// Each sink thread sends its lane index here when it has flushed and exits.
     done: crossbeam_channel::Receiver<usize>,
 }
@@ -122,7 +81,6 @@ impl Hub {
     /// Starts one thread per sink.
     pub fn start(sinks: Vec<Box<dyn Sink>>) -> std::io::Result<Hub> {
         let mut lanes = Vec::with_capacity(sinks.len());
-        let pool = Arc::new(BufferPool::default());
         let (done_tx, done) = crossbeam_channel::unbounded();
         for (index, mut sink) in sinks.into_iter().enumerate() {
             let done_tx = done_tx.clone();
@@ -133,7 +91,6 @@ impl Hub {
                 let _ = stats.delivery.set(d);
             }
             let st = Arc::clone(&stats);
-            let lane_pool = Arc::clone(&pool);
             let thread_name = format!("sink {name}");
             let log_name = name.clone();
             let thread = std::thread::Builder::new()
@@ -141,22 +98,19 @@ impl Hub {
                 .spawn(move || {
                     let mut failing = crate::logging::episode::Episode::default();
                     for batch in rx.iter() {
-                        match sink.write(&batch).and_then(|()| {
+                        match sink.write(&batch).and_then(|w| {
                             if rx.is_empty() {
-                                sink.flush()
-                            } else {
-                                Ok(())
+                                sink.flush()?;
                             }
+                            Ok(w)
                         }) {
-                            Ok(()) => {
+                            Ok(written) => {
                                 if failing.end().is_some() {
                                     tracing::info!(sink = %log_name, "sink writes again");
                                 }
                                 st.batches.fetch_add(1, Ordering::Relaxed);
-                                st.lines
-                                    .fetch_add(batch.line_count as u64, Ordering::Relaxed);
-                                st.bytes
-                                    .fetch_add(batch.lines.len() as u64, Ordering::Relaxed);
+                                st.lines.fetch_add(written.lines, Ordering::Relaxed);
+                                st.bytes.fetch_add(written.bytes, Ordering::Relaxed);
                             }
                             Err(e) => {
                                 st.errors.fetch_add(1, Ordering::Relaxed);
@@ -165,10 +119,6 @@ impl Hub {
                                     tracing::error!(sink = %log_name, "cannot write: {msg}");
                                 }
                             }
-                        }
-                        // The last sink done with a batch recycles its buffer.
-                        if let Some(b) = Arc::into_inner(batch) {
-                            lane_pool.put(b.lines);
                         }
                     }
                     if let Err(e) = sink.flush() {
@@ -183,13 +133,7 @@ impl Hub {
                 stats,
             });
         }
-        Ok(Hub { lanes, pool, done })
-    }
-
-    /// An empty buffer to encode the next batch into (recycled from an earlier batch if one is
-    /// free).
-    pub fn buffer(&self) -> String {
-        self.pool.take()
+        Ok(Hub { lanes, done })
     }
 
     /// Queues `batch` for every sink without waiting.
@@ -214,9 +158,6 @@ impl Hub {
                     lane.stats.errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
-        }
-        if let Some(b) = Arc::into_inner(batch) {
-            self.pool.put(b.lines);
         }
     }
 

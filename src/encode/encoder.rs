@@ -3,8 +3,12 @@
 
 use super::line::{escape_into, Line};
 use super::Precision;
+use crate::deliver::batch::{Batch, Internal, Payload, Subject};
 use crate::model::{DiskStats, DomainSample, Features, HostSample, NicStats};
-use crate::schema::{vm_devices_disk, vm_devices_nic, vm_features, vm_metrics, vm_totals};
+use crate::schema::{
+    internal_delivery, internal_sink, internal_source, vm_devices_disk, vm_devices_nic,
+    vm_features, vm_metrics, vm_totals,
+};
 
 /// Extra tags added to every line (`[global_tags]` in the config), in a fixed order.
 pub type GlobalTags = Vec<(String, String)>;
@@ -19,6 +23,39 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// Appends every line of `batch` to `out` and returns how many lines were written.
+    pub fn encode_batch(&self, batch: &Batch, out: &mut String) -> usize {
+        match &batch.payload {
+            Payload::Vms(chunk) => self.encode_host(&chunk.sample, &chunk.features, out),
+            Payload::Internal(records) => records
+                .iter()
+                .map(|r| usize::from(self.encode_internal(r, batch.timestamp_ns, out)))
+                .sum(),
+        }
+    }
+
+    /// Appends one `vmtel_internal` line stamped `timestamp_ns`; false if it had no field.
+    pub fn encode_internal(&self, record: &Internal, timestamp_ns: i64, out: &mut String) -> bool {
+        let mut line = Line::new(out, "vmtel_internal");
+        let (key, value) = record.subject.tag();
+        line.tag("host", &record.host).tag(key, value);
+        for (k, v) in &self.global_tags {
+            line.tag(k, v);
+        }
+        match &record.subject {
+            Subject::Source { counters, .. } => internal_source::write_fields(&mut line, counters),
+            Subject::Sink {
+                counters, delivery, ..
+            } => {
+                internal_sink::write_fields(&mut line, counters);
+                if let Some(d) = delivery {
+                    internal_delivery::write_fields(&mut line, d);
+                }
+            }
+        }
+        line.finish(self.precision.convert(timestamp_ns))
+    }
+
     /// Appends every line of one host's cycle to `out` and returns how many lines were written.
     ///
     /// `features[i]` holds the derived values of `sample.domains[i]`, when there are any.

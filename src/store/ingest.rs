@@ -26,7 +26,7 @@ use super::rollup::{OpenMinutes, MINUTE_MS};
 use super::schema::{self, is_corrupt, is_full};
 use super::series::SeriesCache;
 use super::{retention, StoreSettings};
-use crate::deliver::{Batch, Sink};
+use crate::deliver::{Batch, Sink, Written};
 
 /// How long a store that failed to open waits before trying again.
 const REOPEN_AFTER: Duration = Duration::from_secs(30);
@@ -145,8 +145,11 @@ impl StoreSink {
 
     /// Writes `batch` into the open transaction (beginning one if none is open).
     fn write_batch(&mut self, batch: &Batch) -> Result<(), Error> {
+        // Interim, until the typed store: the batch as line protocol.
+        let mut text = String::new();
+        crate::encode::Encoder::default().encode_batch(batch, &mut text);
         let db = self.db()?;
-        let result = db.write(batch);
+        let result = db.write(batch, &text);
         result.map_err(|e| self.failed(e))
     }
 
@@ -287,7 +290,7 @@ const TX_BYTES: usize = 4 * 1024 * 1024;
 impl Db {
     /// Writes one batch into the open transaction, beginning one (and rolling up the minutes
     /// before the batch's) if none is open.
-    fn write(&mut self, batch: &Batch) -> rusqlite::Result<()> {
+    fn write(&mut self, batch: &Batch, text: &str) -> rusqlite::Result<()> {
         let ts = batch.timestamp_ns.div_euclid(1_000_000);
         if self.tx.is_none() {
             self.conn.execute_batch("BEGIN")?;
@@ -305,16 +308,16 @@ impl Db {
                 tx.closed = closed;
             }
         }
-        let points = self.insert(batch, ts)?;
+        let points = self.insert(text, ts)?;
         if let Some(tx) = self.tx.as_mut() {
             tx.points += points;
-            tx.bytes += batch.lines.len();
+            tx.bytes += text.len();
         }
         Ok(())
     }
 
     /// Inserts the points of one batch (in the open transaction); returns how many.
-    fn insert(&mut self, batch: &Batch, ts: i64) -> rusqlite::Result<u64> {
+    fn insert(&mut self, text: &str, ts: i64) -> rusqlite::Result<u64> {
         let conn = &self.conn;
         let mut points = 0u64;
         self.touched.clear();
@@ -322,7 +325,7 @@ impl Db {
             let mut insert = conn.prepare_cached(
                 "INSERT OR REPLACE INTO points (series_id, ts, field_id, value) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            for line in parse_lines(&batch.lines) {
+            for line in parse_lines(text) {
                 let Ok(line) = line else {
                     // vmtel's own encoder wrote it; a line it cannot parse back is skipped.
                     continue;
@@ -399,7 +402,7 @@ impl Sink for StoreSink {
         "store".into()
     }
 
-    fn write(&mut self, batch: &Batch) -> std::io::Result<()> {
+    fn write(&mut self, batch: &Batch) -> std::io::Result<Written> {
         let mut result = Ok(());
         let open = self.db.as_ref().and_then(|db| db.tx.as_ref());
         // A transaction must also fit in the room retention keeps free (a tenth of max_size).
@@ -411,7 +414,10 @@ impl Sink for StoreSink {
         if batch.end_of_cycle {
             result = result.and(self.commit());
         }
-        result.map_err(std::io::Error::other)
+        result.map_err(std::io::Error::other).map(|()| Written {
+            lines: batch.records() as u64,
+            bytes: 0,
+        })
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

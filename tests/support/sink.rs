@@ -1,39 +1,28 @@
 //! An InfluxDB output driven in process, for the delivery tests: its config from TOML, batches
-//! of literal lines, and a token file.
+//! of literal lines (its text entry point), and a token file.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use vmtel::deliver::influxdb::{DeliveryStats, InfluxOutput, InfluxSink};
-use vmtel::deliver::{Batch, Sink};
-use vmtel::encode::Precision;
+use vmtel::deliver::Sink;
+use vmtel::encode::Encoder;
 
 /// An `[[outputs.influxdb]]` entry from its TOML text.
 pub fn output(toml_text: &str) -> InfluxOutput {
     toml::from_str(toml_text).unwrap_or_else(|e| panic!("{e}\n{toml_text}"))
 }
 
-/// A batch (the end of a cycle) holding `lines`.
-pub fn batch(lines: &str) -> Batch {
-    Batch {
-        end_of_cycle: true,
-        source: "test".into(),
-        timestamp_ns: 0,
-        lines: lines.into(),
-        line_count: lines.lines().count(),
-    }
-}
-
-/// Starts a sink for `cfg` in `state` (lines encoded in seconds), writes each of `batches`
-/// and flushes (commits to the spool).
+/// Starts a sink for `cfg` in `state`, writes each of `batches` (lines with timestamps in the
+/// output's precision: seconds unless it sets one) and flushes (commits to the spool).
 pub fn start_and_write<S: AsRef<str>>(
     cfg: &InfluxOutput,
     state: &Path,
     batches: &[S],
 ) -> (InfluxSink, Arc<DeliveryStats>) {
-    let mut sink = InfluxSink::start(cfg, state, Precision::Seconds).expect("start sink");
+    let mut sink = InfluxSink::start(cfg, state, &Encoder::default()).expect("start sink");
     for b in batches {
-        sink.write(&batch(b.as_ref())).expect("write");
+        sink.write_lines(b.as_ref()).expect("write");
     }
     sink.flush().expect("flush");
     let stats = sink.delivery_stats().expect("stats");

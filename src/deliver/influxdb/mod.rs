@@ -3,7 +3,8 @@
 //!
 //! Flow of one output:
 //!
-//! 1. The hub's sink thread ([`InfluxSink`]) cuts each cycle's lines into rows that fit one
+//! 1. The hub's sink thread ([`InfluxSink`]) encodes each typed batch in the output's precision,
+//!    cuts the lines into rows that fit one
 //!    request and appends them to the output's spool ([`spool`]), committing whatever is queued
 //!    in one transaction. A batch is *accepted* once committed: from then on neither a crash nor
 //!    an outage loses it.
@@ -35,8 +36,9 @@ pub use self::error::{Error, ErrorKind};
 use self::sender::{SenderHandle, SenderSettings};
 use self::spool::{NewRow, Spool, SpoolOptions};
 pub use self::stats::DeliveryStats;
-use super::{Batch, Sink};
-use crate::encode::Precision;
+use super::text::TextEncoder;
+use super::{Batch, Sink, Written};
+use crate::encode::{Encoder, Precision};
 use crate::logging::tally::Tally;
 
 /// Appended rows kept in memory before a commit is forced even though more batches are queued.
@@ -57,10 +59,8 @@ pub struct InfluxSink {
     sender: Option<SenderHandle>,
     max_lines: usize,
     max_bytes: usize,
-    /// Convert timestamps from the global precision to the output's.
-    convert: Option<(Precision, Precision)>,
-    /// The output's precision: what the spooled rows are written in.
-    precision: Precision,
+    /// Encodes batches with the output's precision (what the spooled rows are written in).
+    text: TextEncoder,
     /// Rows not yet committed: (accepted at, line protocol, lines).
     pending: Vec<(i64, String, u64)>,
     pending_bytes: usize,
@@ -73,12 +73,14 @@ pub struct InfluxSink {
 
 impl InfluxSink {
     /// Opens the output's spool in `state_dir` (creating the directory), reads its secrets and
-    /// starts its sender. `global` is the precision lines are encoded with.
+    /// starts its sender. Batches are encoded with `encoder`'s global tags, in the output's
+    /// precision (`precision`, else `encoder`'s).
     pub fn start(
         cfg: &InfluxOutput,
         state_dir: &Path,
-        global: Precision,
+        encoder: &Encoder,
     ) -> io::Result<InfluxSink> {
+        let global = encoder.precision;
         let name = cfg.display_name();
         std::fs::create_dir_all(state_dir).map_err(|e| {
             io::Error::new(
@@ -144,8 +146,10 @@ impl InfluxSink {
             sender: Some(sender),
             max_lines,
             max_bytes,
-            convert: (to != global).then_some((global, to)),
-            precision: to,
+            text: TextEncoder::new(Encoder {
+                global_tags: encoder.global_tags.clone(),
+                precision: to,
+            }),
             pending: Vec::new(),
             pending_bytes: 0,
             pending_since: None,
@@ -166,7 +170,7 @@ impl InfluxSink {
                 created_ns: *created_ns,
                 body,
                 lines: *lines,
-                precision: self.precision,
+                precision: self.text.encoder().precision,
             })
             .collect();
         let dropped = self.spool.append(&rows)?;
@@ -190,15 +194,36 @@ impl Sink for InfluxSink {
         self.name.clone()
     }
 
-    fn write(&mut self, batch: &Batch) -> io::Result<()> {
-        let converted;
-        let lines = match self.convert {
-            Some((from, to)) => {
-                converted = convert_timestamps(&batch.lines, from, to);
-                converted.as_str()
-            }
-            None => batch.lines.as_str(),
-        };
+    fn write(&mut self, batch: &Batch) -> io::Result<Written> {
+        let mut text = std::mem::take(&mut self.text);
+        let r = text.with_text(batch, |lines, n| {
+            self.write_lines(lines).map(|()| Written {
+                lines: n as u64,
+                bytes: lines.len() as u64,
+            })
+        });
+        self.text = text;
+        r
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.commit()
+    }
+
+    fn delivery_stats(&self) -> Option<Arc<DeliveryStats>> {
+        Some(Arc::clone(&self.stats))
+    }
+}
+
+impl InfluxSink {
+    /// The output's precision: what its lines' timestamps are in.
+    pub fn precision(&self) -> Precision {
+        self.text.encoder().precision
+    }
+
+    /// Accepts newline-terminated `lines` whose timestamps are in [`InfluxSink::precision`]:
+    /// cut into spool rows and committed with the next group (see [`Sink::flush`]).
+    pub fn write_lines(&mut self, lines: &str) -> io::Result<()> {
         let now = crate::collect::wall_ns();
         for (chunk, n) in chunks(lines, self.max_lines, self.max_bytes) {
             self.pending_bytes += chunk.len();
@@ -235,14 +260,6 @@ impl Sink for InfluxSink {
         }
         Ok(())
     }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.commit()
-    }
-
-    fn delivery_stats(&self) -> Option<Arc<DeliveryStats>> {
-        Some(Arc::clone(&self.stats))
-    }
 }
 
 impl Drop for InfluxSink {
@@ -278,32 +295,6 @@ pub fn chunks(lines: &str, max_lines: usize, max_bytes: usize) -> Vec<(&str, u64
     out
 }
 
-/// Rewrites the trailing timestamp of every line from precision `from` to `to`. Lines whose
-/// last token is not an integer are kept as they are.
-pub fn convert_timestamps(lines: &str, from: Precision, to: Precision) -> String {
-    let mut out = String::with_capacity(lines.len() + lines.len() / 16);
-    for line in lines.split_inclusive('\n') {
-        let body = line.trim_end_matches('\n');
-        let converted = body.rsplit_once(' ').and_then(|(head, ts)| {
-            let t: i64 = ts.parse().ok()?;
-            let ns = t.checked_mul(from.divisor())?;
-            Some((head, to.convert(ns)))
-        });
-        match converted {
-            Some((head, t)) => {
-                out.push_str(head);
-                out.push(' ');
-                out.push_str(itoa::Buffer::new().format(t));
-                if line.ends_with('\n') {
-                    out.push('\n');
-                }
-            }
-            None => out.push_str(line),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,17 +314,5 @@ mod tests {
         let joined: String = chunks(text, 3, 7).iter().map(|(s, _)| *s).collect();
         assert_eq!(joined, text);
         assert!(chunks("", 10, 10).is_empty());
-    }
-
-    #[test]
-    fn timestamps_convert_between_precisions() {
-        let s = convert_timestamps(
-            "m,t=a\\ b f=1i 1700000000\nbad line\n",
-            Precision::Seconds,
-            Precision::Nanos,
-        );
-        assert_eq!(s, "m,t=a\\ b f=1i 1700000000000000000\nbad line\n");
-        let back = convert_timestamps(&s, Precision::Nanos, Precision::Millis);
-        assert_eq!(back, "m,t=a\\ b f=1i 1700000000000\nbad line\n");
     }
 }
