@@ -7,7 +7,7 @@
 //! file the store keeps (`history.db` and its `-wal`), bytes per point, and the store's CPU
 //! time per VM per cycle (the thread's CPU clock around its writes).
 //!
-//! Usage: `bench_store [--vms N] [--hours H] [--interval S] [--seed K] [--json]` (defaults
+//! Usage: `bench_store [--vms N] [--hours H] [--interval S] [--seed K] [--keep FILE] [--json]` (defaults
 //! 100 VMs, 6 hours, 10 s). Run it pinned to one core (`taskset -c 0`).
 
 #[path = "../bench/common.rs"]
@@ -25,7 +25,6 @@ use vmtel::derive::Deriver;
 use vmtel::model::{DomainSample, HostSample};
 use vmtel::schema::{vm_devices_disk, vm_devices_nic, vm_features, vm_metrics, vm_totals};
 use vmtel::sim::{host_name, SimFleet, SimOptions};
-use vmtel::store::identity::DeviceBook;
 use vmtel::store::{StoreSettings, StoreSink, StoreStatus};
 
 #[global_allocator]
@@ -59,15 +58,22 @@ fn main() {
     let cycles = (hours * 3600.0 / interval as f64).round() as u64;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("history.db");
-    let identity = Arc::new(DeviceBook::default());
+    // `--keep FILE`: write the history there (kept, for a look inside) instead of a temp dir.
+    let keep = args
+        .iter()
+        .position(|a| a == "--keep")
+        .and_then(|i| args.get(i + 1));
+    let path = match keep {
+        Some(p) => std::path::PathBuf::from(p),
+        None => dir.path().join("history.db"),
+    };
+    let status = Arc::new(StoreStatus::default());
     let mut store = StoreSink::new(StoreSettings {
         path: path.clone(),
         retention_raw: Duration::from_secs(7 * 86_400),
         retention_rollup: Duration::from_secs(30 * 86_400),
         max_size: 64 << 30,
-        status: Arc::new(StoreStatus::default()),
-        identity: Arc::clone(&identity),
+        status: Arc::clone(&status),
     });
     let mut fleet = SimFleet::new(SimOptions {
         seed,
@@ -109,7 +115,6 @@ fn main() {
                 chunk.domains.push(s);
             }
             deriver.update_chunk(&chunk.domains, &mut features);
-            identity.record(source, &chunk);
             for (i, d) in chunk.domains.iter().enumerate() {
                 total_points += points(d, features.get(i).and_then(Option::as_ref));
             }
@@ -124,7 +129,6 @@ fn main() {
             store_cpu += thread_cpu() - c0;
         }
         deriver.end_cycle();
-        identity.end_cycle(source);
         if !json && c % 360 == 0 {
             eprintln!("  {c} of {cycles} cycles");
         }
@@ -138,17 +142,41 @@ fn main() {
         std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
     };
     let bytes = size("") + size("-wal") + size("-shm");
+    let stored = status.points.load(std::sync::atomic::Ordering::Relaxed);
     let per_point = bytes as f64 / total_points.max(1) as f64;
+    let per_stored = bytes as f64 / stored.max(1) as f64;
     let us_per_vm_cycle = store_cpu.as_secs_f64() * 1e6 / (vms as f64 * cycles as f64);
+    // Queries on the compressed store, as the dashboard makes them.
+    let conn = vmtel::store::schema::open_ro(&path).expect("open");
+    let end_ms = (start + cycles as i64 * step_ns) / 1_000_000;
+    let timed = |f: &dyn Fn()| {
+        let t0 = std::time::Instant::now();
+        for _ in 0..5 {
+            f();
+        }
+        t0.elapsed().as_secs_f64() * 1000.0 / 5.0
+    };
+    let fleet_ms = timed(&|| {
+        let f = vmtel::store::query::fleet(&conn, end_ms).expect("fleet");
+        assert_eq!(f.vms.len(), vms);
+    });
+    let uuid = fleet.vms[0].uuid.clone();
+    let range = (hours * 3_600_000.0) as i64;
+    let chart_ms = timed(&|| {
+        let d = vmtel::store::query::vm_detail(&conn, &host_name(0), &uuid, end_ms, range)
+            .expect("vm")
+            .expect("known");
+        assert!(!d.charts.is_empty());
+    });
     if json {
         println!(
-            "{{\"vms\":{vms},\"hours\":{hours},\"interval_s\":{interval},\"cycles\":{cycles},\"points\":{total_points},\"bytes\":{bytes},\"bytes_per_point\":{per_point:.3},\"store_cpu_us_per_vm_cycle\":{us_per_vm_cycle:.2}}}"
+            "{{\"vms\":{vms},\"hours\":{hours},\"interval_s\":{interval},\"cycles\":{cycles},\"points\":{total_points},\"stored_values\":{stored},\"bytes\":{bytes},\"bytes_per_point\":{per_point:.3},\"bytes_per_stored_value\":{per_stored:.3},\"store_cpu_us_per_vm_cycle\":{us_per_vm_cycle:.2},\"fleet_ms\":{fleet_ms:.2},\"vm_chart_ms\":{chart_ms:.2}}}"
         );
     } else {
-        println!("| VMs | span | interval | points | bytes on disk | bytes/point | store CPU per VM per cycle |");
-        println!("|---|---|---|---|---|---|---|");
+        println!("| VMs | span | interval | points written | values stored | bytes on disk | bytes/point | bytes/stored value | store CPU per VM per cycle | fleet query | VM chart over the span |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
         println!(
-            "| {vms} | {hours} h | {interval} s | {total_points} | {bytes} | {per_point:.2} | {us_per_vm_cycle:.1} µs |"
+            "| {vms} | {hours} h | {interval} s | {total_points} | {stored} | {bytes} | {per_point:.2} | {per_stored:.2} | {us_per_vm_cycle:.1} µs | {fleet_ms:.1} ms | {chart_ms:.1} ms |"
         );
     }
 }

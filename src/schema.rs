@@ -313,6 +313,9 @@ measurements! {
         "cpus": U64 Gauge, "vCPUs online", "as in `vm_metrics`" => d.vcpu.current.map(u64::from);
         "cputime": U64 Counter, "ns (counter)", "as in `vm_metrics`" => d.cpu.time;
         "state": I64 Gauge, "state code", "as in `vm_metrics`" => d.state;
+        "vcpu_delay": U64 Counter, "ns, time the vCPUs waited for a host CPU, summed over vCPUs (counter): the steal time the guest sees; `cpu_steal_pct` is its rate", "`vcpu.N.delay` summed over the vCPUs (bulk `vcpu` group only)",
+            prom("vmtel_vm_vcpu_delay_seconds_total", "Time the VM's vCPUs waited for a host CPU (steal).", 1e-9)
+            => d.vcpu.delay_sum;
     }
 
     /// `vm_devices,devtype=nic`: one line per NIC (counters as the guest sees them).
@@ -580,7 +583,7 @@ mod tests {
         }
         assert_eq!(
             FIELD_KEYS.len(),
-            55 + 22 - 1,
+            55 + 22,
             "vmtel_internal's errors is also a disk field"
         );
         for m in MEASUREMENTS {

@@ -14,7 +14,6 @@ use vmtel::daemon::internal::SourceCounters;
 use vmtel::deliver::batch::{Internal, Payload, Subject, VmChunk};
 use vmtel::deliver::{Batch, Sink};
 use vmtel::model::{DomainSample, HostSample};
-use vmtel::store::identity::DeviceBook;
 use vmtel::store::{StoreSettings, StoreSink, StoreStatus};
 
 const MIN: i64 = 60_000;
@@ -78,58 +77,46 @@ fn rollups_and_retention_by_age() {
         retention_rollup: Duration::from_secs(30 * 86_400),
         max_size: 1 << 30,
         status: Arc::clone(&status),
-        identity: Arc::new(DeviceBook::default()),
     });
-    // Three minutes at 10 s: cputime 0, 10, 20, ... 170.
+    // Three minutes at 10 s: cputime 0, 10, 20, ... 170, and one cycle of minute 3.
     for i in 0..18 {
         write_cycle(&mut sink, T0 + i * 10_000, i * 10);
     }
-    // The first batch of minute 3 closes minute 2.
     write_cycle(&mut sink, T0 + 3 * MIN, 180);
     let c = Connection::open(&path).expect("open");
     assert_eq!(
-        count(
-            &c,
-            "SELECT COUNT(*) FROM series WHERE measurement = 'vmtel_internal'"
-        ),
-        1
+        count(&c, "SELECT COUNT(*) FROM series WHERE kind = 3"),
+        1,
+        "one source"
     );
     assert_eq!(
-        count(&c, "SELECT COUNT(DISTINCT ts) FROM points"),
+        count(&c, "SELECT COUNT(DISTINCT ts) FROM head"),
         19,
-        "one raw point per batch"
-    );
-    let (avg, n, min, max): (f64, i64, f64, f64) = c
-        .query_row(
-            "SELECT r.sum / r.n, r.n, r.min, r.max FROM rollup_1m r JOIN fields f ON f.id = r.field_id
-             JOIN series s ON s.id = r.series_id
-             WHERE f.name = 'cputime' AND s.measurement = 'vm_metrics' AND r.ts = ?1",
-            [T0 + MIN],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .expect("roll-up of minute 1");
-    assert_eq!((n, min, max), (6, 60.0, 110.0));
-    assert!((avg - 85.0).abs() < 1e-9, "average {avg}");
-    assert_eq!(
-        count(&c, "SELECT COUNT(DISTINCT ts) FROM rollup_1m"),
-        3,
-        "minutes 0, 1, 2 rolled up"
+        "one head row per cycle"
     );
     assert_eq!(status.view().errors, 0);
 
-    // Eight days later: raw points older than 7 days go, roll-ups stay.
+    // Eight days later: the old cycles are compacted, their raw chunks (older than 7 days)
+    // deleted, their roll-ups kept.
     write_cycle(&mut sink, T0 + 8 * DAY, 1000);
     assert_eq!(
         count(
             &c,
-            "SELECT COUNT(*) FROM points WHERE ts < ?1"
-                .replace("?1", &(T0 + DAY).to_string())
-                .as_str()
+            &format!("SELECT COUNT(*) FROM head WHERE ts < {}", T0 + DAY)
         ),
         0
     );
-    assert_eq!(count(&c, "SELECT COUNT(DISTINCT ts) FROM points"), 1);
-    assert!(count(&c, "SELECT COUNT(DISTINCT ts) FROM rollup_1m") >= 3);
+    assert_eq!(
+        count(
+            &c,
+            &format!("SELECT COUNT(*) FROM chunks WHERE start_ts < {}", T0 + DAY)
+        ),
+        0
+    );
+    assert!(
+        count(&c, "SELECT COUNT(*) FROM rollups") >= 2,
+        "VM and source roll-ups"
+    );
     assert_eq!(
         status.view().oldest_raw_ms,
         Some(u64::try_from(T0 + 8 * DAY).expect("ts"))
@@ -140,19 +127,28 @@ fn rollups_and_retention_by_age() {
     assert_eq!(
         count(
             &c,
-            &format!("SELECT COUNT(*) FROM rollup_1m WHERE ts < {}", T0 + DAY)
+            &format!("SELECT COUNT(*) FROM rollups WHERE start_ts < {}", T0 + DAY)
         ),
         0
     );
     drop(sink);
 
-    // Reopening keeps what is there, and the roll-up of the last open minute was written
-    // at close.
+    // A clean stop compacted the head: the last cycle is in a chunk and rolled up.
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM head"), 0);
     assert!(
         count(
             &c,
             &format!(
-                "SELECT COUNT(*) FROM rollup_1m WHERE ts = {}",
+                "SELECT COUNT(*) FROM rollups WHERE start_ts = {}",
+                T0 + 31 * DAY
+            )
+        ) > 0
+    );
+    assert!(
+        count(
+            &c,
+            &format!(
+                "SELECT COUNT(*) FROM chunks WHERE end_ts = {}",
                 T0 + 31 * DAY
             )
         ) > 0

@@ -37,7 +37,6 @@ use crate::deliver::influxdb::InfluxSink;
 use crate::deliver::stdout::StdoutSink;
 use crate::deliver::{Batch, Hub, Sink};
 use crate::serve::{Live, Prepared, SharedLive, WebServer};
-use crate::store::identity::DeviceBook;
 use crate::store::{StoreSettings, StoreSink, StoreStatus};
 
 /// How long a stop waits for running cycles, and then for the sinks to flush.
@@ -79,7 +78,6 @@ impl Pipeline {
     /// Starts sinks and one worker per source.
     pub fn start(config: &Config) -> Result<Pipeline> {
         let mut all = sinks(config)?;
-        let identity = Arc::new(DeviceBook::default());
         let (store, store_path) = if config.store.enabled {
             let status = Arc::new(StoreStatus::default());
             let path = config.store_path();
@@ -89,7 +87,6 @@ impl Pipeline {
                 retention_rollup: config.store.retention_rollup,
                 max_size: config.store.max_size.as_u64(),
                 status: Arc::clone(&status),
-                identity: Arc::clone(&identity),
             });
             // Report a problem with the file at start-up; collection goes on either way.
             sink.open_now();
@@ -105,7 +102,6 @@ impl Pipeline {
             balloon_period: config.balloon_period,
             agent_host: agent_host.clone(),
             interval: config.interval,
-            identity: store.as_ref().map(|_| Arc::clone(&identity)),
         };
         let workers = config
             .resolve_sources(&[])

@@ -45,8 +45,6 @@ pub struct WorkerSettings {
     pub agent_host: String,
     /// The collection interval (the grid step).
     pub interval: Duration,
-    /// Where device identity (MAC, path) goes for the history store, when it is enabled.
-    pub identity: Option<Arc<crate::store::identity::DeviceBook>>,
 }
 
 /// The scheduler's handle on a worker.
@@ -182,9 +180,6 @@ fn run(
                 chunk.timestamp_ns = ts;
                 let mut features = Vec::with_capacity(chunk.domains.len());
                 deriver.update_chunk(&chunk.domains, &mut features);
-                if let Some(book) = &settings.identity {
-                    book.record(&uri, chunk);
-                }
                 // The chunk's samples go to the sinks; they come back through the pool.
                 let sample = HostSample {
                     host: chunk.host.clone(),
@@ -210,9 +205,6 @@ fn run(
         });
         match result {
             Ok(summary) => {
-                if let Some(book) = &settings.identity {
-                    book.end_cycle(&uri);
-                }
                 stats
                     .domains
                     .store(summary.domains as u64, Ordering::Relaxed);

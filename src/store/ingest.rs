@@ -1,77 +1,84 @@
-//! The store sink: line protocol in, rows out, one transaction per cycle.
+//! The store sink: typed batches in, head rows out, one transaction per cycle; compaction into
+//! compressed chunks and roll-ups as the head fills, merging of small chunks every hour and at a
+//! clean stop, retention after commits.
 //!
-//! Every numeric field of every line becomes a point (measurement and tag set → `series`,
-//! field name → `fields`). All lines of a batch carry the batch's grid timestamp, so points are
-//! stamped with it (ms) whatever the configured line precision. A cycle arrives as several
-//! batches with the same timestamp; each is written as it arrives, into a transaction that is
-//! committed with the cycle's last batch (see [`TX_BYTES`]). 1-minute roll-ups are computed from
-//! the raw points when their minute closes, in the transaction of the cycle that closed it (see
-//! [`rollup`]).
+//! A batch becomes one head row ([`super::head`]): one record per series (a VM, each of its
+//! NICs and disks, a source or sink of `vmtel_internal`), stamped with the batch's grid time
+//! (ms). The batches of a cycle go into one transaction, committed with the cycle's last batch;
+//! a `kill -9` loses at most that cycle.
 //!
-//! What the sink keeps in memory does not grow with the points or the cycle: a compact id per
-//! live series ([`SeriesCache`]), the field names, the set of open minutes, and SQLite's bounded
-//! page cache.
+//! The head is compacted ([`super::compact`]) once it spans [`HEAD_SPAN_MS`] or holds
+//! [`HEAD_CYCLES`] cycles, keeping the last full minute (the fleet page reads its latest two
+//! cycles there), and entirely at a clean stop (`SIGTERM`: the sink is dropped), when small
+//! chunks are also merged.
 //!
-//! [`rollup`]: super::rollup
+//! Memory does not grow with history: the series registry (48 bytes per live series), one
+//! reused row and head buffer, and SQLite's bounded page cache.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use influxdb_line_protocol::{parse_lines, FieldValue};
 use rusqlite::{params, Connection};
 
+use super::compact::{self, Table, MINUTE_MS};
 use super::error::{Error, ErrorKind};
-use super::rollup::{OpenMinutes, MINUTE_MS};
+use super::head;
+use super::layout::{Kind, RowFiller};
 use super::schema::{self, is_corrupt, is_full};
-use super::series::SeriesCache;
+use super::series::{Extra, Registry, SeriesKey};
 use super::{retention, StoreSettings};
+use crate::deliver::batch::{Internal, Payload, Subject};
 use crate::deliver::{Batch, Sink, Written};
+use crate::schema::{
+    internal_delivery, internal_sink, internal_source, vm_devices_disk, vm_devices_nic, vm_metrics,
+    vm_totals, Field, Measurement, Value,
+};
 
 /// How long a store that failed to open waits before trying again.
 const REOPEN_AFTER: Duration = Duration::from_secs(30);
-
-/// Minutes between generations of the series cache: a series not seen for 10 to 20 minutes is
-/// forgotten (and looked up again in the table if it comes back).
-const SERIES_GENERATION_MINUTES: i64 = 10;
+/// The head is compacted once its oldest row is this old (10 minutes).
+pub const HEAD_SPAN_MS: i64 = 600_000;
+/// ... or once it holds this many cycles.
+pub const HEAD_CYCLES: usize = 120;
+/// An hour, ms: small chunks are merged when it turns.
+const HOUR_MS: i64 = 3_600_000;
 
 struct Db {
     conn: Connection,
-    series: SeriesCache,
-    fields: HashMap<String, i64>,
-    open: OpenMinutes,
-    swept_minute: i64,
-    generation_minute: i64,
+    registry: Registry,
     /// The transaction the current cycle's batches go into.
     tx: Option<OpenTx>,
-    /// Series of the batch being written (reused).
-    touched: Vec<i64>,
+    /// The oldest head row's time and the number of distinct cycle times in the head.
+    head_first: Option<i64>,
+    head_cycles: usize,
+    head_last: Option<i64>,
+    swept_minute: i64,
+    merged_hour: i64,
+    /// Reused buffers: one head row, one series row.
+    buf: Vec<u8>,
+    row: Vec<Option<i64>>,
 }
+
+/// The transaction a cycle's batches are written into.
+struct OpenTx {
+    /// The batches' grid timestamp, ns.
+    timestamp_ns: i64,
+    /// Values written.
+    points: u64,
+    /// Head bytes written.
+    bytes: usize,
+}
+
+/// A transaction is committed once this many head bytes went in (or a twentieth of
+/// `max_size`), even before its cycle's last batch, so a huge cycle never needs more room than
+/// retention keeps free.
+const TX_BYTES: usize = 4 * 1024 * 1024;
 
 /// The embedded history as a sink (see the module docs).
 pub struct StoreSink {
     settings: StoreSettings,
     db: Option<Db>,
     retry_at: Option<Instant>,
-}
-
-/// A value as SQLite stores it: integers stay exact.
-enum Value {
-    Int(i64),
-    Real(f64),
-}
-
-fn value(v: &FieldValue) -> Option<Value> {
-    match v {
-        FieldValue::I64(i) => Some(Value::Int(*i)),
-        FieldValue::U64(u) => Some(match i64::try_from(*u) {
-            Ok(i) => Value::Int(i),
-            Err(_) => Value::Real(*u as f64),
-        }),
-        FieldValue::F64(f) if f.is_finite() => Some(Value::Real(*f)),
-        FieldValue::Boolean(b) => Some(Value::Int(i64::from(*b))),
-        _ => None,
-    }
 }
 
 impl StoreSink {
@@ -106,27 +113,26 @@ impl StoreSink {
                 ));
             }
             match schema::open_rw(&self.settings.path, self.settings.max_size) {
-                Ok((conn, warning)) => {
-                    if let Some(w) = warning {
-                        tracing::error!("{w}");
+                Ok((conn, notice)) => {
+                    match notice {
+                        Some(n @ schema::OpenError::OldFormat { .. }) => tracing::warn!("{n}"),
+                        Some(n) => tracing::error!("{n}"),
+                        None => {}
                     }
                     self.retry_at = None;
-                    let mut open = OpenMinutes::default();
-                    // The newest minute may have been left open by a stop without a clean
-                    // shutdown: close it again with the next minute (it is recomputed, so a
-                    // roll-up written at shutdown is not counted twice).
-                    if let Ok(Some(last)) = newest_ts(&conn) {
-                        open.touch(last.div_euclid(MINUTE_MS));
-                    }
+                    let (first, last, cycles) = head_extent(&conn).unwrap_or((None, None, 0));
+                    let hour = last.unwrap_or(0).div_euclid(HOUR_MS);
                     self.db = Some(Db {
                         conn,
-                        series: SeriesCache::default(),
-                        fields: HashMap::new(),
-                        open,
-                        swept_minute: 0,
-                        generation_minute: 0,
+                        registry: Registry::default(),
                         tx: None,
-                        touched: Vec::new(),
+                        head_first: first,
+                        head_last: last,
+                        head_cycles: cycles,
+                        swept_minute: 0,
+                        merged_hour: hour,
+                        buf: Vec::new(),
+                        row: Vec::new(),
                     });
                     tracing::info!(path = %self.settings.path.display(), "history store open");
                 }
@@ -145,15 +151,12 @@ impl StoreSink {
 
     /// Writes `batch` into the open transaction (beginning one if none is open).
     fn write_batch(&mut self, batch: &Batch) -> Result<(), Error> {
-        // Interim, until the typed store: the batch as line protocol.
-        let mut text = String::new();
-        crate::encode::Encoder::default().encode_batch(batch, &mut text);
         let db = self.db()?;
-        let result = db.write(batch, &text);
+        let result = db.write(batch);
         result.map_err(|e| self.failed(e))
     }
 
-    /// Commits the open transaction, if any, then runs retention.
+    /// Commits the open transaction, if any, then compacts, merges and runs retention as due.
     fn commit(&mut self) -> Result<(), Error> {
         let Some(db) = self.db.as_mut() else {
             return Ok(());
@@ -162,19 +165,28 @@ impl StoreSink {
             return Ok(());
         };
         let settings = self.settings.clone();
-        let result = db.commit(&tx, &settings);
-        match result {
+        match db.conn.execute_batch("COMMIT") {
             Ok(()) => {
                 let st = &settings.status;
                 st.batches.fetch_add(1, Ordering::Relaxed);
                 st.points.fetch_add(tx.points, Ordering::Relaxed);
-                let size = db.maintain(tx.ts(), &settings);
-                match size {
+                let ts = tx.timestamp_ns.div_euclid(1_000_000);
+                db.committed(ts);
+                match db.maintain(ts, &settings) {
                     Ok(()) => st.ok(),
-                    Err(e) => st.fail(format!(
-                        "history store {}: retention failed: {e}; collection goes on",
-                        settings.path.display()
-                    )),
+                    Err(e) => {
+                        if !db.conn.is_autocommit() {
+                            let _ = db.conn.execute_batch("ROLLBACK");
+                        }
+                        db.registry.clear();
+                        st.fail(format!(
+                            "history store {}: compaction or retention failed: {e}; collection goes on",
+                            settings.path.display()
+                        ));
+                        if is_full(&e) {
+                            let _ = retention::bound_size(&db.conn, &settings);
+                        }
+                    }
                 }
                 Ok(())
             }
@@ -188,7 +200,7 @@ impl StoreSink {
         let path = settings.path.display();
         let (kind, msg) = if is_full(&e) {
             (ErrorKind::Full, format!(
-                "history store {path} is full ({e}; [store] max_size = {}): the points of this cycle written so far were not kept and the oldest data is being removed; raise max_size or free disk space. Collection goes on",
+                "history store {path} is full ({e}; [store] max_size = {}): the values of this cycle were not kept and the oldest data is being removed; raise max_size or free disk space. Collection goes on",
                 bytesize::ByteSize::b(settings.max_size)
             ))
         } else if is_corrupt(&e) {
@@ -204,14 +216,11 @@ impl StoreSink {
             if !db.conn.is_autocommit() {
                 let _ = db.conn.execute_batch("ROLLBACK");
             }
-            // The transaction is gone (rolled back here, or by SQLite itself on errors such as
-            // a full file), and with it the rows of series and fields first seen in it, whose
+            // The transaction is gone, and with it the rows of series first seen in it, whose
             // ids SQLite hands out again: forget every cached id (they are looked up again), or
             // two series would share one.
-            db.series = SeriesCache::default();
-            db.fields.clear();
+            db.registry.clear();
             if is_full(&e) {
-                // Make room for the next cycles.
                 let _ = retention::bound_size(&db.conn, settings);
             }
         }
@@ -222,179 +231,271 @@ impl StoreSink {
         Error::new(kind, msg)
     }
 
-    /// Writes the roll-ups of minutes still open (at shutdown).
-    fn close_minutes(&mut self) {
-        let Some(db) = self.db.as_mut() else { return };
-        if db.open.is_empty() {
-            return;
+    /// At a clean stop: compacts the whole head and merges small chunks.
+    fn close(&mut self) {
+        if let Err(e) = self.commit() {
+            tracing::warn!("history store: cannot write the last batches: {e}");
         }
-        let r = db.conn.transaction().and_then(|tx| {
-            let closed = db.open.close_before(&tx, None)?;
-            tx.commit()?;
-            Ok(closed)
+        let Some(db) = self.db.as_mut() else { return };
+        let now = db.head_last.unwrap_or(0);
+        let r = db.in_tx(|conn, registry| {
+            compact::compact(conn, registry, i64::MAX)?;
+            compact::merge(conn, Table::Raw)?;
+            compact::merge(conn, Table::Rollups)?;
+            registry.flush(conn, now)
         });
         match r {
-            Ok(closed) => db.open.closed(&closed),
-            Err(e) => tracing::warn!("history store: cannot write the last minute's roll-ups: {e}"),
+            Ok(()) => {
+                db.head_first = None;
+                db.head_last = None;
+                db.head_cycles = 0;
+                let _ = schema::vacuum(&db.conn);
+            }
+            Err(e) => tracing::warn!(
+                "history store: cannot compact the head at stop ({e}); it stays as it is and is compacted later"
+            ),
         }
     }
 }
 
-/// The newest time any series was seen, ms.
-fn newest_ts(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    conn.query_row("SELECT MAX(last_ts) FROM series", [], |r| r.get(0))
+/// The head's oldest and newest time and its number of cycles.
+fn head_extent(conn: &Connection) -> rusqlite::Result<(Option<i64>, Option<i64>, usize)> {
+    conn.query_row(
+        "SELECT MIN(ts), MAX(ts), COUNT(DISTINCT ts) FROM head",
+        [],
+        |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                usize::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+            ))
+        },
+    )
 }
-
-fn field_id(
-    tx: &Connection,
-    cache: &mut HashMap<String, i64>,
-    name: &str,
-) -> rusqlite::Result<i64> {
-    if let Some(id) = cache.get(name) {
-        return Ok(*id);
-    }
-    tx.execute("INSERT OR IGNORE INTO fields (name) VALUES (?1)", [name])?;
-    let id: i64 = tx.query_row("SELECT id FROM fields WHERE name = ?1", [name], |r| {
-        r.get(0)
-    })?;
-    cache.insert(name.to_owned(), id);
-    Ok(id)
-}
-
-/// The transaction a cycle's batches are written into (see [`TX_BYTES`]).
-struct OpenTx {
-    /// The batches' grid timestamp, ns (all batches of a transaction share it).
-    timestamp_ns: i64,
-    /// Minutes rolled up in this transaction (closed once it commits).
-    closed: Vec<i64>,
-    /// Points written.
-    points: u64,
-    /// Text written, bytes.
-    bytes: usize,
-}
-
-impl OpenTx {
-    /// The batches' timestamp, ms (what points are stamped with).
-    fn ts(&self) -> i64 {
-        self.timestamp_ns.div_euclid(1_000_000)
-    }
-}
-
-/// A cycle reaches the store as many small batches; they are written into one transaction,
-/// committed with the cycle's last batch (or once this much text went in, or a twentieth of
-/// `max_size`), since a transaction
-/// per batch costs far more than its rows. The batches are written as they arrive: nothing of
-/// the cycle is held in memory but SQLite's (bounded) page cache.
-const TX_BYTES: usize = 4 * 1024 * 1024;
 
 impl Db {
-    /// Writes one batch into the open transaction, beginning one (and rolling up the minutes
-    /// before the batch's) if none is open.
-    fn write(&mut self, batch: &Batch, text: &str) -> rusqlite::Result<()> {
+    /// Writes one batch into the open transaction, beginning one if none is open.
+    fn write(&mut self, batch: &Batch) -> rusqlite::Result<()> {
         let ts = batch.timestamp_ns.div_euclid(1_000_000);
         if self.tx.is_none() {
             self.conn.execute_batch("BEGIN")?;
             self.tx = Some(OpenTx {
                 timestamp_ns: batch.timestamp_ns,
-                closed: Vec::new(),
                 points: 0,
                 bytes: 0,
             });
-            // Minutes before this batch's close first (their points are all in).
-            let closed = self
-                .open
-                .close_before(&self.conn, Some(ts.div_euclid(MINUTE_MS)))?;
-            if let Some(tx) = self.tx.as_mut() {
-                tx.closed = closed;
-            }
         }
-        let points = self.insert(text, ts)?;
-        if let Some(tx) = self.tx.as_mut() {
-            tx.points += points;
-            tx.bytes += text.len();
-        }
-        Ok(())
-    }
-
-    /// Inserts the points of one batch (in the open transaction); returns how many.
-    fn insert(&mut self, text: &str, ts: i64) -> rusqlite::Result<u64> {
-        let conn = &self.conn;
+        self.buf.clear();
         let mut points = 0u64;
-        self.touched.clear();
-        {
-            let mut insert = conn.prepare_cached(
-                "INSERT OR REPLACE INTO points (series_id, ts, field_id, value) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for line in parse_lines(text) {
-                let Ok(line) = line else {
-                    // vmtel's own encoder wrote it; a line it cannot parse back is skipped.
-                    continue;
-                };
-                let sid = self.series.id(conn, &line.series, ts)?;
-                self.touched.push(sid);
-                for (k, v) in &line.field_set {
-                    let Some(v) = value(v) else { continue };
-                    let fid = field_id(conn, &mut self.fields, k)?;
-                    match v {
-                        Value::Int(i) => insert.execute(params![sid, ts, fid, i])?,
-                        Value::Real(f) => insert.execute(params![sid, ts, fid, f])?,
+        match &batch.payload {
+            Payload::Vms(chunk) => {
+                let host = chunk.sample.host.as_str();
+                for dom in &chunk.sample.domains {
+                    let key = if dom.uuid.is_empty() {
+                        dom.name.as_str()
+                    } else {
+                        dom.uuid.as_str()
                     };
-                    points += 1;
+                    let series = |kind, device| SeriesKey {
+                        kind,
+                        host,
+                        key,
+                        device,
+                    };
+                    let name = Extra {
+                        name: Some(dom.name.as_str()),
+                        ..Extra::default()
+                    };
+                    let id = self
+                        .registry
+                        .id(&self.conn, series(Kind::Vm, ""), name, ts)?;
+                    start_row(&mut self.row, Kind::Vm);
+                    self.row[0] = dom.id.map(i64::from);
+                    fill(&mut self.row, &vm_metrics::MEASUREMENT, |f| {
+                        vm_metrics::for_each(dom, f)
+                    });
+                    fill(&mut self.row, &vm_totals::MEASUREMENT, |f| {
+                        vm_totals::for_each(dom, f)
+                    });
+                    points += put(&mut self.buf, id, &self.row);
+                    for nic in &dom.nics {
+                        let extra = Extra {
+                            mac: nic.mac.as_deref(),
+                            ..Extra::default()
+                        };
+                        let id = self.registry.id(
+                            &self.conn,
+                            series(Kind::Nic, &nic.name),
+                            extra,
+                            ts,
+                        )?;
+                        start_row(&mut self.row, Kind::Nic);
+                        fill(&mut self.row, &vm_devices_nic::MEASUREMENT, |f| {
+                            vm_devices_nic::for_each(nic, f)
+                        });
+                        points += put(&mut self.buf, id, &self.row);
+                    }
+                    for disk in &dom.disks {
+                        let extra = Extra {
+                            path: disk.path.as_deref(),
+                            ..Extra::default()
+                        };
+                        let id = self.registry.id(
+                            &self.conn,
+                            series(Kind::Disk, &disk.name),
+                            extra,
+                            ts,
+                        )?;
+                        start_row(&mut self.row, Kind::Disk);
+                        fill(&mut self.row, &vm_devices_disk::MEASUREMENT, |f| {
+                            vm_devices_disk::for_each(disk, f)
+                        });
+                        points += put(&mut self.buf, id, &self.row);
+                    }
+                }
+            }
+            Payload::Internal(records) => {
+                for r in records {
+                    points += self.internal(r, ts)?;
                 }
             }
         }
-        self.touched.sort_unstable();
-        self.touched.dedup();
-        let mut seen =
-            conn.prepare_cached("UPDATE series SET last_ts = ?2 WHERE id = ?1 AND last_ts < ?2")?;
-        for sid in &self.touched {
-            seen.execute(params![sid, ts])?;
+        if !self.buf.is_empty() {
+            self.conn
+                .prepare_cached("INSERT INTO head (ts, data) VALUES (?1, ?2)")?
+                .execute(params![ts, self.buf])?;
         }
-        Ok(points)
-    }
-
-    /// Writes the device identities that changed and commits `tx` (already taken out of
-    /// `self.tx`).
-    fn commit(&mut self, tx: &OpenTx, settings: &StoreSettings) -> rusqlite::Result<()> {
-        for ((host, uuid), devs) in settings.identity.take_changed() {
-            for d in devs {
-                self.conn.prepare_cached(
-                    "INSERT OR REPLACE INTO devices (host, uuid, devtype, device, mac, path, last_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![host, uuid, d.devtype, d.device, d.mac, d.path, tx.ts()])?;
-            }
-        }
-        self.conn.execute_batch("COMMIT")?;
-        self.open.closed(&tx.closed);
-        if tx.points > 0 {
-            self.open.touch(tx.ts().div_euclid(MINUTE_MS));
+        if let Some(tx) = self.tx.as_mut() {
+            tx.points += points;
+            tx.bytes += self.buf.len();
         }
         Ok(())
     }
 
-    /// After a commit: series cache generations, retention once a minute, the size bound.
-    fn maintain(&mut self, ts: i64, settings: &StoreSettings) -> rusqlite::Result<()> {
-        let minute = ts.div_euclid(MINUTE_MS);
-        if minute - self.generation_minute >= SERIES_GENERATION_MINUTES
-            || minute < self.generation_minute
-        {
-            self.generation_minute = minute;
-            self.series.rotate();
+    fn internal(&mut self, r: &Internal, ts: i64) -> rusqlite::Result<u64> {
+        let (tag, value) = r.subject.tag();
+        let kind = if tag == "source" {
+            Kind::Source
+        } else {
+            Kind::Sink
+        };
+        let key = SeriesKey {
+            kind,
+            host: &r.host,
+            key: value,
+            device: "",
+        };
+        let id = self.registry.id(&self.conn, key, Extra::default(), ts)?;
+        start_row(&mut self.row, kind);
+        match &r.subject {
+            Subject::Source { counters, .. } => {
+                fill(&mut self.row, &internal_source::MEASUREMENT, |f| {
+                    internal_source::for_each(counters, f)
+                });
+            }
+            Subject::Sink {
+                counters, delivery, ..
+            } => {
+                fill(&mut self.row, &internal_sink::MEASUREMENT, |f| {
+                    internal_sink::for_each(counters, f)
+                });
+                if let Some(d) = delivery {
+                    fill(&mut self.row, &internal_delivery::MEASUREMENT, |f| {
+                        internal_delivery::for_each(d, f)
+                    });
+                }
+            }
         }
+        Ok(put(&mut self.buf, id, &self.row))
+    }
+
+    /// Notes a committed cycle at `ts` in the head's extent.
+    fn committed(&mut self, ts: i64) {
+        if self.head_last != Some(ts) {
+            self.head_cycles += 1;
+        }
+        self.head_first = Some(self.head_first.map_or(ts, |f| f.min(ts)));
+        self.head_last = Some(self.head_last.map_or(ts, |l| l.max(ts)));
+    }
+
+    /// Runs `f` in a transaction of its own.
+    fn in_tx(
+        &mut self,
+        f: impl FnOnce(&Connection, &mut Registry) -> rusqlite::Result<()>,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match f(&self.conn, &mut self.registry) {
+            Ok(()) => self.conn.execute_batch("COMMIT"),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.registry.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// After a commit at `ts`: compaction when the head is due, merging when the hour turned,
+    /// retention once a minute, the size bound.
+    fn maintain(&mut self, ts: i64, settings: &StoreSettings) -> rusqlite::Result<()> {
+        let due = self
+            .head_first
+            .is_some_and(|f| ts - f >= HEAD_SPAN_MS || self.head_cycles >= HEAD_CYCLES);
+        if due {
+            // Keep the last full minute and the current one in the head.
+            let cut = ts.div_euclid(MINUTE_MS) * MINUTE_MS - MINUTE_MS;
+            if self.head_first.is_some_and(|f| f < cut) {
+                self.in_tx(|conn, registry| {
+                    compact::compact(conn, registry, cut)?;
+                    registry.flush(conn, ts)
+                })?;
+                let (first, last, cycles) = head_extent(&self.conn)?;
+                self.head_first = first;
+                self.head_last = last;
+                self.head_cycles = cycles;
+            }
+        }
+        let hour = ts.div_euclid(HOUR_MS);
+        if hour != self.merged_hour {
+            self.merged_hour = hour;
+            self.in_tx(|conn, _| {
+                compact::merge(conn, Table::Raw)?;
+                compact::merge(conn, Table::Rollups)?;
+                Ok(())
+            })?;
+        }
+        let minute = ts.div_euclid(MINUTE_MS);
         if minute != self.swept_minute {
             self.swept_minute = minute;
             retention::expire(&self.conn, ts, settings)?;
         }
         retention::bound_size(&self.conn, settings)?;
-        // Between cycles the page cache holds nothing worth its memory: the next cycle touches
-        // the newest page of every series, far more than the cache holds, and reads the few
-        // upper pages of the trees again from the OS's cache. The freed pages go back to the
-        // system now (the worker's own release ran when its cycle ended, before this commit).
-        // Releasing is an optimisation: SQLite reports no failure worth stopping for.
+        // Between cycles the page cache holds nothing worth its memory.
         let _ = self.conn.release_memory();
         crate::collect::ffi::release_free_memory();
         Ok(())
     }
+}
+
+/// Clears `row` to the width of `kind`.
+fn start_row(row: &mut Vec<Option<i64>>, kind: Kind) {
+    row.clear();
+    row.resize(kind.columns().len(), None);
+}
+
+/// Puts the typed values `for_each` yields for measurement `m` into `row`.
+fn fill(
+    row: &mut [Option<i64>],
+    m: &'static Measurement,
+    for_each: impl FnOnce(&mut dyn FnMut(&'static Field, Value)),
+) {
+    let mut filler = RowFiller::new(m);
+    for_each(&mut |f, v| filler.put(row, f, v));
+}
+
+/// Appends `row` as a record of series `id`; returns the number of values.
+fn put(buf: &mut Vec<u8>, id: i64, row: &[Option<i64>]) -> u64 {
+    head::put(buf, id, row);
+    row.iter().filter(|v| v.is_some()).count() as u64
 }
 
 impl Sink for StoreSink {
@@ -428,9 +529,6 @@ impl Sink for StoreSink {
 
 impl Drop for StoreSink {
     fn drop(&mut self) {
-        if let Err(e) = self.commit() {
-            tracing::warn!("history store: cannot write the last batches: {e}");
-        }
-        self.close_minutes();
+        self.close();
     }
 }

@@ -1,26 +1,35 @@
-//! The embedded history: every line vmtel writes, kept in a SQLite file so the dashboard and
-//! `/metrics` work with no database server at all.
+//! The embedded history: every cycle vmtel collects, kept compressed in a SQLite file so the
+//! dashboard and `/metrics` work with no database server at all.
 //!
-//! * [`schema`]: the tables, opening the file, and what happens to a corrupt one.
-//! * [`ingest`]: the [`StoreSink`]: line protocol in, one transaction per cycle.
-//! * [`series`]: a line's series → its row, remembered in a few bytes per live series.
-//! * [`rollup`]: 1-minute roll-ups, computed in SQL from the raw points when a minute closes.
-//! * [`retention`]: raw points older than `retention_raw`, roll-ups older than
-//!   `retention_rollup`, and the oldest data whenever the file nears `max_size`.
-//! * [`query`]: what the web server reads (fleet, one VM's series, vmtel's own health).
-//! * [`identity`]: device identity (NIC MAC, disk path) handed over by the workers.
+//! The data flow, in modules:
+//!
+//! * [`layout`]: what is kept of a typed cycle: series (a VM, a NIC, a disk, a source, a sink)
+//!   with integer columns from the schema table; counters only, rates computed when read.
+//! * [`ingest`]: the [`StoreSink`]: typed batches into the uncompressed [`head`], one
+//!   transaction per cycle.
+//! * [`compact`]: the head into compressed per-series chunks ([`codec`]) and 1-minute roll-ups;
+//!   small chunks merged into larger ones.
+//! * [`retention`]: chunks older than `retention_raw` / `retention_rollup`, and the oldest
+//!   whenever the file nears `max_size`.
+//! * [`read`], [`derived`], [`query`]: what the web server reads (fleet, one VM's charts, vmtel's
+//!   own health, `/metrics`).
+//! * [`schema`]: the tables, opening the file, and what happens to a corrupt or old one.
+//! * [`series`]: a series' identity → its row, in a few bytes per live series.
 //!
 //! The store is a [`crate::deliver::Sink`]: it runs on its own thread behind the hub's bounded
 //! queue, so a slow or full disk never delays collection. Its problems are logged, counted in
 //! [`StoreStatus`] and shown by the dashboard; collection goes on.
 
 pub mod codec;
+pub mod compact;
+pub mod derived;
 pub mod error;
-pub mod identity;
+pub mod head;
 pub mod ingest;
+pub mod layout;
 pub mod query;
+pub mod read;
 pub mod retention;
-pub mod rollup;
 pub mod schema;
 pub mod series;
 #[cfg(test)]
@@ -124,7 +133,7 @@ impl StoreConfig {
 pub struct StoreStatus {
     /// Transactions committed (about one per cycle of each source).
     pub batches: AtomicU64,
-    /// Points written (one per numeric field).
+    /// Values written (one per stored column of a series' row).
     pub points: AtomicU64,
     /// Failures: writes (their transaction rolled back), opening the file, retention.
     pub errors: AtomicU64,
@@ -243,8 +252,6 @@ pub struct StoreSettings {
     pub max_size: u64,
     /// Shared health.
     pub status: Arc<StoreStatus>,
-    /// Device identity from the workers.
-    pub identity: Arc<identity::DeviceBook>,
 }
 
 #[cfg(test)]

@@ -1,18 +1,24 @@
 //! Reads for the web server and `/metrics`: the fleet's latest cycle, one VM's charts over a
 //! range, and vmtel's own health. All times are ms since the epoch.
 //!
-//! Ranges up to [`RAW_LIMIT_MS`] read raw points; longer ones read the 1-minute roll-ups. Both
-//! are averaged into about [`TARGET_POINTS`] buckets. Per-device and per-second values of
-//! counters (bytes, packets, requests, faults) are computed here, as Δcounter/Δt between
-//! consecutive buckets; a counter that went backwards (VM restarted, device replaced) yields no
-//! value for that step.
+//! Ranges up to [`RAW_LIMIT_MS`] read raw rows; longer ones read the 1-minute roll-ups (and
+//! the head's raw rows after them). Both are bucketed into about [`TARGET_POINTS`] buckets: a
+//! gauge's average, a counter's last value. Rates and percentages (the `vm_features`, bytes and
+//! packets per second) are computed here, as Δcounter/Δt between consecutive buckets; a counter
+//! that went backwards (VM restarted, device replaced) yields no value for that step.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::schema::{vm_devices_disk, vm_devices_nic, vm_features, vm_totals, Measurement};
+use super::compact::Rows;
+use super::derived;
+use super::layout::{is_device_sum, Kind, VMID};
+use super::read::{self, SeriesInfo};
+use crate::schema::{
+    vm_devices_disk, vm_devices_nic, vm_features, vm_metrics, vm_totals, Measurement,
+};
 
 /// Ranges longer than this read roll-ups (6 hours).
 pub const RAW_LIMIT_MS: i64 = 6 * 3_600_000;
@@ -164,127 +170,138 @@ pub struct AgentHistory {
     pub problems: Chart,
 }
 
-fn fields_at(conn: &Connection, series: i64, ts: i64) -> rusqlite::Result<HashMap<String, f64>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT f.name, p.value FROM points p JOIN fields f ON f.id = p.field_id
-         WHERE p.series_id = ?1 AND p.ts = ?2",
-    )?;
-    let rows = stmt.query_map(params![series, ts], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, Option<f64>>(1)?))
-    })?;
-    let mut out = HashMap::new();
-    for row in rows {
-        let (k, v) = row?;
-        if let Some(v) = v {
-            out.insert(k, v);
+/// A VM of the latest cycles, with its devices' rows.
+struct VmNow {
+    vm: SeriesInfo,
+    rows: Rows,
+    nics: Vec<(SeriesInfo, Rows)>,
+    disks: Vec<(SeriesInfo, Rows)>,
+}
+
+impl VmNow {
+    fn last_ts(&self) -> i64 {
+        self.rows.ts.last().copied().unwrap_or(self.vm.last_ts)
+    }
+
+    fn value(&self, key: &str) -> Option<i64> {
+        let r = self.rows.len().checked_sub(1)?;
+        self.rows.get(r, Kind::Vm.column(key)?)
+    }
+
+    /// Devices whose latest row is the VM's latest cycle.
+    fn current<'a>(&self, devices: &'a [(SeriesInfo, Rows)]) -> Vec<&'a Rows> {
+        let t = self.rows.ts.last().copied();
+        devices
+            .iter()
+            .filter(|(_, r)| r.ts.last().copied() == t)
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    fn features(&self) -> Option<crate::model::Features> {
+        derived::features(
+            &self.rows,
+            &self.current(&self.nics),
+            &self.current(&self.disks),
+        )
+    }
+}
+
+/// Every VM (with its devices) seen within [`FLEET_WINDOW_MS`] of `now`, with its last two
+/// rows: from the head's newest cycles, else from its newest chunk.
+fn vms_now(conn: &Connection, now: i64) -> rusqlite::Result<Vec<VmNow>> {
+    let series = read::series_where(conn, "kind IN (0, 1, 2)", [])?;
+    let times = read::newest_head_times(conn, 3)?;
+    let head = match times.last() {
+        Some(&oldest) => read::head_rows(conn, oldest, i64::MAX, None)?,
+        None => HashMap::new(),
+    };
+    let newest = |s: &SeriesInfo| {
+        head.get(&s.id)
+            .and_then(|r| r.ts.last().copied())
+            .unwrap_or(s.last_ts)
+            .max(s.last_ts)
+    };
+    let mut vms: HashMap<(String, String), VmNow> = HashMap::new();
+    let mut devices = Vec::new();
+    for s in series {
+        if newest(&s) < now - FLEET_WINDOW_MS {
+            continue;
+        }
+        if s.kind != Kind::Vm {
+            devices.push(s);
+            continue;
+        }
+        let rows = read::last_rows(conn, s.id, head.get(&s.id), 2)?;
+        vms.insert(
+            (s.host.clone(), s.key.clone()),
+            VmNow {
+                vm: s,
+                rows,
+                nics: Vec::new(),
+                disks: Vec::new(),
+            },
+        );
+    }
+    for d in devices {
+        let Some(vm) = vms.get_mut(&(d.host.clone(), d.key.clone())) else {
+            continue;
+        };
+        // Only devices of the VM's latest cycle count; their rows are in the head then.
+        let Some(rows) = head.get(&d.id) else {
+            continue;
+        };
+        let rows = read::last_rows(conn, d.id, Some(rows), 2)?;
+        if d.kind == Kind::Nic {
+            vm.nics.push((d, rows));
+        } else {
+            vm.disks.push((d, rows));
         }
     }
+    let mut out: Vec<VmNow> = vms.into_values().collect();
+    out.sort_by(|a, b| {
+        (&a.vm.host, &a.vm.name, &a.vm.key).cmp(&(&b.vm.host, &b.vm.name, &b.vm.key))
+    });
     Ok(out)
 }
 
-struct SeriesRef {
-    id: i64,
-    measurement: String,
-    host: String,
-    uuid: String,
-    name: String,
-    vmid: Option<String>,
-    devtype: Option<String>,
-    device: Option<String>,
-    last_ts: i64,
-}
-
-fn series_where(
-    conn: &Connection,
-    filter: &str,
-    args: impl rusqlite::Params,
-) -> rusqlite::Result<Vec<SeriesRef>> {
-    let sql = format!(
-        "SELECT id, measurement, COALESCE(host, ''), COALESCE(uuid, ''), COALESCE(name, ''), vmid, devtype, device, last_ts
-         FROM series WHERE {filter}"
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(args, |r| {
-        Ok(SeriesRef {
-            id: r.get(0)?,
-            measurement: r.get(1)?,
-            host: r.get(2)?,
-            uuid: r.get(3)?,
-            name: r.get(4)?,
-            vmid: r.get(5)?,
-            devtype: r.get(6)?,
-            device: r.get(7)?,
-            last_ts: r.get(8)?,
-        })
-    })?;
-    rows.collect()
-}
-
-/// The latest series per `(host, uuid, measurement)`.
-fn latest_per_vm(series: Vec<SeriesRef>) -> HashMap<(String, String, String), SeriesRef> {
-    let mut best: HashMap<(String, String, String), SeriesRef> = HashMap::new();
-    for s in series {
-        let key = (s.host.clone(), s.uuid.clone(), s.measurement.clone());
-        match best.get(&key) {
-            Some(b) if b.last_ts >= s.last_ts => {}
-            _ => {
-                best.insert(key, s);
-            }
-        }
-    }
-    best
-}
-
-/// Newest cycle per host (from `vm_metrics`).
-fn host_newest(best: &HashMap<(String, String, String), SeriesRef>) -> BTreeMap<String, i64> {
+/// Newest cycle per host.
+fn host_newest(vms: &[VmNow]) -> BTreeMap<String, i64> {
     let mut newest: BTreeMap<String, i64> = BTreeMap::new();
-    for ((host, _, m), s) in best {
-        if m == "vm_metrics" {
-            let e = newest.entry(host.clone()).or_insert(s.last_ts);
-            *e = (*e).max(s.last_ts);
-        }
+    for v in vms {
+        let e = newest.entry(v.vm.host.clone()).or_insert(v.last_ts());
+        *e = (*e).max(v.last_ts());
     }
     newest
 }
 
 /// The fleet as of `now`: VMs seen within [`FLEET_WINDOW_MS`].
 pub fn fleet(conn: &Connection, now: i64) -> rusqlite::Result<Fleet> {
-    let series = series_where(
-        conn,
-        "measurement IN ('vm_metrics', 'vm_features') AND last_ts >= ?1",
-        [now - FLEET_WINDOW_MS],
-    )?;
-    let best = latest_per_vm(series);
-    let newest = host_newest(&best);
-    let mut vms = Vec::new();
-    for ((host, uuid, m), s) in &best {
-        if m != "vm_metrics" {
-            continue;
-        }
-        let metrics = fields_at(conn, s.id, s.last_ts)?;
-        let features = match best.get(&(host.clone(), uuid.clone(), "vm_features".into())) {
-            Some(f) if f.last_ts == s.last_ts => fields_at(conn, f.id, f.last_ts)?,
-            _ => HashMap::new(),
-        };
-        let g = |k: &str| features.get(k).copied();
-        vms.push(VmRow {
-            host: host.clone(),
-            uuid: uuid.clone(),
-            name: s.name.clone(),
-            vmid: s.vmid.clone(),
-            state: metrics.get("state").map(|v| *v as i64),
-            vcpus: metrics.get("cpus").copied(),
-            cpu_pct: g("cpu_pct"),
-            mem_used_pct: g("mem_used_pct"),
-            net_rx_bps: g("net_rx_bps"),
-            net_tx_bps: g("net_tx_bps"),
-            disk_rd_bps: g("disk_rd_bps"),
-            disk_wr_bps: g("disk_wr_bps"),
-            last_seen_ms: s.last_ts,
-            current: newest.get(host).is_some_and(|n| *n <= s.last_ts),
-        });
-    }
-    vms.sort_by(|a, b| (&a.host, &a.name, &a.uuid).cmp(&(&b.host, &b.name, &b.uuid)));
+    let now_vms = vms_now(conn, now)?;
+    let newest = host_newest(&now_vms);
+    let vms: Vec<VmRow> = now_vms
+        .iter()
+        .map(|v| {
+            let f = v.features().unwrap_or_default();
+            let current = newest.get(&v.vm.host).is_some_and(|n| *n <= v.last_ts());
+            VmRow {
+                host: v.vm.host.clone(),
+                uuid: v.vm.key.clone(),
+                name: v.vm.name.clone(),
+                vmid: v.value(VMID).map(|i| i.to_string()),
+                state: v.value("state"),
+                vcpus: v.value("cpus").map(|c| c as f64),
+                cpu_pct: f.cpu_pct,
+                mem_used_pct: derived::mem_used_pct(&v.rows),
+                net_rx_bps: f.net_rx_bps,
+                net_tx_bps: f.net_tx_bps,
+                disk_rd_bps: f.disk_rd_bps,
+                disk_wr_bps: f.disk_wr_bps,
+                last_seen_ms: v.last_ts(),
+                current,
+            }
+        })
+        .collect();
     let hosts = newest
         .iter()
         .map(|(h, t)| HostRow {
@@ -294,56 +311,6 @@ pub fn fleet(conn: &Connection, now: i64) -> rusqlite::Result<Fleet> {
         })
         .collect();
     Ok(Fleet { hosts, vms })
-}
-
-/// Bucket start times, and one column of values per field.
-type Columns = (Vec<i64>, Vec<Vec<Option<f64>>>);
-
-/// Bucketed averages of `fields` over several series (merged by time).
-fn bucketed(
-    conn: &Connection,
-    ids: &[i64],
-    fields: &[&str],
-    from: i64,
-    step: i64,
-    rollup: bool,
-) -> rusqlite::Result<Columns> {
-    let sql = if rollup {
-        "SELECT (r.ts / ?2) * ?2 AS b, f.name, SUM(r.sum) / SUM(r.n) FROM rollup_1m r JOIN fields f ON f.id = r.field_id
-         WHERE r.series_id = ?1 AND r.ts >= ?3 GROUP BY b, f.name"
-    } else {
-        "SELECT (p.ts / ?2) * ?2 AS b, f.name, AVG(p.value) FROM points p JOIN fields f ON f.id = p.field_id
-         WHERE p.series_id = ?1 AND p.ts >= ?3 GROUP BY b, f.name"
-    };
-    let mut by_t: BTreeMap<i64, Vec<Option<f64>>> = BTreeMap::new();
-    let mut stmt = conn.prepare_cached(sql)?;
-    for id in ids {
-        let rows = stmt.query_map(params![id, step, from], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<f64>>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (t, name, v) = row?;
-            let Some(i) = fields.iter().position(|f| *f == name) else {
-                continue;
-            };
-            let slot = by_t.entry(t).or_insert_with(|| vec![None; fields.len()]);
-            if let Some(s) = slot.get_mut(i) {
-                *s = v;
-            }
-        }
-    }
-    let t: Vec<i64> = by_t.keys().copied().collect();
-    let mut cols = vec![Vec::with_capacity(t.len()); fields.len()];
-    for row in by_t.values() {
-        for (c, v) in cols.iter_mut().zip(row) {
-            c.push(*v);
-        }
-    }
-    Ok((t, cols))
 }
 
 /// Per-second rate of a counter column: Δv/Δt between consecutive values, none when the
@@ -409,6 +376,24 @@ fn label(m: &Measurement, key: &str) -> &'static str {
     }
 }
 
+/// Rate of counter column `key` of a frame, per second, times `scale`.
+fn frame_rate(f: &read::Frame, kind: Kind, key: &str, scale: f64) -> Vec<Option<f64>> {
+    f.rate(kind, key, scale)
+}
+
+/// CPU percentages from a VM's frame: the rate of a CPU-time counter (ns) over its vCPUs.
+fn cpu_pct(f: &read::Frame, key: &str) -> Vec<Option<f64>> {
+    let r = frame_rate(f, Kind::Vm, key, 1.0);
+    let cpus = f.col(Kind::Vm, "cpus");
+    r.iter()
+        .zip(cpus)
+        .map(|(r, c)| match (r, c) {
+            (Some(r), Some(c)) if c > 0.0 => Some(r / (c * 1e9) * 100.0),
+            _ => None,
+        })
+        .collect()
+}
+
 /// One VM's charts over `range` ms ending at `now`, or None if the store has never seen it.
 pub fn vm_detail(
     conn: &Connection,
@@ -417,66 +402,55 @@ pub fn vm_detail(
     now: i64,
     range: i64,
 ) -> rusqlite::Result<Option<VmDetail>> {
-    let series = series_where(conn, "host = ?1 AND uuid = ?2", params![host, uuid])?;
-    let Some(newest) = series.iter().max_by_key(|s| s.last_ts) else {
+    let series = read::series_where(
+        conn,
+        "kind IN (0, 1, 2) AND host = ?1 AND key = ?2",
+        rusqlite::params![host, uuid],
+    )?;
+    let Some(vm) = series.iter().find(|s| s.kind == Kind::Vm) else {
         return Ok(None);
     };
-    let name = newest.name.clone();
     let (from, step, rollup) = window(now, range);
-    let ids = |m: &str, dev: Option<(&str, &str)>| -> Vec<i64> {
-        series
-            .iter()
-            .filter(|s| s.measurement == m)
-            .filter(|s| match dev {
-                Some((t, d)) => s.devtype.as_deref() == Some(t) && s.device.as_deref() == Some(d),
-                None => true,
-            })
-            .map(|s| s.id)
-            .collect()
+    let ids: HashSet<i64> = series.iter().map(|s| s.id).collect();
+    let head = read::head_rows(conn, from, now, Some(&ids))?;
+    let frame = |s: &SeriesInfo| {
+        read::frame(
+            conn,
+            s.id,
+            s.kind,
+            (from, now, step),
+            rollup,
+            head.get(&s.id),
+        )
     };
-    let mut charts = Vec::new();
     let line = |label: &str, values: Vec<Option<f64>>| Line {
         label: label.into(),
         values,
     };
-
-    let (t, c) = bucketed(
-        conn,
-        &ids("vm_features", None),
-        &CPU_FIELDS,
-        from,
-        step,
-        rollup,
-    )?;
+    let mut charts = Vec::new();
+    let f = frame(vm)?;
+    let features = &vm_features::MEASUREMENT;
+    let cpu_keys = ["cputime", "timeusr", "timesys", "vcpu_delay"];
     charts.push(Chart {
         id: "cpu".into(),
         title: "CPU (percent of the VM's vCPUs)".into(),
         unit: "%".into(),
-        t,
+        t: f.t.clone(),
         lines: CPU_FIELDS
             .iter()
-            .zip(c)
-            .map(|(k, values)| line(label(&vm_features::MEASUREMENT, k), values))
+            .zip(cpu_keys)
+            .map(|(k, counter)| line(label(features, k), cpu_pct(&f, counter)))
             .collect(),
     });
-
     let totals = &vm_totals::MEASUREMENT;
-    let (t, c) = bucketed(
-        conn,
-        &ids("vm_totals", None),
-        &MEM_FIELDS,
-        from,
-        step,
-        rollup,
-    )?;
-    let col = |i: usize| c.get(i).cloned().unwrap_or_default();
     charts.push(Chart {
         id: "mem".into(),
         title: "Memory".into(),
         unit: "B".into(),
-        t: t.clone(),
-        lines: (0..4)
-            .map(|i| line(label(totals, MEM_FIELDS[i]), scaled(&col(i), 1024.0)))
+        t: f.t.clone(),
+        lines: MEM_FIELDS[..4]
+            .iter()
+            .map(|k| line(label(totals, k), scaled(&f.col(Kind::Vm, k), 1024.0)))
             .collect(),
     });
     charts.push(Chart {
@@ -485,85 +459,66 @@ pub fn vm_detail(
         unit: "/s".into(),
         lines: [(4, 1024.0), (5, 1024.0), (6, 1.0), (7, 1.0)]
             .iter()
-            .map(|&(i, scale)| line(label(totals, MEM_FIELDS[i]), rate(&t, &col(i), scale)))
+            .map(|&(i, scale)| {
+                line(
+                    label(totals, MEM_FIELDS[i]),
+                    frame_rate(&f, Kind::Vm, MEM_FIELDS[i], scale),
+                )
+            })
             .collect(),
-        t,
+        t: f.t.clone(),
     });
 
-    let mut devices = devices_of(conn, host, uuid)?;
-    for s in &series {
-        if let (Some(dt), Some(d)) = (&s.devtype, &s.device) {
-            if !devices.iter().any(|x| &x.devtype == dt && &x.device == d) {
-                devices.push(Device {
-                    devtype: dt.clone(),
-                    device: d.clone(),
-                    mac: None,
-                    path: None,
-                    last_seen_ms: s.last_ts,
-                });
-            } else if let Some(x) = devices
-                .iter_mut()
-                .find(|x| &x.devtype == dt && &x.device == d)
-            {
-                x.last_seen_ms = x.last_seen_ms.max(s.last_ts);
-            }
-        }
-    }
-    devices.sort_by(|a, b| (&a.devtype, &a.device).cmp(&(&b.devtype, &b.device)));
-    for d in &devices {
-        let dev_ids = ids("vm_devices", Some((&d.devtype, &d.device)));
-        if dev_ids.is_empty() {
-            continue;
-        }
-        if d.devtype == "nic" {
-            let keys = NIC_FIELDS;
-            let nic = &vm_devices_nic::MEASUREMENT;
-            let (t, c) = bucketed(conn, &dev_ids, &keys, from, step, rollup)?;
-            let col = |i: usize| c.get(i).cloned().unwrap_or_default();
+    let mut devices: Vec<(Device, &SeriesInfo)> = series
+        .iter()
+        .filter(|s| s.kind != Kind::Vm)
+        .map(|s| {
+            let last = head
+                .get(&s.id)
+                .and_then(|r| r.ts.last().copied())
+                .unwrap_or(s.last_ts)
+                .max(s.last_ts);
+            (
+                Device {
+                    devtype: if s.kind == Kind::Nic { "nic" } else { "disk" }.into(),
+                    device: s.device.clone(),
+                    mac: s.mac.clone(),
+                    path: s.path.clone(),
+                    last_seen_ms: last,
+                },
+                s,
+            )
+        })
+        .collect();
+    devices.sort_by(|a, b| (&a.0.devtype, &a.0.device).cmp(&(&b.0.devtype, &b.0.device)));
+    for (d, s) in &devices {
+        let f = frame(s)?;
+        let (m, keys, kind, titles) = if s.kind == Kind::Nic {
+            (
+                &vm_devices_nic::MEASUREMENT,
+                NIC_FIELDS,
+                Kind::Nic,
+                [("nic", "NIC {}"), ("nicpkt", "NIC {} packets")],
+            )
+        } else {
+            (
+                &vm_devices_disk::MEASUREMENT,
+                DISK_FIELDS,
+                Kind::Disk,
+                [("disk", "Disk {}"), ("diskops", "Disk {} IOPS")],
+            )
+        };
+        for (half, (id, title)) in titles.iter().enumerate() {
+            let pair = &keys[half * 2..half * 2 + 2];
             charts.push(Chart {
-                id: format!("nic:{}", d.device),
-                title: format!("NIC {}", d.device),
-                unit: "B/s".into(),
-                lines: vec![
-                    line(label(nic, keys[0]), rate(&t, &col(0), 1.0)),
-                    line(label(nic, keys[1]), rate(&t, &col(1), 1.0)),
-                ],
-                t: t.clone(),
-            });
-            charts.push(Chart {
-                id: format!("nicpkt:{}", d.device),
-                title: format!("NIC {} packets", d.device),
-                unit: "/s".into(),
-                lines: vec![
-                    line(label(nic, keys[2]), rate(&t, &col(2), 1.0)),
-                    line(label(nic, keys[3]), rate(&t, &col(3), 1.0)),
-                ],
-                t,
-            });
-        } else if d.devtype == "disk" {
-            let keys = DISK_FIELDS;
-            let disk = &vm_devices_disk::MEASUREMENT;
-            let (t, c) = bucketed(conn, &dev_ids, &keys, from, step, rollup)?;
-            let col = |i: usize| c.get(i).cloned().unwrap_or_default();
-            charts.push(Chart {
-                id: format!("disk:{}", d.device),
-                title: format!("Disk {}", d.device),
-                unit: "B/s".into(),
-                lines: vec![
-                    line(label(disk, keys[0]), rate(&t, &col(0), 1.0)),
-                    line(label(disk, keys[1]), rate(&t, &col(1), 1.0)),
-                ],
-                t: t.clone(),
-            });
-            charts.push(Chart {
-                id: format!("diskops:{}", d.device),
-                title: format!("Disk {} IOPS", d.device),
-                unit: "/s".into(),
-                lines: vec![
-                    line(label(disk, keys[2]), rate(&t, &col(2), 1.0)),
-                    line(label(disk, keys[3]), rate(&t, &col(3), 1.0)),
-                ],
-                t,
+                id: format!("{id}:{}", d.device),
+                title: title.replace("{}", &d.device),
+                unit: if half == 0 { "B/s" } else { "/s" }.into(),
+                lines: pair
+                    .iter()
+                    .map(|k| line(label(m, k), frame_rate(&f, kind, k, 1.0)))
+                    .collect(),
+                t: f.t.clone(),
             });
         }
     }
@@ -571,6 +526,9 @@ pub fn vm_detail(
         .vms
         .into_iter()
         .find(|v| v.host == host && v.uuid == uuid);
+    let name = latest
+        .as_ref()
+        .map_or_else(|| vm.name.clone(), |l| l.name.clone());
     Ok(Some(VmDetail {
         host: host.into(),
         uuid: uuid.into(),
@@ -581,57 +539,44 @@ pub fn vm_detail(
         step_ms: step,
         resolution: if rollup { "rollup_1m" } else { "raw" },
         charts,
-        devices,
+        devices: devices.into_iter().map(|(d, _)| d).collect(),
     }))
 }
 
-fn devices_of(conn: &Connection, host: &str, uuid: &str) -> rusqlite::Result<Vec<Device>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT devtype, device, mac, path, last_ts FROM devices WHERE host = ?1 AND uuid = ?2",
-    )?;
-    let rows = stmt.query_map(params![host, uuid], |r| {
-        Ok(Device {
-            devtype: r.get(0)?,
-            device: r.get(1)?,
-            mac: r.get(2)?,
-            path: r.get(3)?,
-            last_seen_ms: r.get(4)?,
-        })
-    })?;
-    rows.collect()
-}
-
-fn internal_rows(conn: &Connection, tag: &str) -> rusqlite::Result<Vec<(InternalRow, i64)>> {
-    let sql = format!(
-        "SELECT id, {tag}, COALESCE(host, ''), last_ts FROM series
-         WHERE measurement = 'vmtel_internal' AND {tag} IS NOT NULL ORDER BY last_ts DESC"
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let found = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut out: Vec<(InternalRow, i64)> = Vec::new();
-    for (id, key, host, last) in found {
-        if out.iter().any(|(r, _)| r.key == key) {
+/// The latest row of every source or sink.
+fn internal_rows(
+    conn: &Connection,
+    kind: Kind,
+) -> rusqlite::Result<Vec<(InternalRow, SeriesInfo)>> {
+    let series = read::series_where(conn, "kind = ?1", [kind.code()])?;
+    let ids: HashSet<i64> = series.iter().map(|s| s.id).collect();
+    let head = read::head_rows(conn, i64::MIN, i64::MAX, Some(&ids))?;
+    let mut out: Vec<(InternalRow, SeriesInfo)> = Vec::new();
+    for s in series {
+        let rows = read::last_rows(conn, s.id, head.get(&s.id), 1)?;
+        let Some(r) = rows.len().checked_sub(1) else {
             continue;
+        };
+        let fields = kind
+            .columns()
+            .iter()
+            .enumerate()
+            .filter_map(|(c, col)| Some((col.key.to_owned(), rows.get(r, c)? as f64)))
+            .collect();
+        let row = InternalRow {
+            key: s.key.clone(),
+            host: s.host.clone(),
+            last_ms: rows.ts[r],
+            fields,
+        };
+        // One row per key: the newest (another agent host may have written the same key).
+        if let Some(i) = out.iter().position(|(o, _)| o.key == row.key) {
+            if out[i].0.last_ms < row.last_ms {
+                out[i] = (row, s);
+            }
+        } else {
+            out.push((row, s));
         }
-        let fields = fields_at(conn, id, last)?.into_iter().collect();
-        out.push((
-            InternalRow {
-                key,
-                host,
-                last_ms: last,
-                fields,
-            },
-            id,
-        ));
     }
     out.sort_by(|a, b| a.0.key.cmp(&b.0.key));
     Ok(out)
@@ -639,69 +584,58 @@ fn internal_rows(conn: &Connection, tag: &str) -> rusqlite::Result<Vec<(Internal
 
 /// vmtel's own health over the last hour, from `vmtel_internal`.
 pub fn agent(conn: &Connection, now: i64) -> rusqlite::Result<AgentHistory> {
-    let sources = internal_rows(conn, "source")?;
-    let sinks = internal_rows(conn, "sink")?;
+    let sources = internal_rows(conn, Kind::Source)?;
+    let sinks = internal_rows(conn, Kind::Sink)?;
     let (from, step, _) = window(now, 3_600_000);
+    let ids: HashSet<i64> = sources.iter().map(|s| s.1.id).collect();
+    let head = read::head_rows(conn, from, now, Some(&ids))?;
+    let mut per = Vec::new();
+    for (row, s) in &sources {
+        let f = read::frame(
+            conn,
+            s.id,
+            Kind::Source,
+            (from, now, step),
+            false,
+            head.get(&s.id),
+        )?;
+        per.push((row.key.clone(), f));
+    }
+    let mut axis: Vec<i64> = per.iter().flat_map(|(_, f)| f.t.iter().copied()).collect();
+    axis.sort_unstable();
+    axis.dedup();
     let mut cycle = Chart {
         id: "cycle".into(),
         title: "Cycle time per source (ms)".into(),
         unit: "ms".into(),
-        t: Vec::new(),
+        t: axis.clone(),
         lines: Vec::new(),
     };
     let mut problems = Chart {
         id: "problems".into(),
         title: "Failed cycles and skipped ticks per minute".into(),
         unit: "/min".into(),
-        t: Vec::new(),
+        t: axis.clone(),
         lines: Vec::new(),
     };
-    // Align every source on one time axis.
-    let mut per: Vec<(String, Columns)> = Vec::new();
-    for (row, _) in &sources {
-        let ids: Vec<i64> = series_where(
-            conn,
-            "measurement = 'vmtel_internal' AND source = ?1",
-            [&row.key],
-        )?
-        .iter()
-        .map(|s| s.id)
-        .collect();
-        let (t, c) = bucketed(
-            conn,
-            &ids,
-            &["cycle_ns", "errors", "skipped_ticks"],
-            from,
-            step,
-            false,
-        )?;
-        per.push((row.key.clone(), (t, c)));
-    }
-    let mut axis: Vec<i64> = per
-        .iter()
-        .flat_map(|(_, (t, _))| t.iter().copied())
-        .collect();
-    axis.sort_unstable();
-    axis.dedup();
-    for (key, (t, c)) in &per {
-        let align = |v: &[Option<f64>]| -> Vec<Option<f64>> {
-            let m: HashMap<i64, Option<f64>> = t.iter().copied().zip(v.iter().copied()).collect();
+    for (key, f) in &per {
+        let align = |v: Vec<Option<f64>>| -> Vec<Option<f64>> {
+            let m: HashMap<i64, Option<f64>> = f.t.iter().copied().zip(v).collect();
             axis.iter().map(|x| m.get(x).copied().flatten()).collect()
         };
-        let col = |i: usize| c.get(i).cloned().unwrap_or_default();
-        cycle
-            .lines
-            .push(line_of(key, scaled(&align(&col(0)), 1e-6)));
-        let per_min = |v: Vec<Option<f64>>| scaled(&rate(&axis, &align(&v), 1.0), 60.0);
+        cycle.lines.push(line_of(
+            key,
+            scaled(&align(f.col(Kind::Source, "cycle_ns")), 1e-6),
+        ));
+        let per_min = |k: &str| scaled(&align(f.rate(Kind::Source, k, 1.0)), 60.0);
         problems
             .lines
-            .push(line_of(&format!("{key}: failed"), per_min(col(1))));
-        problems
-            .lines
-            .push(line_of(&format!("{key}: skipped"), per_min(col(2))));
+            .push(line_of(&format!("{key}: failed"), per_min("errors")));
+        problems.lines.push(line_of(
+            &format!("{key}: skipped"),
+            per_min("skipped_ticks"),
+        ));
     }
-    cycle.t = axis.clone();
-    problems.t = axis;
     Ok(AgentHistory {
         sources: sources.into_iter().map(|r| r.0).collect(),
         sinks: sinks.into_iter().map(|r| r.0).collect(),
@@ -736,35 +670,103 @@ pub struct Latest {
     pub fields: HashMap<String, f64>,
 }
 
-/// Every VM series of each host's latest cycle (VMs and devices present now).
+/// Every VM series of each host's latest cycle (VMs and devices present now), as the lines of
+/// that cycle would carry them: `vm_metrics`, `vm_totals` (device sums added), `vm_devices`,
+/// and `vm_features` computed from the last two rows.
 pub fn latest_vm_series(conn: &Connection, now: i64) -> rusqlite::Result<Vec<Latest>> {
-    let series = series_where(
-        conn,
-        "measurement IN ('vm_metrics', 'vm_totals', 'vm_devices', 'vm_features') AND last_ts >= ?1",
-        [now - FLEET_WINDOW_MS],
-    )?;
-    let mut newest: HashMap<String, i64> = HashMap::new();
-    for s in &series {
-        let e = newest.entry(s.host.clone()).or_insert(s.last_ts);
-        *e = (*e).max(s.last_ts);
-    }
+    let vms = vms_now(conn, now)?;
+    let newest = host_newest(&vms);
     let mut out = Vec::new();
-    for s in series {
-        if newest.get(&s.host) != Some(&s.last_ts) {
+    for v in &vms {
+        if newest.get(&v.vm.host) != Some(&v.last_ts()) {
             continue;
         }
-        let fields = fields_at(conn, s.id, s.last_ts)?;
-        out.push(Latest {
-            measurement: s.measurement,
-            host: s.host,
-            name: s.name,
-            uuid: s.uuid,
-            devtype: s.devtype,
-            device: s.device,
-            fields,
-        });
+        let Some(r) = v.rows.len().checked_sub(1) else {
+            continue;
+        };
+        let base = |measurement: &str, devtype: Option<&str>, device: Option<&str>| Latest {
+            measurement: measurement.into(),
+            host: v.vm.host.clone(),
+            name: v.vm.name.clone(),
+            uuid: v.vm.key.clone(),
+            devtype: devtype.map(str::to_owned),
+            device: device.map(str::to_owned),
+            fields: HashMap::new(),
+        };
+        let vm_value = |key: &str| Kind::Vm.column(key).and_then(|c| v.rows.get(r, c));
+        let mut metrics = base(vm_metrics::MEASUREMENT.name, None, None);
+        for f in vm_metrics::MEASUREMENT.fields {
+            if let Some(x) = vm_value(f.key) {
+                metrics.fields.insert(f.key.into(), x as f64);
+            }
+        }
+        out.push(metrics);
+        let nics = v.current(&v.nics);
+        let disks = v.current(&v.disks);
+        let mut totals = base(vm_totals::MEASUREMENT.name, None, None);
+        for f in vm_totals::MEASUREMENT.fields {
+            let x = if is_device_sum(f) {
+                device_sum(f.key, &nics, &disks)
+            } else {
+                vm_value(f.key).map(|x| x as f64)
+            };
+            if let Some(x) = x {
+                totals.fields.insert(f.key.into(), x);
+            }
+        }
+        out.push(totals);
+        for (kind, list) in [(Kind::Nic, &v.nics), (Kind::Disk, &v.disks)] {
+            for (s, rows) in list.iter() {
+                let Some(dr) = rows.len().checked_sub(1) else {
+                    continue;
+                };
+                if rows.ts.last() != v.rows.ts.last() {
+                    continue;
+                }
+                let devtype = if kind == Kind::Nic { "nic" } else { "disk" };
+                let mut l = base("vm_devices", Some(devtype), Some(&s.device));
+                for (c, col) in kind.columns().iter().enumerate() {
+                    if let Some(x) = rows.get(dr, c) {
+                        l.fields.insert(col.key.into(), x as f64);
+                    }
+                }
+                out.push(l);
+            }
+        }
+        if let Some(f) = v.features() {
+            let mut l = base(vm_features::MEASUREMENT.name, None, None);
+            vm_features::for_each(&f, |field, value| {
+                if let crate::schema::Value::Float(x) = value {
+                    l.fields.insert(field.key.into(), x);
+                }
+            });
+            out.push(l);
+        }
     }
     Ok(out)
+}
+
+/// A `vm_totals` device sum (`net_rxbytes` = Σ `rxbytes` of the NICs, `disk_rd_req` = Σ
+/// `rd_req` of the disks) over the devices' latest rows.
+fn device_sum(key: &str, nics: &[&Rows], disks: &[&Rows]) -> Option<f64> {
+    let (kind, list, field) = if let Some(k) = key.strip_prefix("net_") {
+        (Kind::Nic, nics, k)
+    } else if let Some(k) = key.strip_prefix("disk_") {
+        (Kind::Disk, disks, k)
+    } else {
+        return None;
+    };
+    let c = kind.column(field)?;
+    let mut total: Option<f64> = None;
+    for rows in list {
+        let Some(r) = rows.len().checked_sub(1) else {
+            continue;
+        };
+        if let Some(x) = rows.get(r, c) {
+            total = Some(total.unwrap_or(0.0) + x as f64);
+        }
+    }
+    total
 }
 
 #[cfg(test)]

@@ -1,57 +1,56 @@
-//! Retention: by age (raw points after `retention_raw`, roll-ups after `retention_rollup`) and
-//! by size (the oldest data goes first whenever the file holds more than 90% of `max_size`).
-//!
-//! Deletes run per series over the clustered key, so they touch only the rows they remove.
-//! Freed pages are handed back to the file system with `PRAGMA incremental_vacuum`.
+//! Retention: by age (raw chunks whose last row is older than `retention_raw`, roll-up chunks
+//! older than `retention_rollup`) and by size (the oldest chunks go first whenever the file
+//! holds more than 90% of `max_size`: raw rows first, roll-ups once little raw history is
+//! left). Whole chunks are deleted; freed pages go back to the file system with
+//! `PRAGMA incremental_vacuum`.
 
 use std::sync::atomic::Ordering;
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 
 use super::schema::used_bytes;
 use super::StoreSettings;
 
-fn series_ids(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
-    let mut stmt = conn.prepare_cached("SELECT id FROM series")?;
-    let ids = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<i64>>>()?;
-    Ok(ids)
-}
-
-/// Deletes raw points before `raw_cut` and roll-ups before `rollup_cut` (ms), series and
-/// devices not seen since `rollup_cut`. Returns rows deleted.
+/// Deletes raw chunks and head rows that end before `raw_cut`, roll-ups that end before
+/// `rollup_cut` (ms), and series with nothing left that were last seen before `rollup_cut`.
+/// Returns rows deleted.
 pub fn delete_before(conn: &Connection, raw_cut: i64, rollup_cut: i64) -> rusqlite::Result<u64> {
     let tx = conn.unchecked_transaction()?;
     let mut n = 0u64;
-    for id in series_ids(&tx)? {
-        n += tx
-            .prepare_cached("DELETE FROM points WHERE series_id = ?1 AND ts < ?2")?
-            .execute(params![id, raw_cut])? as u64;
-        n += tx
-            .prepare_cached("DELETE FROM rollup_1m WHERE series_id = ?1 AND ts < ?2")?
-            .execute(params![id, rollup_cut])? as u64;
-    }
-    n += tx.execute("DELETE FROM series WHERE last_ts < ?1", [rollup_cut])? as u64;
-    n += tx.execute("DELETE FROM devices WHERE last_ts < ?1", [rollup_cut])? as u64;
+    n += tx.execute("DELETE FROM chunks WHERE end_ts < ?1", [raw_cut])? as u64;
+    n += tx.execute("DELETE FROM head WHERE ts < ?1", [raw_cut])? as u64;
+    n += tx.execute("DELETE FROM rollups WHERE end_ts < ?1", [rollup_cut])? as u64;
+    n += tx.execute(
+        "DELETE FROM series WHERE last_ts < ?1
+           AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.series_id = series.id)
+           AND NOT EXISTS (SELECT 1 FROM rollups r WHERE r.series_id = series.id)",
+        [rollup_cut],
+    )? as u64;
     tx.commit()?;
     Ok(n)
 }
 
-/// The oldest raw point, ms (None when there is none).
+/// The oldest raw row kept, ms (None when there is none).
 pub fn oldest_raw(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     conn.query_row(
-        "SELECT MIN((SELECT MIN(ts) FROM points WHERE series_id = s.id)) FROM series s",
+        "SELECT MIN(t) FROM (SELECT MIN(start_ts) AS t FROM chunks UNION ALL SELECT MIN(ts) FROM head)",
         [],
         |r| r.get(0),
     )
 }
 
-fn oldest_rollup(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+fn oldest_end(conn: &Connection, table: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(&format!("SELECT MIN(end_ts) FROM {table}"), [], |r| {
+        r.get(0)
+    })
+}
+
+fn newest(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row(
-        "SELECT MIN((SELECT MIN(ts) FROM rollup_1m WHERE series_id = s.id)) FROM series s",
+        "SELECT MAX(t) FROM (SELECT MAX(end_ts) AS t FROM chunks UNION ALL SELECT MAX(ts) FROM head
+                            UNION ALL SELECT MAX(end_ts) FROM rollups)",
         [],
-        |r| r.get(0),
+        |r| Ok(r.get::<_, Option<i64>>(0)?.unwrap_or(0)),
     )
 }
 
@@ -61,7 +60,7 @@ pub fn expire(conn: &Connection, now: i64, s: &StoreSettings) -> rusqlite::Resul
     let raw_cut = now.saturating_sub(ms(s.retention_raw));
     let rollup_cut = now.saturating_sub(ms(s.retention_rollup));
     if delete_before(conn, raw_cut, rollup_cut)? > 0 {
-        conn.execute_batch("PRAGMA incremental_vacuum;")?;
+        super::schema::vacuum(conn)?;
     }
     let oldest = oldest_raw(conn)?.unwrap_or(0);
     s.status
@@ -76,24 +75,21 @@ pub fn expire(conn: &Connection, now: i64, s: &StoreSettings) -> rusqlite::Resul
 pub fn bound_size(conn: &Connection, s: &StoreSettings) -> rusqlite::Result<()> {
     let high = s.max_size / 10 * 9;
     let mut used = used_bytes(conn)?;
-    for _ in 0..8 {
+    for _ in 0..16 {
         if used <= high {
             break;
         }
-        let newest: i64 =
-            conn.query_row("SELECT COALESCE(MAX(last_ts), 0) FROM series", [], |r| {
-                r.get(0)
-            })?;
+        let newest = newest(conn)?;
         let cut = |oldest: i64| oldest + ((newest - oldest) / 10).max(60_000);
-        let (raw_cut, rollup_cut) = match oldest_raw(conn)? {
+        let (raw_cut, rollup_cut) = match oldest_end(conn, "chunks")? {
             Some(o) if newest - o > 120_000 => (cut(o), i64::MIN),
-            _ => match oldest_rollup(conn)? {
+            _ => match oldest_end(conn, "rollups")? {
                 Some(o) => (newest - 60_000, cut(o)),
                 None => (newest - 60_000, i64::MIN),
             },
         };
         let deleted = delete_before(conn, raw_cut, rollup_cut)?;
-        conn.execute_batch("PRAGMA incremental_vacuum;")?;
+        super::schema::vacuum(conn)?;
         used = used_bytes(conn)?;
         if deleted == 0 {
             break;

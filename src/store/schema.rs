@@ -1,26 +1,25 @@
 //! The tables of the history file, and opening it.
 //!
 //! ```text
-//! series    one row per measurement + tag set (host, name, uuid, device... pulled out for queries)
-//! fields    field names, numbered
-//! points    raw values:        (series_id, ts, field_id) -> value          (ts: ms since the epoch)
-//! rollup_1m 1-minute roll-ups: (series_id, ts, field_id) -> sum, n, min, max
-//! devices   device identity:   (host, uuid, devtype, device) -> mac, path, last_ts
+//! meta    schema version
+//! series  one row per series: kind (VM, NIC, disk, source, sink), host, key (a VM's UUID, a
+//!         source's URI, a sink's name), device; the VM's name, a NIC's MAC, a disk's path;
+//!         first and last time seen
+//! head    the cycles not compacted yet: (ts, records of every series of one batch)
+//! chunks  compressed raw rows of one series over a span of time (codec.rs)
+//! rollups compressed 1-minute roll-ups of one series over a span of time
 //! ```
 //!
-//! `points` and `rollup_1m` are clustered by series then time, so one VM's chart over a range
-//! and the retention of one series are both range scans.
+//! Times are ms since the epoch. A file of the first format (one SQLite row per point) is moved
+//! aside with one log line and a new file started.
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-/// The writer's page cache, KiB (SQLite's default is 2000 per connection). A batch touches the
-/// newest leaf page of every series, spread over the whole `points` tree, far more than any
-/// affordable cache holds, so the cache serves the upper levels of the trees and pages touched
-/// twice within a batch; a larger one buys little CPU (measured at 1,000 VMs: 2 MiB vs 512 KiB
-/// under 10 % of the store's CPU, 512 vs 256 KiB 297 vs 294 ms per cycle; 128 KiB costs 15 %
-/// more, 328 vs 286 ms) for memory that counts in vmtel's RSS.
+/// The writer's page cache, KiB (SQLite's default is 2000 per connection). A cycle appends one
+/// head row per batch and compaction appends chunks, both at the end of their tables, so a small
+/// cache serves them; it counts in vmtel's RSS.
 pub const WRITER_CACHE_KIB: i64 = 256;
 
 /// The page cache of each reader connection (one per web request), KiB: the dashboard's
@@ -28,36 +27,35 @@ pub const WRITER_CACHE_KIB: i64 = 256;
 pub const READER_CACHE_KIB: i64 = 256;
 
 /// Bumped when the tables change incompatibly.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const DDL: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY,
-    measurement TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    host TEXT, name TEXT, uuid TEXT, vmid TEXT, devtype TEXT, device TEXT, source TEXT, sink TEXT,
+    kind INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    key TEXT NOT NULL,
+    device TEXT NOT NULL,
+    name TEXT, mac TEXT, path TEXT,
     first_ts INTEGER NOT NULL,
     last_ts INTEGER NOT NULL,
-    UNIQUE (measurement, tags)
+    UNIQUE (kind, host, key, device)
 );
-CREATE INDEX IF NOT EXISTS series_vm ON series (host, uuid, measurement);
-CREATE INDEX IF NOT EXISTS series_last ON series (measurement, last_ts);
-CREATE TABLE IF NOT EXISTS fields (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-CREATE TABLE IF NOT EXISTS points (
-    series_id INTEGER NOT NULL, ts INTEGER NOT NULL, field_id INTEGER NOT NULL, value,
-    PRIMARY KEY (series_id, ts, field_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rollup_1m (
-    series_id INTEGER NOT NULL, ts INTEGER NOT NULL, field_id INTEGER NOT NULL,
-    sum REAL NOT NULL, n INTEGER NOT NULL, min REAL NOT NULL, max REAL NOT NULL,
-    PRIMARY KEY (series_id, ts, field_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS devices (
-    host TEXT NOT NULL, uuid TEXT NOT NULL, devtype TEXT NOT NULL, device TEXT NOT NULL,
-    mac TEXT, path TEXT, last_ts INTEGER NOT NULL,
-    PRIMARY KEY (host, uuid, devtype, device)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS head (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS head_ts ON head (ts);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY, series_id INTEGER NOT NULL, start_ts INTEGER NOT NULL,
+    end_ts INTEGER NOT NULL, rows INTEGER NOT NULL, data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_series ON chunks (series_id, start_ts);
+CREATE INDEX IF NOT EXISTS chunks_end ON chunks (end_ts);
+CREATE TABLE IF NOT EXISTS rollups (
+    id INTEGER PRIMARY KEY, series_id INTEGER NOT NULL, start_ts INTEGER NOT NULL,
+    end_ts INTEGER NOT NULL, rows INTEGER NOT NULL, data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollups_series ON rollups (series_id, start_ts);
+CREATE INDEX IF NOT EXISTS rollups_end ON rollups (end_ts);
 ";
 
 /// Why the history file could not be used.
@@ -73,6 +71,17 @@ pub enum OpenError {
         /// What SQLite said.
         cause: String,
         /// Where the damaged file went.
+        moved: String,
+    },
+    /// The file was written by an older vmtel in a format this one does not read; it was moved
+    /// aside (not an error: one notice).
+    #[error("history store {path} is in the format of an older vmtel (version {version}, one row per point); moved it to {moved} and started a new, compressed one (delete the old file once it is no longer needed)")]
+    OldFormat {
+        /// The file.
+        path: String,
+        /// Its schema version.
+        version: i64,
+        /// Where it went.
         moved: String,
     },
     /// Anything else, with a fix.
@@ -105,22 +114,33 @@ pub fn open_rw(path: &Path, max_size: u64) -> Result<(Connection, Option<OpenErr
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| other(path, e, FIX_DIR))?;
     }
+    let mut notice = None;
+    if let Some(version) = old_format(path) {
+        let moved = aside_name(path, &format!("v{version}"));
+        move_aside(path, &moved).map_err(|e| {
+            other(
+                path,
+                format!("it is in the format of an older vmtel ({version}) and moving it aside failed: {e}"),
+                "move or delete the old file by hand",
+            )
+        })?;
+        notice = Some(OpenError::OldFormat {
+            path: path.display().to_string(),
+            version,
+            moved: moved.display().to_string(),
+        });
+    }
     match try_open(path, max_size) {
-        Ok(c) => Ok((c, None)),
+        Ok(c) => Ok((c, notice)),
         Err(e) if is_corrupt(&e) => {
-            let moved = corrupt_name(path);
-            std::fs::rename(path, &moved).map_err(|re| {
+            let moved = aside_name(path, "corrupt");
+            move_aside(path, &moved).map_err(|re| {
                 other(
                     path,
                     format!("{e}, and moving it aside failed: {re}"),
                     "move or delete the damaged file by hand",
                 )
             })?;
-            for suffix in ["-wal", "-shm"] {
-                let mut side = path.as_os_str().to_owned();
-                side.push(suffix);
-                let _ = std::fs::remove_file(PathBuf::from(side));
-            }
             let warning = OpenError::Corrupt {
                 path: path.display().to_string(),
                 cause: e.to_string(),
@@ -134,11 +154,43 @@ pub fn open_rw(path: &Path, max_size: u64) -> Result<(Connection, Option<OpenErr
     }
 }
 
-fn corrupt_name(path: &Path) -> PathBuf {
+fn aside_name(path: &Path, why: &str) -> PathBuf {
     let ms = crate::collect::wall_ns() / 1_000_000;
     let mut s = path.as_os_str().to_owned();
-    s.push(format!(".corrupt-{ms}"));
+    s.push(format!(".{why}-{ms}"));
     PathBuf::from(s)
+}
+
+/// Moves the file to `to`, with its WAL (renamed beside it, so nothing committed is lost).
+fn move_aside(path: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::rename(path, to)?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let side = PathBuf::from(side);
+        if suffix == "-wal" && side.exists() {
+            let mut dest = to.as_os_str().to_owned();
+            dest.push(suffix);
+            let _ = std::fs::rename(&side, PathBuf::from(dest));
+        } else {
+            let _ = std::fs::remove_file(side);
+        }
+    }
+    Ok(())
+}
+
+/// The schema version of an existing file written by an older vmtel, if it is one.
+fn old_format(path: &Path) -> Option<i64> {
+    if !path.exists() {
+        return None;
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    let v: String = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })
+        .ok()?;
+    v.parse::<i64>().ok().filter(|&v| v < SCHEMA_VERSION)
 }
 
 /// True for SQLite's "not a database" and "malformed" errors.
@@ -207,6 +259,15 @@ pub fn open_ro(path: &Path) -> rusqlite::Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(2))?;
     conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
     Ok(conn)
+}
+
+/// Gives free pages back to the file system (`PRAGMA incremental_vacuum`, stepped until done:
+/// run as one step it frees a single page).
+pub fn vacuum(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached("PRAGMA incremental_vacuum")?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
 }
 
 /// Bytes in use: pages that hold data (not free pages waiting for reuse).

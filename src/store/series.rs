@@ -1,166 +1,200 @@
-//! The series of a line (measurement + tag set) → its row id in `series`, remembered compactly.
+//! The series registry: a series' identity (kind, host, key, device) → its row id, with the
+//! VM's name, a NIC's MAC or a disk's path kept up to date in the `series` table.
 //!
-//! A line's series is identified in memory by a keyed 64-bit hash of its measurement and tags
-//! as parsed (SipHash-1-3 with a random key, over length-delimited strings), so a cache hit
-//! allocates nothing and an entry costs 16 bytes whatever the names. Two live series share a
-//! hash with a probability of about n²/2⁶⁵ (3·10⁻¹⁰ for 100,000 series); the key is drawn anew at
-//! every start. Only on a miss is the tag map built and the `series` table read (and written
-//! for a new series).
-//!
-//! Entries not used for a while are dropped: every entry carries the generation in which it was
-//! last used, and [`SeriesCache::rotate`] (every few minutes) keeps only the entries used in the
-//! current or the previous generation. A series that stops reporting is forgotten, so memory
-//! follows the live series, not every series ever seen; one that comes back is found again in
-//! the table.
+//! In memory it keeps 48 bytes per live series (a 128-bit hash of the identity, the id, a
+//! fingerprint of the name/MAC/path, and the last time seen); a series not seen for an hour is
+//! forgotten and looked up again if it comes back. `last_ts` is written to the table when the
+//! head is compacted (the head holds the exact latest times until then).
 
-use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
-use influxdb_line_protocol::Series;
 use rusqlite::{params, Connection, OptionalExtension};
 
-/// A series' in-memory key: 64 bits of keyed hash.
-type Key = u64;
+use super::layout::Kind;
 
-/// Hashes a [`Key`] as itself: the key is a keyed hash already.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Not reached for `u64` keys; kept correct.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.0 ^= i;
-    }
-
-    fn write_usize(&mut self, _: usize) {}
+/// A series' identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeriesKey<'a> {
+    /// What it is.
+    pub kind: Kind,
+    /// The `host` tag (where vmtel runs, for sources and sinks).
+    pub host: &'a str,
+    /// A VM's UUID (also for its devices), a source's URI or a sink's name.
+    pub key: &'a str,
+    /// A device's name (empty for other kinds).
+    pub device: &'a str,
 }
 
-/// An entry's value: the generation in its top 8 bits, the row id below.
-type Packed = u64;
-
-const ID_BITS: u32 = 56;
-const ID_MASK: u64 = (1 << ID_BITS) - 1;
-
-type Map = HashMap<Key, Packed, BuildHasherDefault<KeyHasher>>;
-
-/// Series ids by series, for the live series only (see the module docs).
-pub struct SeriesCache {
-    seed: RandomState,
-    map: Map,
-    generation: u8,
+/// What is kept beside a series' identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Extra<'a> {
+    /// A VM's name.
+    pub name: Option<&'a str>,
+    /// A NIC's MAC address.
+    pub mac: Option<&'a str>,
+    /// A disk's source path.
+    pub path: Option<&'a str>,
 }
 
-impl Default for SeriesCache {
-    fn default() -> Self {
-        SeriesCache {
-            seed: RandomState::new(),
-            map: Map::default(),
-            generation: 0,
-        }
-    }
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    id: i64,
+    kind: Kind,
+    extra: u64,
+    last_ts: i64,
+    stored_last_ts: i64,
 }
 
-impl SeriesCache {
-    fn key(&self, series: &Series<'_>) -> Key {
-        let mut h = self.seed.build_hasher();
-        // `str` hashes as its bytes then 0xff, which UTF-8 never contains: unambiguous.
-        series.measurement.as_str().hash(&mut h);
-        for (k, v) in series.tag_set.iter().flatten() {
-            k.as_str().hash(&mut h);
-            v.as_str().hash(&mut h);
-        }
-        h.finish()
-    }
+/// Forget series not seen for this long (ms).
+const FORGET_MS: i64 = 3_600_000;
 
-    /// The id of `series`, creating its row (first and last seen at `ts`) if it is new.
-    pub fn id(&mut self, tx: &Connection, series: &Series<'_>, ts: i64) -> rusqlite::Result<i64> {
-        let key = self.key(series);
-        let tag = u64::from(self.generation) << ID_BITS;
-        if let Some(v) = self.map.get_mut(&key) {
-            *v = (*v & ID_MASK) | tag;
-            // Fits: only such ids are kept.
-            return Ok((*v & ID_MASK) as i64);
-        }
-        let id = lookup_or_insert(tx, series, ts)?;
-        // An id that does not fit (never in practice: ids count up from 1) is not remembered.
-        if let Ok(small) = u64::try_from(id) {
-            if small <= ID_MASK {
-                self.map.insert(key, small | tag);
+/// The registry (see the module docs).
+#[derive(Debug, Default)]
+pub struct Registry {
+    by_key: HashMap<u128, Entry>,
+    kinds: HashMap<i64, Kind>,
+}
+
+fn hash128<T: Hash>(v: &T) -> u128 {
+    let half = |salt: u8| {
+        let mut h = DefaultHasher::new();
+        (salt, v).hash(&mut h);
+        u128::from(h.finish())
+    };
+    (half(0) << 64) | half(1)
+}
+
+impl Registry {
+    /// The id of series `key` seen at `ts`, creating its row if needed and updating its
+    /// name/MAC/path if they changed.
+    pub fn id(
+        &mut self,
+        conn: &Connection,
+        key: SeriesKey<'_>,
+        extra: Extra<'_>,
+        ts: i64,
+    ) -> rusqlite::Result<i64> {
+        let h = hash128(&key);
+        let fingerprint = hash128(&extra) as u64;
+        if let Some(e) = self.by_key.get_mut(&h) {
+            e.last_ts = e.last_ts.max(ts);
+            if e.extra != fingerprint {
+                update_extra(conn, e.id, extra)?;
+                e.extra = fingerprint;
             }
+            return Ok(e.id);
         }
+        let found = conn
+            .prepare_cached(
+                "SELECT id, last_ts FROM series WHERE kind = ?1 AND host = ?2 AND key = ?3 AND device = ?4",
+            )?
+            .query_row(
+                params![key.kind.code(), key.host, key.key, key.device],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()?;
+        let (id, stored) = match found {
+            Some((id, last)) => {
+                update_extra(conn, id, extra)?;
+                (id, last)
+            }
+            None => {
+                conn.prepare_cached(
+                    "INSERT INTO series (kind, host, key, device, name, mac, path, first_ts, last_ts)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                )?
+                .execute(params![
+                    key.kind.code(),
+                    key.host,
+                    key.key,
+                    key.device,
+                    extra.name,
+                    extra.mac,
+                    extra.path,
+                    ts
+                ])?;
+                (conn.last_insert_rowid(), ts)
+            }
+        };
+        self.by_key.insert(
+            h,
+            Entry {
+                id,
+                kind: key.kind,
+                extra: fingerprint,
+                last_ts: ts.max(stored),
+                stored_last_ts: stored,
+            },
+        );
+        self.kinds.insert(id, key.kind);
         Ok(id)
     }
 
-    /// Starts a new generation, forgetting the series not used in this one or the one before.
-    pub fn rotate(&mut self) {
-        self.generation = self.generation.wrapping_add(1);
-        let now = self.generation;
-        self.map.retain(|_, v| {
-            // Top 8 bits: a u8.
-            let used = (*v >> ID_BITS) as u8;
-            now.wrapping_sub(used) <= 1
-        });
-        if self.map.capacity() > 2 * self.map.len() + 64 {
-            self.map.shrink_to_fit();
+    /// The kind of series `id`, from memory or the table.
+    pub fn kind_of(&mut self, conn: &Connection, id: i64) -> rusqlite::Result<Option<Kind>> {
+        if let Some(k) = self.kinds.get(&id) {
+            return Ok(Some(*k));
         }
+        let code: Option<i64> = conn
+            .prepare_cached("SELECT kind FROM series WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        let kind = code.and_then(Kind::from_code);
+        if let Some(k) = kind {
+            self.kinds.insert(id, k);
+        }
+        Ok(kind)
     }
 
-    /// Series remembered.
+    /// Writes the last time each series was seen into the table, and forgets series not seen
+    /// for an hour before `now`.
+    pub fn flush(&mut self, conn: &Connection, now: i64) -> rusqlite::Result<()> {
+        let mut stmt =
+            conn.prepare_cached("UPDATE series SET last_ts = ?2 WHERE id = ?1 AND last_ts < ?2")?;
+        for e in self.by_key.values_mut() {
+            if e.last_ts > e.stored_last_ts {
+                stmt.execute(params![e.id, e.last_ts])?;
+                e.stored_last_ts = e.last_ts;
+            }
+        }
+        let kinds = &mut self.kinds;
+        self.by_key.retain(|_, e| {
+            let keep = now - e.last_ts < FORGET_MS;
+            if !keep {
+                kinds.remove(&e.id);
+            }
+            keep
+        });
+        Ok(())
+    }
+
+    /// Forgets everything (after a rolled-back transaction: rows it created are gone).
+    pub fn clear(&mut self) {
+        self.by_key.clear();
+        self.kinds.clear();
+    }
+
+    /// Series known in memory, by kind (for tests and the benchmark).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.by_key.len()
     }
 
-    /// True when nothing is remembered.
+    /// True when no series is known in memory.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.by_key.is_empty()
+    }
+
+    /// The kind of every series in memory (unused kinds are not listed).
+    pub fn kinds(&self) -> impl Iterator<Item = Kind> + '_ {
+        self.by_key.values().map(|e| e.kind)
     }
 }
 
-/// Finds the row of `series` in the table, or adds it.
-fn lookup_or_insert(tx: &Connection, series: &Series<'_>, ts: i64) -> rusqlite::Result<i64> {
-    let measurement = series.measurement.as_str();
-    let tags: BTreeMap<&str, &str> = series
-        .tag_set
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let tag_text = serde_json::to_string(&tags).unwrap_or_default();
-    let found: Option<i64> = tx
-        .prepare_cached("SELECT id FROM series WHERE measurement = ?1 AND tags = ?2")?
-        .query_row(params![measurement, tag_text], |r| r.get(0))
-        .optional()?;
-    if let Some(id) = found {
-        return Ok(id);
-    }
-    let t = |k: &str| tags.get(k).copied();
-    tx.prepare_cached(
-        "INSERT INTO series (measurement, tags, host, name, uuid, vmid, devtype, device, source, sink, first_ts, last_ts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+fn update_extra(conn: &Connection, id: i64, extra: Extra<'_>) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE series SET name = COALESCE(?2, name), mac = COALESCE(?3, mac), path = COALESCE(?4, path) WHERE id = ?1",
     )?
-    .execute(params![
-        measurement,
-        tag_text,
-        t("host"),
-        t("name"),
-        t("uuid"),
-        t("VMID"),
-        t("devtype"),
-        t("device"),
-        t("source"),
-        t("sink"),
-        ts
-    ])?;
-    Ok(tx.last_insert_rowid())
+    .execute(params![id, extra.name, extra.mac, extra.path])?;
+    Ok(())
 }

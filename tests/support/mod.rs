@@ -71,7 +71,7 @@ pub const DEVICE_TAGS: [&str; 2] = ["devtype", "device"];
 pub const VM_METRICS_FIELDS: [&str; 5] = ["state", "cpus", "cputime", "memmax", "mem"];
 
 /// `vm_totals` fields (the seed changelog's 27).
-pub const VM_TOTALS_FIELDS: [&str; 27] = [
+pub const VM_TOTALS_FIELDS: [&str; 28] = [
     "net_rxbytes",
     "net_rxpackets",
     "net_rxerrors",
@@ -99,6 +99,7 @@ pub const VM_TOTALS_FIELDS: [&str; 27] = [
     "cpus",
     "cputime",
     "state",
+    "vcpu_delay",
 ];
 
 /// `vm_devices` fields of a `devtype=nic` line.
@@ -426,6 +427,7 @@ fn expected_domain(
             ("cpus", cpus),
             ("cputime", int(c.time)),
             ("state", state),
+            ("vcpu_delay", int(d.vcpu.delay_sum)),
         ],
         t,
     ));

@@ -1,0 +1,552 @@
+//! Compaction: head rows → one compressed chunk per series ([`super::codec`]) and its
+//! 1-minute roll-ups, in one transaction with the deletion of the head rows (so a `kill -9` at
+//! any moment leaves either the head rows or the chunks, never neither and never both); and the
+//! merging of small chunks of a series into larger ones, which compress better.
+//!
+//! Roll-up rows hold, per minute and column: for a counter its last value (rates over a long
+//! range are differences of these), for a gauge its minimum, maximum and average.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection};
+
+use super::codec::{self, Chunk, Column as CodecColumn};
+use super::head;
+use super::layout::Kind;
+use super::series::Registry;
+
+/// A chunk of raw rows is not merged further once it holds this many rows.
+pub const RAW_ROWS_MAX: usize = 720;
+/// Raw chunks are merged only within one such period (2 hours), so retention, which deletes
+/// whole chunks, keeps to its bound within it.
+pub const RAW_PERIOD_MS: i64 = 2 * 3_600_000;
+/// A chunk of roll-ups is not merged further once it holds this many minutes (a day).
+pub const ROLLUP_ROWS_MAX: usize = 1440;
+/// Roll-up chunks are merged only within one UTC day.
+pub const ROLLUP_PERIOD_MS: i64 = 86_400_000;
+/// A minute, ms.
+pub const MINUTE_MS: i64 = 60_000;
+
+/// The rows of one series, by timestamp, kept flat (8 bytes a cell) so that compacting a large
+/// head stays small in memory.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Rows {
+    /// Timestamps.
+    pub ts: Vec<i64>,
+    /// Values per row.
+    pub width: usize,
+    /// `ts.len() * width` cells, row by row; [`NONE`] where a row has no value.
+    cells: Vec<i64>,
+}
+
+/// The cell of a missing value (`i64::MIN`, which no stored field takes: a counter is at most
+/// `i64::MAX` and a state code small).
+const NONE: i64 = i64::MIN;
+
+impl Rows {
+    /// Empty rows of `width` values.
+    pub fn with_width(width: usize) -> Rows {
+        Rows {
+            ts: Vec::new(),
+            width,
+            cells: Vec::new(),
+        }
+    }
+
+    /// Value `c` of row `r`.
+    pub fn get(&self, r: usize, c: usize) -> Option<i64> {
+        if c >= self.width {
+            return None;
+        }
+        self.cells
+            .get(r * self.width + c)
+            .copied()
+            .filter(|&v| v != NONE)
+    }
+
+    /// Row `r` as options.
+    pub fn row(&self, r: usize) -> Vec<Option<i64>> {
+        (0..self.width).map(|c| self.get(r, c)).collect()
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    /// True without rows.
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// Adds a row (values beyond `width` are dropped, missing ones empty); a row with the
+    /// timestamp of the last one replaces it.
+    pub fn push(&mut self, ts: i64, row: &[Option<i64>]) {
+        if self.ts.last() == Some(&ts) {
+            let start = self.cells.len() - self.width;
+            self.cells.truncate(start);
+            self.ts.pop();
+        }
+        self.ts.push(ts);
+        for c in 0..self.width {
+            self.cells
+                .push(row.get(c).copied().flatten().unwrap_or(NONE));
+        }
+    }
+
+    /// Sorts the rows by time (of two rows with one timestamp the later one stays).
+    pub fn sort(&mut self) {
+        if self.ts.windows(2).all(|w| w[0] < w[1]) {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.ts.len()).collect();
+        order.sort_by_key(|&i| (self.ts[i], i));
+        let old = std::mem::replace(self, Rows::with_width(self.width));
+        for i in order {
+            let row = old.row(i);
+            self.push(old.ts[i], &row);
+        }
+    }
+
+    /// The rows cut where their time crosses a multiple of `period` (ms); sorted rows stay
+    /// sorted.
+    pub fn split_by(&self, period: i64) -> Vec<Rows> {
+        let mut out: Vec<Rows> = Vec::new();
+        let mut current: Option<i64> = None;
+        for r in 0..self.len() {
+            let p = self.ts[r].div_euclid(period);
+            if current != Some(p) {
+                out.push(Rows::with_width(self.width));
+                current = Some(p);
+            }
+            if let Some(part) = out.last_mut() {
+                part.push(self.ts[r], &self.row(r));
+            }
+        }
+        out
+    }
+
+    /// As a codec chunk of integer columns.
+    pub fn to_chunk(&self) -> Chunk {
+        let columns = (0..self.width)
+            .map(|c| CodecColumn::Int((0..self.len()).map(|r| self.get(r, c)).collect()))
+            .collect();
+        Chunk {
+            ts: self.ts.clone(),
+            columns,
+        }
+    }
+
+    /// From a codec chunk of integer columns (float columns read as empty).
+    pub fn from_chunk(chunk: &Chunk) -> Rows {
+        let mut rows = Rows::with_width(chunk.columns.len());
+        let mut row = vec![None; rows.width];
+        for (r, &t) in chunk.ts.iter().enumerate() {
+            for (c, col) in chunk.columns.iter().enumerate() {
+                row[c] = match col {
+                    CodecColumn::Int(v) => v.get(r).copied().flatten(),
+                    CodecColumn::Float(_) => None,
+                };
+            }
+            rows.push(t, &row);
+        }
+        rows
+    }
+}
+
+/// What one compaction did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    /// Head rows (batches) compacted.
+    pub head_rows: usize,
+    /// Chunks written.
+    pub chunks: usize,
+    /// Head rows that could not be read (logged, dropped).
+    pub damaged: usize,
+}
+
+/// Values decoded at once while compacting (about 8 bytes each); a larger head is compacted
+/// in several passes, each over a share of the series.
+const PASS_CELLS: usize = 1 << 20;
+
+/// Compacts every head row older than `cut` (ms) into chunks and roll-ups, in the open
+/// transaction of `conn`.
+pub fn compact(
+    conn: &Connection,
+    registry: &mut Registry,
+    cut: i64,
+) -> rusqlite::Result<Compacted> {
+    let bytes: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(length(data)), 0) FROM head WHERE ts < ?1",
+        [cut],
+        |r| r.get(0),
+    )?;
+    // A value takes about two bytes in the head.
+    let passes = (usize::try_from(bytes).unwrap_or(0) / 2)
+        .div_ceil(PASS_CELLS)
+        .max(1);
+    let mut done = Compacted::default();
+    for pass in 0..passes {
+        compact_pass(conn, registry, cut, (pass, passes), &mut done)?;
+    }
+    conn.prepare_cached("DELETE FROM head WHERE ts < ?1")?
+        .execute([cut])?;
+    Ok(done)
+}
+
+/// One pass: the series whose id is `pass.0` modulo `pass.1`.
+fn compact_pass(
+    conn: &Connection,
+    registry: &mut Registry,
+    cut: i64,
+    pass: (usize, usize),
+    done: &mut Compacted,
+) -> rusqlite::Result<()> {
+    let mut per: BTreeMap<i64, Rows> = BTreeMap::new();
+    let modulo = pass.1 as i64;
+    let mine = |id: i64| id.rem_euclid(modulo) == pass.0 as i64;
+    {
+        let mut stmt =
+            conn.prepare_cached("SELECT ts, data FROM head WHERE ts < ?1 ORDER BY ts, id")?;
+        let mut rows = stmt.query([cut])?;
+        while let Some(r) = rows.next()? {
+            let ts: i64 = r.get(0)?;
+            let data = r.get_ref(1)?.as_blob().unwrap_or(&[]);
+            if pass.0 == 0 {
+                done.head_rows += 1;
+            }
+            let read = head::read(data, |id, row| {
+                if mine(id) {
+                    per.entry(id)
+                        .or_insert_with(|| Rows::with_width(row.len()))
+                        .push(ts, row);
+                }
+            });
+            if let Err(e) = read {
+                if pass.0 == 0 {
+                    done.damaged += 1;
+                    tracing::error!("history store: a head row at {ts} ms cannot be read ({e}); its values are dropped");
+                }
+            }
+        }
+    }
+    let mut insert_chunk = conn.prepare_cached(
+        "INSERT INTO chunks (series_id, start_ts, end_ts, rows, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut insert_rollup = conn.prepare_cached(
+        "INSERT INTO rollups (series_id, start_ts, end_ts, rows, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    while let Some((id, mut rows)) = per.pop_first() {
+        let Some(kind) = registry.kind_of(conn, id)? else {
+            continue;
+        };
+        rows.sort();
+        // One chunk per merge period (2 hours; a day holds 12 of them, so the roll-ups of one
+        // period never straddle two days either).
+        for part in rows.split_by(RAW_PERIOD_MS) {
+            let (Some(&first), Some(&last)) = (part.ts.first(), part.ts.last()) else {
+                continue;
+            };
+            if let Ok(bytes) = codec::encode(&part.to_chunk()) {
+                insert_chunk.execute(params![id, first, last, part.len() as i64, bytes])?;
+                done.chunks += 1;
+            }
+            let rolled = rollup(kind, &part);
+            if let (Some(&f), Some(&l)) = (rolled.ts.first(), rolled.ts.last()) {
+                if let Ok(bytes) = codec::encode(&rolled) {
+                    insert_rollup.execute(params![id, f, l, rolled.ts.len() as i64, bytes])?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The 1-minute roll-ups of `rows` of a series of `kind`: per minute, a counter's last value, a
+/// gauge's minimum, maximum and average.
+pub fn rollup(kind: Kind, rows: &Rows) -> Chunk {
+    let cols = kind.columns();
+    let mut out = Chunk::default();
+    let mut columns: Vec<CodecColumn> = Vec::new();
+    for c in cols {
+        if c.counter {
+            columns.push(CodecColumn::Int(Vec::new()));
+        } else {
+            columns.push(CodecColumn::Int(Vec::new()));
+            columns.push(CodecColumn::Int(Vec::new()));
+            columns.push(CodecColumn::Float(Vec::new()));
+        }
+    }
+    let mut i = 0;
+    while i < rows.ts.len() {
+        let minute = rows.ts[i].div_euclid(MINUTE_MS) * MINUTE_MS;
+        let mut j = i;
+        while j < rows.ts.len() && rows.ts[j].div_euclid(MINUTE_MS) * MINUTE_MS == minute {
+            j += 1;
+        }
+        out.ts.push(minute);
+        let mut at = 0;
+        for (c, col) in cols.iter().enumerate() {
+            let mut values = (i..j).filter_map(|r| rows.get(r, c));
+            if col.counter {
+                if let Some(CodecColumn::Int(v)) = columns.get_mut(at) {
+                    v.push(values.next_back());
+                }
+                at += 1;
+            } else {
+                let (mut min, mut max, mut sum, mut n) = (i64::MAX, i64::MIN, 0f64, 0u32);
+                for v in values {
+                    min = min.min(v);
+                    max = max.max(v);
+                    sum += v as f64;
+                    n += 1;
+                }
+                let some = n > 0;
+                if let Some(CodecColumn::Int(v)) = columns.get_mut(at) {
+                    v.push(some.then_some(min));
+                }
+                if let Some(CodecColumn::Int(v)) = columns.get_mut(at + 1) {
+                    v.push(some.then_some(max));
+                }
+                if let Some(CodecColumn::Float(v)) = columns.get_mut(at + 2) {
+                    v.push(some.then(|| sum / f64::from(n)));
+                }
+                at += 3;
+            }
+        }
+        i = j;
+    }
+    out.columns = columns;
+    out
+}
+
+/// One stored chunk's place.
+struct Stored {
+    id: i64,
+    series: i64,
+    rows: usize,
+    /// The merge period the chunk lies in.
+    period: Option<i64>,
+}
+
+/// Merges runs of chunks of one series in `table` (`chunks` or `rollups`) holding fewer than
+/// `max_rows` rows each into chunks of up to `max_rows` rows, in the open transaction. Chunks
+/// that cannot be read are left as they are (and logged). Returns the number of chunks merged
+/// away.
+pub fn merge(conn: &Connection, table: Table) -> rusqlite::Result<usize> {
+    let (name, max_rows, period) = match table {
+        Table::Raw => ("chunks", RAW_ROWS_MAX, RAW_PERIOD_MS),
+        Table::Rollups => ("rollups", ROLLUP_ROWS_MAX, ROLLUP_PERIOD_MS),
+    };
+    let candidates: Vec<Stored> = conn
+        .prepare(&format!(
+            "SELECT id, series_id, rows, start_ts, end_ts FROM {name} WHERE rows < ?1 ORDER BY series_id, start_ts, id"
+        ))?
+        .query_map([max_rows as i64], |r| {
+            let (start, end): (i64, i64) = (r.get(3)?, r.get(4)?);
+            Ok(Stored {
+                id: r.get(0)?,
+                series: r.get(1)?,
+                rows: usize::try_from(r.get::<_, i64>(2)?).unwrap_or(usize::MAX),
+                // A chunk spanning two periods (from before this rule) is merged with none.
+                period: (start.div_euclid(period) == end.div_euclid(period))
+                    .then(|| start.div_euclid(period)),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut merged_away = 0;
+    let mut run: Vec<&Stored> = Vec::new();
+    let mut run_rows = 0;
+    let mut flush = |run: &mut Vec<&Stored>| -> rusqlite::Result<()> {
+        if run.len() >= 2 {
+            merged_away += merge_run(conn, name, run)?;
+        }
+        run.clear();
+        Ok(())
+    };
+    for c in &candidates {
+        let same = run
+            .first()
+            .is_some_and(|f| f.series == c.series && f.period.is_some() && f.period == c.period);
+        if !same || run_rows + c.rows > max_rows {
+            flush(&mut run)?;
+            run_rows = 0;
+        }
+        run.push(c);
+        run_rows += c.rows;
+    }
+    flush(&mut run)?;
+    Ok(merged_away)
+}
+
+/// Which chunks to merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Raw rows.
+    Raw,
+    /// Roll-ups.
+    Rollups,
+}
+
+fn merge_run(conn: &Connection, table: &str, run: &[&Stored]) -> rusqlite::Result<usize> {
+    let mut chunks = Vec::with_capacity(run.len());
+    let mut used = Vec::with_capacity(run.len());
+    let mut get = conn.prepare_cached(&format!("SELECT data FROM {table} WHERE id = ?1"))?;
+    for s in run {
+        let data: Vec<u8> = get.query_row([s.id], |r| r.get(0))?;
+        match codec::decode(&data) {
+            Ok(c) => {
+                chunks.push(c);
+                used.push(s.id);
+            }
+            Err(e) => tracing::error!(
+                "history store: chunk {} of series {} in {table} cannot be read ({e}); left as it is, skipped by reads",
+                s.id,
+                s.series
+            ),
+        }
+    }
+    if chunks.len() < 2 {
+        return Ok(0);
+    }
+    let Some(merged) = concat(chunks) else {
+        return Ok(0);
+    };
+    let (Some(&first), Some(&last)) = (merged.ts.first(), merged.ts.last()) else {
+        return Ok(0);
+    };
+    let Ok(bytes) = codec::encode(&merged) else {
+        return Ok(0);
+    };
+    let series = run.first().map(|s| s.series).unwrap_or(0);
+    conn.prepare_cached(&format!(
+        "INSERT INTO {table} (series_id, start_ts, end_ts, rows, data) VALUES (?1, ?2, ?3, ?4, ?5)"
+    ))?
+    .execute(params![series, first, last, merged.ts.len() as i64, bytes])?;
+    let mut del = conn.prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))?;
+    for id in &used {
+        del.execute([id])?;
+    }
+    Ok(used.len() - 1)
+}
+
+/// Concatenates chunks (in the given order) into one sorted by time; None if their columns
+/// differ in type. Chunks with fewer columns (an older vmtel) get empty ones.
+fn concat(chunks: Vec<Chunk>) -> Option<Chunk> {
+    let width = chunks.iter().map(|c| c.columns.len()).max()?;
+    let template: Vec<Option<bool>> = (0..width)
+        .map(|i| {
+            chunks.iter().find_map(|c| {
+                c.columns
+                    .get(i)
+                    .map(|col| matches!(col, CodecColumn::Float(_)))
+            })
+        })
+        .collect();
+    let mut order: Vec<(i64, usize, usize)> = Vec::new();
+    for (ci, c) in chunks.iter().enumerate() {
+        for (r, t) in c.ts.iter().enumerate() {
+            order.push((*t, ci, r));
+        }
+    }
+    order.sort_by_key(|&(t, ci, _)| (t, ci));
+    // Of rows with one timestamp, the one from the later chunk stays.
+    let mut keep: Vec<(i64, usize, usize)> = Vec::with_capacity(order.len());
+    for o in order {
+        if keep.last().is_some_and(|k| k.0 == o.0) {
+            keep.pop();
+        }
+        keep.push(o);
+    }
+    let mut out = Chunk {
+        ts: keep.iter().map(|k| k.0).collect(),
+        columns: Vec::with_capacity(width),
+    };
+    for (i, is_float) in template.iter().enumerate() {
+        let col = if is_float.unwrap_or(false) {
+            let mut v = Vec::with_capacity(keep.len());
+            for &(_, ci, r) in &keep {
+                v.push(match chunks[ci].columns.get(i) {
+                    Some(CodecColumn::Float(x)) => x.get(r).copied().flatten(),
+                    Some(CodecColumn::Int(_)) => return None,
+                    None => None,
+                });
+            }
+            CodecColumn::Float(v)
+        } else {
+            let mut v = Vec::with_capacity(keep.len());
+            for &(_, ci, r) in &keep {
+                v.push(match chunks[ci].columns.get(i) {
+                    Some(CodecColumn::Int(x)) => x.get(r).copied().flatten(),
+                    Some(CodecColumn::Float(_)) => return None,
+                    None => None,
+                });
+            }
+            CodecColumn::Int(v)
+        };
+        out.columns.push(col);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rollup_keeps_a_counters_last_value_and_a_gauges_min_max_average() {
+        let cols = Kind::Nic.columns();
+        assert!(cols.iter().all(|c| c.counter));
+        let mut rows = Rows::with_width(cols.len());
+        for (t, v) in [(0, 1), (20_000, 5), (59_999, 7), (60_000, 8), (130_000, 9)] {
+            rows.push(t, &vec![Some(v); cols.len()]);
+        }
+        let r = rollup(Kind::Nic, &rows);
+        assert_eq!(r.ts, vec![0, 60_000, 120_000]);
+        assert_eq!(
+            r.columns[0],
+            CodecColumn::Int(vec![Some(7), Some(8), Some(9)])
+        );
+        // A VM's state is a gauge: min, max, average.
+        let vm = Kind::Vm;
+        let state = vm.column("state").expect("state");
+        let mut rows = Rows::with_width(vm.columns().len());
+        for (t, s) in [(0, 1), (10_000, 3), (20_000, 1), (30_000, 1)] {
+            let mut row = vec![None; vm.columns().len()];
+            row[state] = Some(s);
+            rows.push(t, &row);
+        }
+        let r = rollup(vm, &rows);
+        let at: usize = vm.columns()[..state]
+            .iter()
+            .map(|c| if c.counter { 1 } else { 3 })
+            .sum();
+        assert_eq!(r.columns[at], CodecColumn::Int(vec![Some(1)]));
+        assert_eq!(r.columns[at + 1], CodecColumn::Int(vec![Some(3)]));
+        assert_eq!(r.columns[at + 2], CodecColumn::Float(vec![Some(1.5)]));
+    }
+
+    #[test]
+    fn concat_sorts_and_keeps_the_later_of_two_rows_at_one_time() {
+        let a = Chunk {
+            ts: vec![10, 20],
+            columns: vec![CodecColumn::Int(vec![Some(1), Some(2)])],
+        };
+        let b = Chunk {
+            ts: vec![5, 20, 30],
+            columns: vec![
+                CodecColumn::Int(vec![Some(0), Some(9), None]),
+                CodecColumn::Int(vec![Some(4), None, Some(6)]),
+            ],
+        };
+        let c = concat(vec![a, b]).expect("same types");
+        assert_eq!(c.ts, vec![5, 10, 20, 30]);
+        assert_eq!(
+            c.columns,
+            vec![
+                CodecColumn::Int(vec![Some(0), Some(1), Some(9), None]),
+                CodecColumn::Int(vec![Some(4), None, None, Some(6)]),
+            ]
+        );
+    }
+}
