@@ -89,6 +89,7 @@ fn main() {
     let now = vmtel::collect::wall_ns();
     let start = now - now.rem_euclid(step_ns) - cycles as i64 * step_ns;
     let (mut total_points, mut store_cpu) = (0u64, Duration::ZERO);
+    let mut last_cpu = Duration::ZERO;
     let source = "sim:///bench";
     for c in 1..=cycles {
         let t = start + c as i64 * step_ns;
@@ -124,9 +125,14 @@ fn main() {
                 payload: Payload::Vms(VmChunk::new(chunk, std::mem::take(&mut features), None)),
                 end_of_cycle: k + 1 == chunks,
             };
+            let last = batch.end_of_cycle;
             let c0 = thread_cpu();
             store.write(&batch).expect("store write");
-            store_cpu += thread_cpu() - c0;
+            let d = thread_cpu() - c0;
+            store_cpu += d;
+            if last {
+                last_cpu += d;
+            }
         }
         deriver.end_cycle();
         if !json && c % 360 == 0 {
@@ -135,7 +141,14 @@ fn main() {
     }
     let c0 = thread_cpu();
     drop(store);
-    store_cpu += thread_cpu() - c0;
+    let stop_cpu = thread_cpu() - c0;
+    store_cpu += stop_cpu;
+    if std::env::var("BENCH_SPLIT").is_ok() {
+        eprintln!(
+            "cpu: total {:?}, last batches (commit, compaction, merge, retention) {:?}, stop {:?}",
+            store_cpu, last_cpu, stop_cpu
+        );
+    }
     let size = |suffix: &str| {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);

@@ -1,10 +1,16 @@
-//! Compaction: head rows → one compressed chunk per series ([`super::codec`]) and its
-//! 1-minute roll-ups, in one transaction with the deletion of the head rows (so a `kill -9` at
-//! any moment leaves either the head rows or the chunks, never neither and never both); and the
-//! merging of small chunks of a series into larger ones, which compress better.
+//! Compaction and merging, each one transaction (so a `kill -9` at any moment leaves either
+//! the rows before or after it, never neither and never both):
 //!
-//! Roll-up rows hold, per minute and column: for a counter its last value (rates over a long
-//! range are differences of these), for a gauge its minimum, maximum and average.
+//! * compaction: head rows → one chunk per series and 2-hour period, encoded fast
+//!   ([`codec::encode_fast`]; level 0);
+//! * merging of raw chunks, once their 2-hour period has passed (and at a clean stop): the
+//!   level-0 chunks of a series and period → chunks of up to [`RAW_ROWS_MAX`] rows compressed
+//!   with pco (level 1), and their 1-minute roll-ups;
+//! * merging of roll-up chunks, once their day has passed: one chunk per series and day.
+//!
+//! Roll-up rows hold, per minute: the number of rows, then per column a counter's last value
+//! (rates over a long range are differences of these) or a gauge's minimum, maximum and sum
+//! (the average is the sum over the number of rows); all exact integers.
 
 use std::collections::BTreeMap;
 
@@ -231,52 +237,38 @@ fn compact_pass(
         }
     }
     let mut insert_chunk = conn.prepare_cached(
-        "INSERT INTO chunks (series_id, start_ts, end_ts, rows, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    let mut insert_rollup = conn.prepare_cached(
-        "INSERT INTO rollups (series_id, start_ts, end_ts, rows, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO chunks (series_id, start_ts, end_ts, rows, level, data) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
     )?;
     while let Some((id, mut rows)) = per.pop_first() {
         let Some(kind) = registry.kind_of(conn, id)? else {
             continue;
         };
         rows.sort();
-        // One chunk per merge period (2 hours; a day holds 12 of them, so the roll-ups of one
-        // period never straddle two days either).
+        let _ = kind;
+        // One chunk per merge period (2 hours; a day holds 12 of them).
         for part in rows.split_by(RAW_PERIOD_MS) {
             let (Some(&first), Some(&last)) = (part.ts.first(), part.ts.last()) else {
                 continue;
             };
-            if let Ok(bytes) = codec::encode(&part.to_chunk()) {
+            if let Ok(bytes) = codec::encode_fast(&part.to_chunk()) {
                 insert_chunk.execute(params![id, first, last, part.len() as i64, bytes])?;
                 done.chunks += 1;
-            }
-            let rolled = rollup(kind, &part);
-            if let (Some(&f), Some(&l)) = (rolled.ts.first(), rolled.ts.last()) {
-                if let Ok(bytes) = codec::encode(&rolled) {
-                    insert_rollup.execute(params![id, f, l, rolled.ts.len() as i64, bytes])?;
-                }
             }
         }
     }
     Ok(())
 }
 
-/// The 1-minute roll-ups of `rows` of a series of `kind`: per minute, a counter's last value, a
-/// gauge's minimum, maximum and average.
+/// The 1-minute roll-ups of `rows` of a series of `kind`: per minute the number of rows, then
+/// a counter's last value, a gauge's minimum, maximum and sum.
 pub fn rollup(kind: Kind, rows: &Rows) -> Chunk {
     let cols = kind.columns();
     let mut out = Chunk::default();
-    let mut columns: Vec<CodecColumn> = Vec::new();
-    for c in cols {
-        if c.counter {
-            columns.push(CodecColumn::Int(Vec::new()));
-        } else {
-            columns.push(CodecColumn::Int(Vec::new()));
-            columns.push(CodecColumn::Int(Vec::new()));
-            columns.push(CodecColumn::Float(Vec::new()));
-        }
-    }
+    let width = 1 + cols
+        .iter()
+        .map(|c| if c.counter { 1 } else { 3 })
+        .sum::<usize>();
+    let mut columns: Vec<Vec<Option<i64>>> = vec![Vec::new(); width];
     let mut i = 0;
     while i < rows.ts.len() {
         let minute = rows.ts[i].div_euclid(MINUTE_MS) * MINUTE_MS;
@@ -285,39 +277,136 @@ pub fn rollup(kind: Kind, rows: &Rows) -> Chunk {
             j += 1;
         }
         out.ts.push(minute);
-        let mut at = 0;
+        columns[0].push(Some((j - i) as i64));
+        let mut at = 1;
         for (c, col) in cols.iter().enumerate() {
             let mut values = (i..j).filter_map(|r| rows.get(r, c));
             if col.counter {
-                if let Some(CodecColumn::Int(v)) = columns.get_mut(at) {
-                    v.push(values.next_back());
-                }
+                columns[at].push(values.next_back());
                 at += 1;
             } else {
-                let (mut min, mut max, mut sum, mut n) = (i64::MAX, i64::MIN, 0f64, 0u32);
+                let (mut min, mut max, mut sum, mut n) = (i64::MAX, i64::MIN, 0i64, 0u32);
                 for v in values {
                     min = min.min(v);
                     max = max.max(v);
-                    sum += v as f64;
+                    sum = sum.saturating_add(v);
                     n += 1;
                 }
                 let some = n > 0;
-                if let Some(CodecColumn::Int(v)) = columns.get_mut(at) {
-                    v.push(some.then_some(min));
-                }
-                if let Some(CodecColumn::Int(v)) = columns.get_mut(at + 1) {
-                    v.push(some.then_some(max));
-                }
-                if let Some(CodecColumn::Float(v)) = columns.get_mut(at + 2) {
-                    v.push(some.then(|| sum / f64::from(n)));
-                }
+                columns[at].push(some.then_some(min));
+                columns[at + 1].push(some.then_some(max));
+                columns[at + 2].push(some.then_some(sum));
                 at += 3;
             }
         }
         i = j;
     }
-    out.columns = columns;
+    out.columns = columns.into_iter().map(CodecColumn::Int).collect();
     out
+}
+
+/// Merges the level-0 chunks of every series whose 2-hour period ended before `before` (ms;
+/// `i64::MAX` at a clean stop): per series and period, their rows → level-1 chunks of up to
+/// [`RAW_ROWS_MAX`] rows compressed with pco, and one chunk of their 1-minute roll-ups. Chunks
+/// that cannot be read are left as they are (and logged). Returns the chunks merged.
+pub fn merge_raw(
+    conn: &Connection,
+    registry: &mut Registry,
+    before: i64,
+) -> rusqlite::Result<usize> {
+    let cut = before
+        .div_euclid(RAW_PERIOD_MS)
+        .saturating_mul(RAW_PERIOD_MS);
+    let level0: Vec<(i64, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT id, series_id, start_ts FROM chunks WHERE level = 0 AND start_ts < ?1 ORDER BY series_id, start_ts, id",
+        )?
+        .query_map([cut], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut merged = 0;
+    let mut i = 0;
+    while i < level0.len() {
+        let (series, period) = (level0[i].1, level0[i].2.div_euclid(RAW_PERIOD_MS));
+        let mut j = i;
+        while j < level0.len()
+            && level0[j].1 == series
+            && level0[j].2.div_euclid(RAW_PERIOD_MS) == period
+        {
+            j += 1;
+        }
+        let ids: Vec<i64> = level0[i..j].iter().map(|c| c.0).collect();
+        merged += merge_period(conn, registry, series, &ids)?;
+        i = j;
+    }
+    Ok(merged)
+}
+
+fn merge_period(
+    conn: &Connection,
+    registry: &mut Registry,
+    series: i64,
+    ids: &[i64],
+) -> rusqlite::Result<usize> {
+    let Some(kind) = registry.kind_of(conn, series)? else {
+        return Ok(0);
+    };
+    let mut rows = Rows::with_width(kind.columns().len());
+    let mut used = Vec::with_capacity(ids.len());
+    let mut get = conn.prepare_cached("SELECT data FROM chunks WHERE id = ?1")?;
+    for id in ids {
+        let data: Vec<u8> = get.query_row([id], |r| r.get(0))?;
+        match codec::decode(&data) {
+            Ok(c) => {
+                let part = Rows::from_chunk(&c);
+                for r in 0..part.len() {
+                    rows.push(part.ts[r], &part.row(r));
+                }
+                used.push(*id);
+            }
+            Err(e) => tracing::error!(
+                "history store: chunk {id} of series {series} cannot be read ({e}); left as it is, skipped by reads"
+            ),
+        }
+    }
+    if used.is_empty() {
+        return Ok(0);
+    }
+    rows.sort();
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO chunks (series_id, start_ts, end_ts, rows, level, data) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+    )?;
+    let mut start = 0;
+    while start < rows.len() {
+        let end = (start + RAW_ROWS_MAX).min(rows.len());
+        let mut piece = Rows::with_width(rows.width);
+        for r in start..end {
+            piece.push(rows.ts[r], &rows.row(r));
+        }
+        let bytes = codec::encode(&piece.to_chunk())
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        insert.execute(params![
+            series,
+            rows.ts[start],
+            rows.ts[end - 1],
+            piece.len() as i64,
+            bytes
+        ])?;
+        start = end;
+    }
+    let rolled = rollup(kind, &rows);
+    if let (Some(&f), Some(&l)) = (rolled.ts.first(), rolled.ts.last()) {
+        let bytes = codec::encode(&rolled)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        conn.prepare_cached(
+            "INSERT INTO rollups (series_id, start_ts, end_ts, rows, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![series, f, l, rolled.ts.len() as i64, bytes])?;
+    }
+    let mut del = conn.prepare_cached("DELETE FROM chunks WHERE id = ?1")?;
+    for id in &used {
+        del.execute([id])?;
+    }
+    Ok(used.len())
 }
 
 /// One stored chunk's place.
@@ -329,20 +418,17 @@ struct Stored {
     period: Option<i64>,
 }
 
-/// Merges runs of chunks of one series in `table` (`chunks` or `rollups`) holding fewer than
-/// `max_rows` rows each into chunks of up to `max_rows` rows, in the open transaction. Chunks
-/// that cannot be read are left as they are (and logged). Returns the number of chunks merged
-/// away.
-pub fn merge(conn: &Connection, table: Table) -> rusqlite::Result<usize> {
-    let (name, max_rows, period) = match table {
-        Table::Raw => ("chunks", RAW_ROWS_MAX, RAW_PERIOD_MS),
-        Table::Rollups => ("rollups", ROLLUP_ROWS_MAX, ROLLUP_PERIOD_MS),
-    };
+/// Merges the roll-up chunks of one series within one day that ended before `before` (ms;
+/// `i64::MAX` at a clean stop) into one chunk, in the open transaction. A day still being
+/// written is left alone, so a growing chunk is not compressed again and again. Chunks that
+/// cannot be read are left as they are (and logged). Returns the number of chunks merged away.
+pub fn merge_rollups(conn: &Connection, before: i64) -> rusqlite::Result<usize> {
+    let (name, max_rows, period) = ("rollups", ROLLUP_ROWS_MAX, ROLLUP_PERIOD_MS);
     let candidates: Vec<Stored> = conn
         .prepare(&format!(
-            "SELECT id, series_id, rows, start_ts, end_ts FROM {name} WHERE rows < ?1 ORDER BY series_id, start_ts, id"
+            "SELECT id, series_id, rows, start_ts, end_ts FROM {name} WHERE rows < ?1 AND start_ts < ?2 ORDER BY series_id, start_ts, id"
         ))?
-        .query_map([max_rows as i64], |r| {
+        .query_map([max_rows as i64, before.div_euclid(period).saturating_mul(period)], |r| {
             let (start, end): (i64, i64) = (r.get(3)?, r.get(4)?);
             Ok(Stored {
                 id: r.get(0)?,
@@ -377,15 +463,6 @@ pub fn merge(conn: &Connection, table: Table) -> rusqlite::Result<usize> {
     }
     flush(&mut run)?;
     Ok(merged_away)
-}
-
-/// Which chunks to merge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Table {
-    /// Raw rows.
-    Raw,
-    /// Roll-ups.
-    Rollups,
 }
 
 fn merge_run(conn: &Connection, table: &str, run: &[&Stored]) -> rusqlite::Result<usize> {
@@ -494,7 +571,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_rollup_keeps_a_counters_last_value_and_a_gauges_min_max_average() {
+    fn a_rollup_keeps_the_row_count_a_counters_last_value_and_a_gauges_min_max_sum() {
         let cols = Kind::Nic.columns();
         assert!(cols.iter().all(|c| c.counter));
         let mut rows = Rows::with_width(cols.len());
@@ -505,6 +582,10 @@ mod tests {
         assert_eq!(r.ts, vec![0, 60_000, 120_000]);
         assert_eq!(
             r.columns[0],
+            CodecColumn::Int(vec![Some(3), Some(1), Some(1)])
+        );
+        assert_eq!(
+            r.columns[1],
             CodecColumn::Int(vec![Some(7), Some(8), Some(9)])
         );
         // A VM's state is a gauge: min, max, average.
@@ -517,13 +598,14 @@ mod tests {
             rows.push(t, &row);
         }
         let r = rollup(vm, &rows);
-        let at: usize = vm.columns()[..state]
+        let at: usize = 1 + vm.columns()[..state]
             .iter()
             .map(|c| if c.counter { 1 } else { 3 })
-            .sum();
+            .sum::<usize>();
+        assert_eq!(r.columns[0], CodecColumn::Int(vec![Some(4)]));
         assert_eq!(r.columns[at], CodecColumn::Int(vec![Some(1)]));
         assert_eq!(r.columns[at + 1], CodecColumn::Int(vec![Some(3)]));
-        assert_eq!(r.columns[at + 2], CodecColumn::Float(vec![Some(1.5)]));
+        assert_eq!(r.columns[at + 2], CodecColumn::Int(vec![Some(6)]));
     }
 
     #[test]

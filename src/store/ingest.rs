@@ -9,8 +9,9 @@
 //!
 //! The head is compacted ([`super::compact`]) once it spans [`HEAD_SPAN_MS`] or holds
 //! [`HEAD_CYCLES`] cycles, keeping the last full minute (the fleet page reads its latest two
-//! cycles there), and entirely at a clean stop (`SIGTERM`: the sink is dropped), when small
-//! chunks are also merged.
+//! cycles there), and entirely at a clean stop (`SIGTERM`: the sink is dropped). With each
+//! compaction the chunks of 2-hour periods that have passed are merged and compressed (and
+//! rolled up), and the roll-ups of days that have passed; at a clean stop, all of them.
 //!
 //! Memory does not grow with history: the series registry (48 bytes per live series), one
 //! reused row and head buffer, and SQLite's bounded page cache.
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
-use super::compact::{self, Table, MINUTE_MS};
+use super::compact::{self, MINUTE_MS};
 use super::error::{Error, ErrorKind};
 use super::head;
 use super::layout::{Kind, RowFiller};
@@ -40,8 +41,6 @@ const REOPEN_AFTER: Duration = Duration::from_secs(30);
 pub const HEAD_SPAN_MS: i64 = 600_000;
 /// ... or once it holds this many cycles.
 pub const HEAD_CYCLES: usize = 120;
-/// An hour, ms: small chunks are merged when it turns.
-const HOUR_MS: i64 = 3_600_000;
 
 struct Db {
     conn: Connection,
@@ -53,7 +52,6 @@ struct Db {
     head_cycles: usize,
     head_last: Option<i64>,
     swept_minute: i64,
-    merged_hour: i64,
     /// Reused buffers: one head row, one series row.
     buf: Vec<u8>,
     row: Vec<Option<i64>>,
@@ -121,7 +119,6 @@ impl StoreSink {
                     }
                     self.retry_at = None;
                     let (first, last, cycles) = head_extent(&conn).unwrap_or((None, None, 0));
-                    let hour = last.unwrap_or(0).div_euclid(HOUR_MS);
                     self.db = Some(Db {
                         conn,
                         registry: Registry::default(),
@@ -130,7 +127,6 @@ impl StoreSink {
                         head_last: last,
                         head_cycles: cycles,
                         swept_minute: 0,
-                        merged_hour: hour,
                         buf: Vec::new(),
                         row: Vec::new(),
                     });
@@ -240,8 +236,8 @@ impl StoreSink {
         let now = db.head_last.unwrap_or(0);
         let r = db.in_tx(|conn, registry| {
             compact::compact(conn, registry, i64::MAX)?;
-            compact::merge(conn, Table::Raw)?;
-            compact::merge(conn, Table::Rollups)?;
+            compact::merge_raw(conn, registry, i64::MAX)?;
+            compact::merge_rollups(conn, i64::MAX)?;
             registry.flush(conn, now)
         });
         match r {
@@ -446,6 +442,9 @@ impl Db {
             if self.head_first.is_some_and(|f| f < cut) {
                 self.in_tx(|conn, registry| {
                     compact::compact(conn, registry, cut)?;
+                    // Periods (2 hours, days) that have passed: merged and compressed.
+                    compact::merge_raw(conn, registry, cut)?;
+                    compact::merge_rollups(conn, cut)?;
                     registry.flush(conn, ts)
                 })?;
                 let (first, last, cycles) = head_extent(&self.conn)?;
@@ -454,21 +453,14 @@ impl Db {
                 self.head_cycles = cycles;
             }
         }
-        let hour = ts.div_euclid(HOUR_MS);
-        if hour != self.merged_hour {
-            self.merged_hour = hour;
-            self.in_tx(|conn, _| {
-                compact::merge(conn, Table::Raw)?;
-                compact::merge(conn, Table::Rollups)?;
-                Ok(())
-            })?;
-        }
         let minute = ts.div_euclid(MINUTE_MS);
         if minute != self.swept_minute {
             self.swept_minute = minute;
             retention::expire(&self.conn, ts, settings)?;
+            // The file is bounded by SQLite (max_page_count) at max_size; this keeps a tenth
+            // of it free, checked once a minute and whenever a write finds the file full.
+            retention::bound_size(&self.conn, settings)?;
         }
-        retention::bound_size(&self.conn, settings)?;
         // Between cycles the page cache holds nothing worth its memory.
         let _ = self.conn.release_memory();
         crate::collect::ffi::release_free_memory();

@@ -324,6 +324,18 @@ pub fn frame(
             };
             add_rollup(&chunk, kind, (from, to), &mut add);
         }
+        // Rows not rolled up yet: the level-0 chunks (their period has not passed).
+        let mut stmt = conn.prepare_cached(
+            "SELECT data FROM chunks WHERE series_id = ?1 AND level = 0 AND end_ts >= ?2 AND start_ts <= ?3 ORDER BY start_ts, id",
+        )?;
+        let mut rows = stmt.query(params![id, from, to])?;
+        while let Some(r) = rows.next()? {
+            let data = r.get_ref(0)?.as_blob().unwrap_or(&[]);
+            let Some(chunk) = decode(data, "raw", id) else {
+                continue;
+            };
+            add_rows(&Rows::from_chunk(&chunk), &mut add);
+        }
     } else {
         let rows = raw(conn, id, from, to, None)?;
         add_rows(&rows, &mut add);
@@ -352,29 +364,35 @@ pub fn frame(
     Ok(frame)
 }
 
-/// Adds the rows of a roll-up chunk: a counter's last value, a gauge's average.
+/// Adds the rows of a roll-up chunk ([`super::compact::rollup`]): a counter's last value, a
+/// gauge's average (its sum over the minute's rows).
 fn add_rollup(
     chunk: &Chunk,
     kind: Kind,
     (from, to): (i64, i64),
     add: &mut dyn FnMut(i64, usize, f64, bool),
 ) {
-    let mut at = 0;
+    let int = |col: usize, r: usize| match chunk.columns.get(col) {
+        Some(CodecColumn::Int(v)) => v.get(r).copied().flatten(),
+        _ => None,
+    };
+    let mut at = 1;
     for (c, col) in kind.columns().iter().enumerate() {
         let source = if col.counter { at } else { at + 2 };
         at += if col.counter { 1 } else { 3 };
-        let Some(values) = chunk.columns.get(source) else {
-            continue;
-        };
         for (r, &t) in chunk.ts.iter().enumerate() {
             // A minute's roll-up stands for its last moment (a counter's last value).
             let stamp = t + MINUTE_MS - 1;
             if stamp < from || t > to {
                 continue;
             }
-            let v = match values {
-                CodecColumn::Int(v) => v.get(r).copied().flatten().map(|x| x as f64),
-                CodecColumn::Float(v) => v.get(r).copied().flatten(),
+            let v = if col.counter {
+                int(source, r).map(|x| x as f64)
+            } else {
+                match (int(source, r), int(0, r)) {
+                    (Some(sum), Some(n)) if n > 0 => Some(sum as f64 / n as f64),
+                    _ => None,
+                }
             };
             if let Some(v) = v {
                 add(stamp.min(to), c, v, col.counter);

@@ -6,7 +6,8 @@
 //!         source's URI, a sink's name), device; the VM's name, a NIC's MAC, a disk's path;
 //!         first and last time seen
 //! head    the cycles not compacted yet: (ts, records of every series of one batch)
-//! chunks  compressed raw rows of one series over a span of time (codec.rs)
+//! chunks  raw rows of one series over a span of time (codec.rs): level 0 as compacted from
+//!         the head (fast encoding, not rolled up yet), level 1 merged and compressed
 //! rollups compressed 1-minute roll-ups of one series over a span of time
 //! ```
 //!
@@ -46,10 +47,11 @@ CREATE TABLE IF NOT EXISTS head (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, da
 CREATE INDEX IF NOT EXISTS head_ts ON head (ts);
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY, series_id INTEGER NOT NULL, start_ts INTEGER NOT NULL,
-    end_ts INTEGER NOT NULL, rows INTEGER NOT NULL, data BLOB NOT NULL
+    end_ts INTEGER NOT NULL, rows INTEGER NOT NULL, level INTEGER NOT NULL, data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_series ON chunks (series_id, start_ts);
 CREATE INDEX IF NOT EXISTS chunks_end ON chunks (end_ts);
+CREATE INDEX IF NOT EXISTS chunks_level ON chunks (level, start_ts);
 CREATE TABLE IF NOT EXISTS rollups (
     id INTEGER PRIMARY KEY, series_id INTEGER NOT NULL, start_ts INTEGER NOT NULL,
     end_ts INTEGER NOT NULL, rows INTEGER NOT NULL, data BLOB NOT NULL
