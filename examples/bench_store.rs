@@ -7,8 +7,14 @@
 //! file the store keeps (`history.db` and its `-wal`), bytes per point, and the store's CPU
 //! time per VM per cycle (the thread's CPU clock around its writes).
 //!
-//! Usage: `bench_store [--vms N] [--hours H] [--interval S] [--seed K] [--keep FILE] [--json]` (defaults
-//! 100 VMs, 6 hours, 10 s). Run it pinned to one core (`taskset -c 0`).
+//! Also reports the bytes of raw rows and of roll-ups apart, per simulated day, and from them
+//! what `retention_raw = 7d` and `retention_rollup = 30d` take (the sizing of
+//! `docs/dashboard.md`), and the time of the dashboard's queries on the result: the fleet and
+//! one VM's charts over the whole span.
+//!
+//! Usage: `bench_store [--vms N] [--hours H] [--interval S] [--nics K] [--disks D] [--seed K]
+//! [--keep FILE] [--json]` (defaults 100 VMs with 2 NICs and 2 disks, 6 hours, 10 s). Run it
+//! pinned to one core (`taskset -c 0`).
 
 #[path = "../bench/common.rs"]
 mod common;
@@ -54,6 +60,8 @@ fn main() {
     let hours: f64 = arg(&args, "--hours", 6.0);
     let interval: u64 = arg(&args, "--interval", 10);
     let seed: u64 = arg(&args, "--seed", 1);
+    let nics: usize = arg(&args, "--nics", 2);
+    let disks: usize = arg(&args, "--disks", 2);
     let json = args.iter().any(|a| a == "--json");
     let cycles = (hours * 3600.0 / interval as f64).round() as u64;
 
@@ -80,6 +88,7 @@ fn main() {
         hosts: 1,
         vms_per_host: vms,
         reboot_every_days: Some(14.0),
+        devices: Some((nics, disks)),
     });
     let mut decoder = Decoder::new();
     let mut deriver = Deriver::new();
@@ -90,6 +99,9 @@ fn main() {
     let start = now - now.rem_euclid(step_ns) - cycles as i64 * step_ns;
     let (mut total_points, mut store_cpu) = (0u64, Duration::ZERO);
     let mut last_cpu = Duration::ZERO;
+    // The most Rust heap one store write (a compaction or a merge included) held beyond what
+    // was allocated before it (SQLite's own memory is not counted: its page cache is bounded).
+    let mut write_peak = 0i64;
     let source = "sim:///bench";
     for c in 1..=cycles {
         let t = start + c as i64 * step_ns;
@@ -126,9 +138,12 @@ fn main() {
                 end_of_cycle: k + 1 == chunks,
             };
             let last = batch.end_of_cycle;
+            common::reset_peak();
+            let live0 = common::Allocs::now().live;
             let c0 = thread_cpu();
             store.write(&batch).expect("store write");
             let d = thread_cpu() - c0;
+            write_peak = write_peak.max(common::peak_live() - live0);
             store_cpu += d;
             if last {
                 last_cpu += d;
@@ -155,6 +170,22 @@ fn main() {
         std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
     };
     let bytes = size("") + size("-wal") + size("-shm");
+    // Raw rows and roll-ups apart (the blobs; the file adds SQLite's pages around them).
+    let (raw_blobs, rollup_blobs) = {
+        let c = rusqlite::Connection::open(&path).expect("open");
+        let sum = |sql: &str| -> f64 {
+            c.query_row(sql, [], |r| r.get::<_, Option<f64>>(0))
+                .expect(sql)
+                .unwrap_or(0.0)
+        };
+        (
+            sum("SELECT SUM(length(data)) FROM chunks") + sum("SELECT SUM(length(data)) FROM head"),
+            sum("SELECT SUM(length(data)) FROM rollups"),
+        )
+    };
+    let days = hours / 24.0;
+    let overhead = bytes as f64 / (raw_blobs + rollup_blobs).max(1.0);
+    let projected = (raw_blobs / days * 7.0 + rollup_blobs / days * 30.0) * overhead;
     let stored = status.points.load(std::sync::atomic::Ordering::Relaxed);
     let per_point = bytes as f64 / total_points.max(1) as f64;
     let per_stored = bytes as f64 / stored.max(1) as f64;
@@ -183,13 +214,25 @@ fn main() {
     });
     if json {
         println!(
-            "{{\"vms\":{vms},\"hours\":{hours},\"interval_s\":{interval},\"cycles\":{cycles},\"points\":{total_points},\"stored_values\":{stored},\"bytes\":{bytes},\"bytes_per_point\":{per_point:.3},\"bytes_per_stored_value\":{per_stored:.3},\"store_cpu_us_per_vm_cycle\":{us_per_vm_cycle:.2},\"fleet_ms\":{fleet_ms:.2},\"vm_chart_ms\":{chart_ms:.2}}}"
+            "{{\"vms\":{vms},\"hours\":{hours},\"interval_s\":{interval},\"cycles\":{cycles},\"points\":{total_points},\"stored_values\":{stored},\"bytes\":{bytes},\"bytes_per_point\":{per_point:.3},\"bytes_per_stored_value\":{per_stored:.3},\"raw_bytes_per_day\":{:.0},\"rollup_bytes_per_day\":{:.0},\"file_overhead\":{overhead:.3},\"projected_7d_raw_30d_rollups\":{projected:.0},\"store_cpu_us_per_vm_cycle\":{us_per_vm_cycle:.2},\"fleet_ms\":{fleet_ms:.2},\"vm_chart_ms\":{chart_ms:.2},\"write_heap_peak_bytes\":{write_peak}}}",
+            raw_blobs / days,
+            rollup_blobs / days
         );
     } else {
         println!("| VMs | span | interval | points written | values stored | bytes on disk | bytes/point | bytes/stored value | store CPU per VM per cycle | fleet query | VM chart over the span |");
         println!("|---|---|---|---|---|---|---|---|---|---|---|");
         println!(
             "| {vms} | {hours} h | {interval} s | {total_points} | {stored} | {bytes} | {per_point:.2} | {per_stored:.2} | {us_per_vm_cycle:.1} µs | {fleet_ms:.1} ms | {chart_ms:.1} ms |"
+        );
+        println!(
+            "\nstore heap: at most {:.1} MiB held during one write (compaction or merge included)",
+            write_peak as f64 / 1048576.0
+        );
+        println!(
+            "\nper simulated day: raw rows {:.1} MiB, roll-ups {:.1} MiB (file/blobs {overhead:.2}); 7 days raw + 30 days of roll-ups: {:.0} MiB",
+            raw_blobs / days / 1048576.0,
+            rollup_blobs / days / 1048576.0,
+            projected / 1048576.0
         );
     }
 }

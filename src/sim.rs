@@ -59,6 +59,8 @@ pub struct SimOptions {
     pub vms_per_host: usize,
     /// Mean days between two reboots of one VM (`None`: never).
     pub reboot_every_days: Option<f64>,
+    /// NICs and disks of every VM (`None`: one or two of each, drawn per VM).
+    pub devices: Option<(usize, usize)>,
 }
 
 impl Default for SimOptions {
@@ -68,6 +70,7 @@ impl Default for SimOptions {
             hosts: 3,
             vms_per_host: 12,
             reboot_every_days: Some(14.0),
+            devices: None,
         }
     }
 }
@@ -259,10 +262,14 @@ impl SimFleet {
                 };
                 let vcpus = [1, 2, 2, 4, 4, 8][rng.usize(0..6)];
                 let mem_kib = u64::from(vcpus) * [1, 2, 4][rng.usize(0..3)] * 1024 * 1024;
-                let nics = (0..1 + rng.usize(0..2))
+                let (nic_count, disk_count) = match options.devices {
+                    Some(d) => d,
+                    None => (1 + rng.usize(0..2), 1 + rng.usize(0..2)),
+                };
+                let nics = (0..nic_count)
                     .map(|k| format!("vnet{}", n * 2 + k))
                     .collect();
-                let disks = (0..1 + rng.usize(0..2))
+                let disks = (0..disk_count)
                     .map(|k| {
                         let dev = format!("vd{}", char::from(b'a' + k as u8));
                         let path = format!("/var/lib/libvirt/images/{}-{dev}.qcow2", n + 1);
@@ -639,6 +646,7 @@ mod tests {
             hosts: 3,
             vms_per_host: 12,
             reboot_every_days: None,
+            ..SimOptions::default()
         });
         let n = f.vms.len();
         let mut last: Vec<u64> = (0..n).map(|i| f.vms[i].c.cpu_ns).collect();

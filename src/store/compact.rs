@@ -145,9 +145,15 @@ impl Rows {
 
     /// From a codec chunk of integer columns (float columns read as empty).
     pub fn from_chunk(chunk: &Chunk) -> Rows {
+        Rows::from_chunk_tail(chunk, usize::MAX)
+    }
+
+    /// The last `n` rows of a codec chunk.
+    pub fn from_chunk_tail(chunk: &Chunk, n: usize) -> Rows {
         let mut rows = Rows::with_width(chunk.columns.len());
         let mut row = vec![None; rows.width];
-        for (r, &t) in chunk.ts.iter().enumerate() {
+        let skip = chunk.ts.len().saturating_sub(n);
+        for (r, &t) in chunk.ts.iter().enumerate().skip(skip) {
             for (c, col) in chunk.columns.iter().enumerate() {
                 row[c] = match col {
                     CodecColumn::Int(v) => v.get(r).copied().flatten(),

@@ -209,8 +209,19 @@ impl VmNow {
 
 /// Every VM (with its devices) seen within [`FLEET_WINDOW_MS`] of `now`, with its last two
 /// rows: from the head's newest cycles, else from its newest chunk.
-fn vms_now(conn: &Connection, now: i64) -> rusqlite::Result<Vec<VmNow>> {
-    let series = read::series_where(conn, "kind IN (0, 1, 2)", [])?;
+fn vms_now(
+    conn: &Connection,
+    now: i64,
+    only: Option<(&str, &str)>,
+) -> rusqlite::Result<Vec<VmNow>> {
+    let series = match only {
+        Some((host, uuid)) => read::series_where(
+            conn,
+            "kind IN (0, 1, 2) AND host = ?1 AND key = ?2",
+            rusqlite::params![host, uuid],
+        )?,
+        None => read::series_where(conn, "kind IN (0, 1, 2)", [])?,
+    };
     let times = read::newest_head_times(conn, 3)?;
     let head = match times.last() {
         Some(&oldest) => read::head_rows(conn, oldest, i64::MAX, None)?,
@@ -277,8 +288,27 @@ fn host_newest(vms: &[VmNow]) -> BTreeMap<String, i64> {
 
 /// The fleet as of `now`: VMs seen within [`FLEET_WINDOW_MS`].
 pub fn fleet(conn: &Connection, now: i64) -> rusqlite::Result<Fleet> {
-    let now_vms = vms_now(conn, now)?;
-    let newest = host_newest(&now_vms);
+    fleet_of(conn, now, None)
+}
+
+/// The fleet, or one VM of it (its host's newest cycle then taken from the head).
+fn fleet_of(conn: &Connection, now: i64, only: Option<(&str, &str)>) -> rusqlite::Result<Fleet> {
+    let now_vms = vms_now(conn, now, only)?;
+    let mut newest = host_newest(&now_vms);
+    if let Some((host, _)) = only {
+        // Whether the VM is current is judged against its host's newest cycle in the head.
+        let ids: HashSet<i64> = read::series_where(conn, "kind = 0 AND host = ?1", [host])?
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        if let Some(&oldest) = read::newest_head_times(conn, 3)?.last() {
+            let head = read::head_rows(conn, oldest, i64::MAX, Some(&ids))?;
+            let t = head.values().filter_map(|r| r.ts.last().copied()).max();
+            if let (Some(t), Some(n)) = (t, newest.get_mut(host)) {
+                *n = (*n).max(t);
+            }
+        }
+    }
     let vms: Vec<VmRow> = now_vms
         .iter()
         .map(|v| {
@@ -522,7 +552,7 @@ pub fn vm_detail(
             });
         }
     }
-    let latest = fleet(conn, now)?
+    let latest = fleet_of(conn, now, Some((host, uuid)))?
         .vms
         .into_iter()
         .find(|v| v.host == host && v.uuid == uuid);
@@ -674,7 +704,7 @@ pub struct Latest {
 /// that cycle would carry them: `vm_metrics`, `vm_totals` (device sums added), `vm_devices`,
 /// and `vm_features` computed from the last two rows.
 pub fn latest_vm_series(conn: &Connection, now: i64) -> rusqlite::Result<Vec<Latest>> {
-    let vms = vms_now(conn, now)?;
+    let vms = vms_now(conn, now, None)?;
     let newest = host_newest(&vms);
     let mut out = Vec::new();
     for v in &vms {

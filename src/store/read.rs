@@ -189,14 +189,15 @@ pub fn last_rows(
     let mut out = Rows::default();
     let in_head = head.map_or(0, Rows::len);
     if in_head < n {
+        // In index order (series, start), so SQLite reads one blob, not every chunk's.
         let data: Option<Vec<u8>> = conn
             .prepare_cached(
-                "SELECT data FROM chunks WHERE series_id = ?1 ORDER BY end_ts DESC, id DESC LIMIT 1",
+                "SELECT data FROM chunks WHERE series_id = ?1 ORDER BY start_ts DESC, id DESC LIMIT 1",
             )?
             .query_row([id], |r| r.get(0))
             .ok();
         if let Some(chunk) = data.as_deref().and_then(|d| decode(d, "raw", id)) {
-            let rows = Rows::from_chunk(&chunk);
+            let rows = Rows::from_chunk_tail(&chunk, n);
             append(&mut out, &rows, i64::MIN, i64::MAX);
         }
     }
