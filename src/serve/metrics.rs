@@ -230,7 +230,7 @@ fn export_self(f: &mut Families, state: &AppState) {
         );
         f.set(
             "vmtel_store_points_total",
-            "Points written to the history.",
+            "Values written to the history (counters and gauges; rates are computed when read).",
             true,
             &[],
             &[],

@@ -175,6 +175,10 @@ impl Vmtel {
 
     /// SIGTERM, then a bounded wait.
     pub fn stop(&mut self) -> Option<ExitStatus> {
+        // Already gone (killed and reaped by the test): its PID may belong to another process.
+        if let Ok(Some(st)) = self.child.try_wait() {
+            return Some(st);
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

@@ -405,7 +405,7 @@ function agentPage() {
     else {
       box.append(el("div", { class: "cards" },
         el("div", { class: "card" }, el("div", { class: "v" }, fmtBytes(st.used_bytes)), el("div", { class: "k" }, "used")),
-        el("div", { class: "card" }, el("div", { class: "v" }, fmtNum(st.points, 0)), el("div", { class: "k" }, "points written")),
+        el("div", { class: "card" }, el("div", { class: "v" }, fmtNum(st.points, 0)), el("div", { class: "k" }, "values stored")),
         el("div", { class: "card" }, el("div", { class: "v" }, st.oldest_raw_ms ? fmtAgo(st.oldest_raw_ms, d.now_ms) : "–"), el("div", { class: "k" }, "oldest raw point")),
         el("div", { class: "card" }, el("div", { class: "v" }, fmtNum(st.errors, 0)), el("div", { class: "k" }, "batches not kept"))));
       box.append(el("p", { class: "meta" }, "File: ", st.path ?? "–"));
