@@ -227,12 +227,10 @@ fn compact_pass(
             if pass.0 == 0 {
                 done.head_rows += 1;
             }
-            let read = head::read(data, |id, row| {
-                if mine(id) {
-                    per.entry(id)
-                        .or_insert_with(|| Rows::with_width(row.len()))
-                        .push(ts, row);
-                }
+            let read = head::read_some(data, mine, |id, row| {
+                per.entry(id)
+                    .or_insert_with(|| Rows::with_width(row.len()))
+                    .push(ts, row);
             });
             if let Err(e) = read {
                 if pass.0 == 0 {

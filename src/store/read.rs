@@ -117,12 +117,11 @@ pub fn head_rows(
     while let Some(r) = rows.next()? {
         let ts: i64 = r.get(0)?;
         let data = r.get_ref(1)?.as_blob().unwrap_or(&[]);
-        let read = head::read(data, |id, row| {
-            if wanted.is_none_or(|w| w.contains(&id)) {
-                out.entry(id)
-                    .or_insert_with(|| Rows::with_width(row.len()))
-                    .push(ts, row);
-            }
+        let keep = |id: i64| wanted.is_none_or(|w| w.contains(&id));
+        let read = head::read_some(data, keep, |id, row| {
+            out.entry(id)
+                .or_insert_with(|| Rows::with_width(row.len()))
+                .push(ts, row);
         });
         if let Err(e) = read {
             if DAMAGED.allow() {
