@@ -145,7 +145,10 @@ impl Pipeline {
         let records = internal::sink_records(&self.agent_host, &self.hub.stats(), wall_ns());
         if !records.is_empty() {
             self.hub.send(Batch {
-                end_of_cycle: true,
+                // Part of the cycle the workers are starting: the history store writes it in
+                // the same transaction as the first source's batches of this tick (one commit
+                // per cycle), or with the next tick's if no source reports.
+                end_of_cycle: false,
                 source: "vmtel".into(),
                 timestamp_ns: grid_ns,
                 payload: Payload::Internal(records),

@@ -177,9 +177,9 @@ pub struct Compacted {
     pub damaged: usize,
 }
 
-/// Values decoded at once while compacting (about 8 bytes each); a larger head is compacted
+/// Values decoded at once while compacting (8 bytes each: 2 MiB); a larger head is compacted
 /// in several passes, each over a share of the series.
-const PASS_CELLS: usize = 1 << 20;
+const PASS_CELLS: usize = 1 << 18;
 
 /// Compacts every head row older than `cut` (ms) into chunks and roll-ups, in the open
 /// transaction of `conn`.

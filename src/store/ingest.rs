@@ -433,6 +433,7 @@ impl Db {
     /// After a commit at `ts`: compaction when the head is due, merging when the hour turned,
     /// retention once a minute, the size bound.
     fn maintain(&mut self, ts: i64, settings: &StoreSettings) -> rusqlite::Result<()> {
+        let mut churned = false;
         let due = self
             .head_first
             .is_some_and(|f| ts - f >= HEAD_SPAN_MS || self.head_cycles >= HEAD_CYCLES);
@@ -451,6 +452,7 @@ impl Db {
                 self.head_first = first;
                 self.head_last = last;
                 self.head_cycles = cycles;
+                churned = true;
             }
         }
         let minute = ts.div_euclid(MINUTE_MS);
@@ -461,9 +463,13 @@ impl Db {
             // of it free, checked once a minute and whenever a write finds the file full.
             retention::bound_size(&self.conn, settings)?;
         }
-        // Between cycles the page cache holds nothing worth its memory.
-        let _ = self.conn.release_memory();
-        crate::collect::ffi::release_free_memory();
+        // After a compaction (many chunks decoded and encoded, many pages touched) the page
+        // cache and the freed heap go back to the system. Between other cycles SQLite keeps
+        // its few pages (at most 256 KiB): the next cycle writes the same ones.
+        if churned {
+            let _ = self.conn.release_memory();
+            crate::collect::ffi::release_free_memory();
+        }
         Ok(())
     }
 }
