@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use vmtel::deliver::influxdb::spool::{NewRow, Spool, SpoolOptions};
 use vmtel::deliver::influxdb::{DeliveryStats, InfluxOutput, InfluxSink};
+use vmtel::deliver::text::TextSink;
 use vmtel::deliver::Sink;
 use vmtel::encode::Encoder;
 

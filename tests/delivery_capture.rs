@@ -15,6 +15,7 @@ use support::sink::{output, start_and_write, token_file};
 use vmtel::deliver::batch::{Payload, VmChunk};
 use vmtel::deliver::influxdb::DeliveryStats;
 use vmtel::deliver::influxdb::InfluxSink;
+use vmtel::deliver::text::TextSink;
 use vmtel::deliver::{Batch, Sink};
 use vmtel::encode::Encoder;
 use vmtel::encode::Precision;

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use support::capture::{Capture, Reply};
 use vmtel::deliver::influxdb::{InfluxOutput, InfluxSink};
+use vmtel::deliver::text::TextSink;
 use vmtel::deliver::Sink;
 use vmtel::encode::Encoder;
 

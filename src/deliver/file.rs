@@ -8,7 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::text::TextEncoder;
+use super::text::{write_text, TextEncoder, TextSink};
 use super::{Batch, Sink, Written};
 use crate::encode::Encoder;
 
@@ -84,10 +84,16 @@ impl FileSink {
         }
         self.reopen()
     }
+}
+
+impl TextSink for FileSink {
+    fn text(&mut self) -> &mut TextEncoder {
+        &mut self.text
+    }
 
     /// Appends `lines` (newline-terminated line protocol) as one batch, rotating first if they
     /// would take the file past `max_bytes`.
-    pub fn write_lines(&mut self, lines: &str) -> std::io::Result<()> {
+    fn write_lines(&mut self, lines: &str) -> std::io::Result<()> {
         let len = lines.len() as u64;
         if self.size > 0 && self.size + len > self.max_bytes {
             self.rotate()?;
@@ -110,15 +116,7 @@ impl Sink for FileSink {
     }
 
     fn write(&mut self, batch: &Batch) -> std::io::Result<Written> {
-        let mut text = std::mem::take(&mut self.text);
-        let r = text.with_text(batch, |lines, n| {
-            self.write_lines(lines).map(|()| Written {
-                lines: n as u64,
-                bytes: lines.len() as u64,
-            })
-        });
-        self.text = text;
-        r
+        write_text(self, batch)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -103,6 +103,48 @@ fn decode(data: &[u8], what: &str, series: i64) -> Option<Chunk> {
     }
 }
 
+/// Calls `each` with every chunk of series `id` in `table` (`chunks`, `chunks` of level 0, or
+/// `rollups`) overlapping `[from, to]`, in time order; damaged ones are skipped (and logged).
+fn each_chunk(
+    conn: &Connection,
+    table: ChunkTable,
+    id: i64,
+    (from, to): (i64, i64),
+    mut each: impl FnMut(Chunk),
+) -> rusqlite::Result<()> {
+    let (sql, what) = match table {
+        ChunkTable::Raw => (
+            "SELECT data FROM chunks WHERE series_id = ?1 AND end_ts >= ?2 AND start_ts <= ?3 ORDER BY start_ts, id",
+            "raw",
+        ),
+        ChunkTable::RawLevel0 => (
+            "SELECT data FROM chunks WHERE series_id = ?1 AND level = 0 AND end_ts >= ?2 AND start_ts <= ?3 ORDER BY start_ts, id",
+            "raw",
+        ),
+        ChunkTable::Rollups => (
+            "SELECT data FROM rollups WHERE series_id = ?1 AND end_ts >= ?2 AND start_ts <= ?3 ORDER BY start_ts, id",
+            "roll-up",
+        ),
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params![id, from, to])?;
+    while let Some(r) = rows.next()? {
+        let data = r.get_ref(0)?.as_blob().unwrap_or(&[]);
+        if let Some(chunk) = decode(data, what, id) {
+            each(chunk);
+        }
+    }
+    Ok(())
+}
+
+/// Which chunks [`each_chunk`] reads.
+#[derive(Clone, Copy)]
+enum ChunkTable {
+    Raw,
+    RawLevel0,
+    Rollups,
+}
+
 /// Head rows with `from <= ts <= to`, of the series in `wanted` (all when None).
 pub fn head_rows(
     conn: &Connection,
@@ -144,17 +186,9 @@ pub fn raw(
     head: Option<&Rows>,
 ) -> rusqlite::Result<Rows> {
     let mut out = Rows::default();
-    let mut stmt = conn.prepare_cached(
-        "SELECT data FROM chunks WHERE series_id = ?1 AND end_ts >= ?2 AND start_ts <= ?3 ORDER BY start_ts, id",
-    )?;
-    let mut rows = stmt.query(params![id, from, to])?;
-    while let Some(r) = rows.next()? {
-        let data = r.get_ref(0)?.as_blob().unwrap_or(&[]);
-        let Some(chunk) = decode(data, "raw", id) else {
-            continue;
-        };
+    each_chunk(conn, ChunkTable::Raw, id, (from, to), |chunk| {
         append(&mut out, &Rows::from_chunk(&chunk), from, to);
-    }
+    })?;
     if let Some(h) = head {
         append(&mut out, h, from, to);
     }
@@ -313,29 +347,19 @@ pub fn frame(
         }
     };
     if rollup {
-        let mut stmt = conn.prepare_cached(
-            "SELECT data FROM rollups WHERE series_id = ?1 AND end_ts >= ?2 AND start_ts <= ?3 ORDER BY start_ts, id",
+        each_chunk(
+            conn,
+            ChunkTable::Rollups,
+            id,
+            (from - MINUTE_MS, to),
+            |chunk| {
+                add_rollup(&chunk, kind, (from, to), &mut add);
+            },
         )?;
-        let mut rows = stmt.query(params![id, from - MINUTE_MS, to])?;
-        while let Some(r) = rows.next()? {
-            let data = r.get_ref(0)?.as_blob().unwrap_or(&[]);
-            let Some(chunk) = decode(data, "roll-up", id) else {
-                continue;
-            };
-            add_rollup(&chunk, kind, (from, to), &mut add);
-        }
         // Rows not rolled up yet: the level-0 chunks (their period has not passed).
-        let mut stmt = conn.prepare_cached(
-            "SELECT data FROM chunks WHERE series_id = ?1 AND level = 0 AND end_ts >= ?2 AND start_ts <= ?3 ORDER BY start_ts, id",
-        )?;
-        let mut rows = stmt.query(params![id, from, to])?;
-        while let Some(r) = rows.next()? {
-            let data = r.get_ref(0)?.as_blob().unwrap_or(&[]);
-            let Some(chunk) = decode(data, "raw", id) else {
-                continue;
-            };
+        each_chunk(conn, ChunkTable::RawLevel0, id, (from, to), |chunk| {
             add_rows(&Rows::from_chunk(&chunk), &mut add);
-        }
+        })?;
     } else {
         let rows = raw(conn, id, from, to, None)?;
         add_rows(&rows, &mut add);

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use vmtel::deliver::influxdb::{DeliveryStats, InfluxOutput, InfluxSink};
+use vmtel::deliver::text::TextSink;
 use vmtel::deliver::Sink;
 use vmtel::encode::Encoder;
 

@@ -36,7 +36,7 @@ pub use self::error::{Error, ErrorKind};
 use self::sender::{SenderHandle, SenderSettings};
 use self::spool::{NewRow, Spool, SpoolOptions};
 pub use self::stats::DeliveryStats;
-use super::text::TextEncoder;
+use super::text::{write_text, TextEncoder, TextSink};
 use super::{Batch, Sink, Written};
 use crate::encode::{Encoder, Precision};
 use crate::logging::tally::Tally;
@@ -195,15 +195,7 @@ impl Sink for InfluxSink {
     }
 
     fn write(&mut self, batch: &Batch) -> io::Result<Written> {
-        let mut text = std::mem::take(&mut self.text);
-        let r = text.with_text(batch, |lines, n| {
-            self.write_lines(lines).map(|()| Written {
-                lines: n as u64,
-                bytes: lines.len() as u64,
-            })
-        });
-        self.text = text;
-        r
+        write_text(self, batch)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -220,10 +212,16 @@ impl InfluxSink {
     pub fn precision(&self) -> Precision {
         self.text.encoder().precision
     }
+}
+
+impl TextSink for InfluxSink {
+    fn text(&mut self) -> &mut TextEncoder {
+        &mut self.text
+    }
 
     /// Accepts newline-terminated `lines` whose timestamps are in [`InfluxSink::precision`]:
     /// cut into spool rows and committed with the next group (see [`Sink::flush`]).
-    pub fn write_lines(&mut self, lines: &str) -> io::Result<()> {
+    fn write_lines(&mut self, lines: &str) -> io::Result<()> {
         let now = crate::collect::wall_ns();
         for (chunk, n) in chunks(lines, self.max_lines, self.max_bytes) {
             self.pending_bytes += chunk.len();
