@@ -160,6 +160,9 @@ pub struct Collector {
     decoder: Decoder,
     /// Samples of the last chunk, reused by the next.
     spare: Vec<DomainSample>,
+    /// Chunks of samples given back ([`Collector::recycle`]), each kept in the vector it was
+    /// handed out in: moving a vector moves no sample, so the samples exist once.
+    recycled: Vec<Vec<DomainSample>>,
     /// Cycles run so far.
     cycle: u64,
 }
@@ -186,6 +189,7 @@ impl Collector {
             identity_checked: HashMap::new(),
             decoder: Decoder::new(),
             spare: Vec::new(),
+            recycled: Vec::new(),
             cycle: 0,
         }
     }
@@ -287,10 +291,23 @@ impl Collector {
         })
     }
 
-    /// Gives back domain samples handed out with earlier chunks (taken out of the chunk by the
+    /// Gives back the samples of chunks handed out earlier (taken out of the chunk by the
     /// caller), so the next cycles fill them again instead of allocating.
-    pub fn recycle(&mut self, mut samples: Vec<crate::model::DomainSample>) {
-        self.spare.append(&mut samples);
+    pub fn recycle(&mut self, chunks: Vec<Vec<DomainSample>>) {
+        self.recycled.extend(chunks);
+    }
+
+    /// A sample to fill: a spare one, else one of a recycled chunk, else a new one.
+    fn spare_sample(&mut self) -> DomainSample {
+        loop {
+            if let Some(s) = self.spare.pop() {
+                return s;
+            }
+            match self.recycled.pop() {
+                Some(v) => self.spare = v,
+                None => return DomainSample::default(),
+            }
+        }
     }
 
     /// Runs one cycle: connects if needed, makes the bulk call, and hands the active domains to
@@ -332,7 +349,7 @@ impl Collector {
         let mut total = 0;
         for rec in list.records() {
             let Some(dom) = rec.domain() else { continue };
-            let mut sample = self.spare.pop().unwrap_or_default();
+            let mut sample = self.spare_sample();
             self.decoder.recycle(&mut sample);
             sample.name = dom.name().unwrap_or_default();
             sample.uuid = dom.uuid_string().unwrap_or_default();

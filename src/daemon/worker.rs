@@ -184,7 +184,10 @@ fn run(
                 let sample = HostSample {
                     host: chunk.host.clone(),
                     timestamp_ns: ts,
-                    domains: std::mem::take(&mut chunk.domains),
+                    domains: std::mem::replace(
+                        &mut chunk.domains,
+                        Vec::with_capacity(crate::collect::CHUNK_DOMAINS),
+                    ),
                 };
                 let batch = Batch {
                     source: uri.clone(),

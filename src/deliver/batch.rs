@@ -71,30 +71,38 @@ impl Drop for VmChunk {
 }
 
 /// Domain samples handed back by the sinks, for the collector to fill again (their names, UUIDs
-/// and device lists keep their allocations). Holds at most [`SamplePool::MAX`] samples.
+/// and device lists keep their allocations), in the vectors of their chunks. Holds at most
+/// [`SamplePool::MAX`] samples.
 #[derive(Debug, Default)]
 pub struct SamplePool {
-    free: Mutex<Vec<DomainSample>>,
+    free: Mutex<(Vec<Vec<DomainSample>>, usize)>,
 }
 
 impl SamplePool {
     /// Samples kept at most (what a slow sink still holds is not the pool's).
     pub const MAX: usize = 4096;
 
-    /// Gives samples back.
-    pub fn put(&self, mut samples: Vec<DomainSample>) {
+    /// Gives a chunk's samples back.
+    pub fn put(&self, samples: Vec<DomainSample>) {
+        if samples.is_empty() {
+            return;
+        }
         if let Ok(mut free) = self.free.lock() {
-            let room = Self::MAX.saturating_sub(free.len());
-            samples.truncate(room);
-            free.append(&mut samples);
+            if free.1 + samples.len() <= Self::MAX {
+                free.1 += samples.len();
+                free.0.push(samples);
+            }
         }
     }
 
-    /// Takes every free sample.
-    pub fn take_all(&self) -> Vec<DomainSample> {
+    /// Takes every free chunk of samples.
+    pub fn take_all(&self) -> Vec<Vec<DomainSample>> {
         self.free
             .lock()
-            .map(|mut f| std::mem::take(&mut *f))
+            .map(|mut f| {
+                f.1 = 0;
+                std::mem::take(&mut f.0)
+            })
             .unwrap_or_default()
     }
 }

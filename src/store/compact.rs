@@ -100,6 +100,23 @@ impl Rows {
         }
     }
 
+    /// Adds row `r` of `other` (as [`Rows::push`] does, without building the row).
+    pub fn push_row(&mut self, other: &Rows, r: usize) {
+        let t = other.ts[r];
+        if self.ts.last() == Some(&t) {
+            let start = self.cells.len() - self.width;
+            self.cells.truncate(start);
+            self.ts.pop();
+        }
+        self.ts.push(t);
+        let from = r * other.width;
+        let n = self.width.min(other.width);
+        self.cells.extend_from_slice(&other.cells[from..from + n]);
+        for _ in n..self.width {
+            self.cells.push(NONE);
+        }
+    }
+
     /// Sorts the rows by time (of two rows with one timestamp the later one stays).
     pub fn sort(&mut self) {
         if self.ts.windows(2).all(|w| w[0] < w[1]) {
@@ -109,8 +126,7 @@ impl Rows {
         order.sort_by_key(|&i| (self.ts[i], i));
         let old = std::mem::replace(self, Rows::with_width(self.width));
         for i in order {
-            let row = old.row(i);
-            self.push(old.ts[i], &row);
+            self.push_row(&old, i);
         }
     }
 
@@ -126,7 +142,7 @@ impl Rows {
                 current = Some(p);
             }
             if let Some(part) = out.last_mut() {
-                part.push(self.ts[r], &self.row(r));
+                part.push_row(self, r);
             }
         }
         out
@@ -363,7 +379,7 @@ fn merge_period(
             Ok(c) => {
                 let part = Rows::from_chunk(&c);
                 for r in 0..part.len() {
-                    rows.push(part.ts[r], &part.row(r));
+                    rows.push_row(&part, r);
                 }
                 used.push(*id);
             }
@@ -384,7 +400,7 @@ fn merge_period(
         let end = (start + RAW_ROWS_MAX).min(rows.len());
         let mut piece = Rows::with_width(rows.width);
         for r in start..end {
-            piece.push(rows.ts[r], &rows.row(r));
+            piece.push_row(&rows, r);
         }
         let bytes = codec::encode(&piece.to_chunk())
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;

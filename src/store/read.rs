@@ -200,13 +200,13 @@ fn append(out: &mut Rows, rows: &Rows, from: i64, to: i64) {
     if rows.width > out.width {
         let old = std::mem::replace(out, Rows::with_width(rows.width));
         for r in 0..old.len() {
-            out.push(old.ts[r], &old.row(r));
+            out.push_row(&old, r);
         }
     }
     for r in 0..rows.len() {
         let t = rows.ts[r];
         if t >= from && t <= to {
-            out.push(t, &rows.row(r));
+            out.push_row(rows, r);
         }
     }
 }
@@ -241,7 +241,7 @@ pub fn last_rows(
     let keep = out.len().saturating_sub(n);
     let mut last = Rows::with_width(out.width);
     for r in keep..out.len() {
-        last.push(out.ts[r], &out.row(r));
+        last.push_row(&out, r);
     }
     Ok(last)
 }

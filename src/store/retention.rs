@@ -32,8 +32,11 @@ pub fn delete_before(conn: &Connection, raw_cut: i64, rollup_cut: i64) -> rusqli
 
 /// The oldest raw row kept, ms (None when there is none).
 pub fn oldest_raw(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    // Per level, so that each minimum is read from the (level, start_ts) index.
     conn.query_row(
-        "SELECT MIN(t) FROM (SELECT MIN(start_ts) AS t FROM chunks UNION ALL SELECT MIN(ts) FROM head)",
+        "SELECT MIN(t) FROM (SELECT MIN(start_ts) AS t FROM chunks WHERE level = 0
+                             UNION ALL SELECT MIN(start_ts) FROM chunks WHERE level = 1
+                             UNION ALL SELECT MIN(ts) FROM head)",
         [],
         |r| r.get(0),
     )

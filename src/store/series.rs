@@ -7,7 +7,7 @@
 //! head is compacted (the head holds the exact latest times until then).
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::Hash;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -56,13 +56,11 @@ pub struct Registry {
     kinds: HashMap<i64, Kind>,
 }
 
+/// 128 bits of two fixed-seed hashes (foldhash: fast, and the same in every run).
 fn hash128<T: Hash>(v: &T) -> u128 {
-    let half = |salt: u8| {
-        let mut h = DefaultHasher::new();
-        (salt, v).hash(&mut h);
-        u128::from(h.finish())
-    };
-    (half(0) << 64) | half(1)
+    use std::hash::BuildHasher;
+    let half = |seed: u64| u128::from(foldhash::fast::FixedState::with_seed(seed).hash_one(v));
+    (half(0x9e37_79b9_7f4a_7c15) << 64) | half(0xc2b2_ae3d_27d4_eb4f)
 }
 
 impl Registry {
