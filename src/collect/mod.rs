@@ -163,6 +163,8 @@ pub struct Collector {
     /// Chunks of samples given back ([`Collector::recycle`]), each kept in the vector it was
     /// handed out in: moving a vector moves no sample, so the samples exist once.
     recycled: Vec<Vec<DomainSample>>,
+    /// Emptied vectors of recycled chunks, to hold new chunks ([`Collector::chunk_vec`]).
+    emptied: Vec<Vec<DomainSample>>,
     /// Cycles run so far.
     cycle: u64,
 }
@@ -190,6 +192,7 @@ impl Collector {
             decoder: Decoder::new(),
             spare: Vec::new(),
             recycled: Vec::new(),
+            emptied: Vec::new(),
             cycle: 0,
         }
     }
@@ -297,6 +300,13 @@ impl Collector {
         self.recycled.extend(chunks);
     }
 
+    /// An empty vector for a chunk's samples (one emptied by this cycle if there is one).
+    fn chunk_vec(&mut self) -> Vec<DomainSample> {
+        self.emptied
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK_DOMAINS))
+    }
+
     /// A sample to fill: a spare one, else one of a recycled chunk, else a new one.
     fn spare_sample(&mut self) -> DomainSample {
         loop {
@@ -304,7 +314,12 @@ impl Collector {
                 return s;
             }
             match self.recycled.pop() {
-                Some(v) => self.spare = v,
+                Some(v) => {
+                    let empty = std::mem::replace(&mut self.spare, v);
+                    if empty.capacity() > 0 {
+                        self.emptied.push(empty);
+                    }
+                }
                 None => return DomainSample::default(),
             }
         }
@@ -342,7 +357,7 @@ impl Collector {
         let mut chunk = HostSample {
             host: self.host.clone(),
             timestamp_ns,
-            domains: Vec::with_capacity(size),
+            domains: self.chunk_vec(),
         };
         let mut handles = Vec::with_capacity(size);
         let mut seen = Groups::NONE;
@@ -401,7 +416,13 @@ impl Collector {
         }
         let n = chunk.domains.len();
         each(chunk);
-        self.spare.append(&mut chunk.domains);
+        if chunk.domains.capacity() == 0 {
+            // `each` took the samples (they come back through `recycle`): the next chunk gets
+            // an emptied vector.
+            chunk.domains = self.chunk_vec();
+        } else {
+            self.spare.append(&mut chunk.domains);
+        }
         handles.clear();
         n
     }

@@ -178,16 +178,13 @@ fn run(
             let summary = collector.collect_chunks(|chunk| {
                 let ts = *stamp.get_or_insert_with(|| stamp_for(chunk.timestamp_ns));
                 chunk.timestamp_ns = ts;
-                let mut features = Vec::with_capacity(chunk.domains.len());
+                let mut features = pool.features();
                 deriver.update_chunk(&chunk.domains, &mut features);
                 // The chunk's samples go to the sinks; they come back through the pool.
                 let sample = HostSample {
                     host: chunk.host.clone(),
                     timestamp_ns: ts,
-                    domains: std::mem::replace(
-                        &mut chunk.domains,
-                        Vec::with_capacity(crate::collect::CHUNK_DOMAINS),
-                    ),
+                    domains: std::mem::take(&mut chunk.domains),
                 };
                 let batch = Batch {
                     source: uri.clone(),

@@ -65,33 +65,46 @@ impl VmChunk {
 impl Drop for VmChunk {
     fn drop(&mut self) {
         if let Some(pool) = &self.pool {
-            pool.put(std::mem::take(&mut self.sample.domains));
+            pool.put(
+                std::mem::take(&mut self.sample.domains),
+                std::mem::take(&mut self.features),
+            );
         }
     }
 }
 
-/// Domain samples handed back by the sinks, for the collector to fill again (their names, UUIDs
-/// and device lists keep their allocations), in the vectors of their chunks. Holds at most
-/// [`SamplePool::MAX`] samples.
+/// What the sinks hand back once done with a chunk: its samples, for the collector to fill
+/// again (their names, UUIDs and device lists keep their allocations), in the vector of their
+/// chunk, and its features vector. Nothing a steady cycle hands out is allocated anew. Holds at
+/// most [`SamplePool::MAX`] samples.
 #[derive(Debug, Default)]
 pub struct SamplePool {
-    free: Mutex<(Vec<Vec<DomainSample>>, usize)>,
+    free: Mutex<Free>,
+}
+
+#[derive(Debug, Default)]
+struct Free {
+    samples: Vec<Vec<DomainSample>>,
+    count: usize,
+    features: Vec<Vec<Option<Features>>>,
 }
 
 impl SamplePool {
     /// Samples kept at most (what a slow sink still holds is not the pool's).
     pub const MAX: usize = 4096;
 
-    /// Gives a chunk's samples back.
-    pub fn put(&self, samples: Vec<DomainSample>) {
-        if samples.is_empty() {
+    /// Gives a chunk's samples and features vector back.
+    pub fn put(&self, samples: Vec<DomainSample>, mut features: Vec<Option<Features>>) {
+        let Ok(mut free) = self.free.lock() else {
             return;
+        };
+        if !samples.is_empty() && free.count + samples.len() <= Self::MAX {
+            free.count += samples.len();
+            free.samples.push(samples);
         }
-        if let Ok(mut free) = self.free.lock() {
-            if free.1 + samples.len() <= Self::MAX {
-                free.1 += samples.len();
-                free.0.push(samples);
-            }
+        if features.capacity() > 0 && free.features.len() < Self::MAX / 16 {
+            features.clear();
+            free.features.push(features);
         }
     }
 
@@ -100,9 +113,18 @@ impl SamplePool {
         self.free
             .lock()
             .map(|mut f| {
-                f.1 = 0;
-                std::mem::take(&mut f.0)
+                f.count = 0;
+                std::mem::take(&mut f.samples)
             })
+            .unwrap_or_default()
+    }
+
+    /// An empty features vector, recycled if one is free.
+    pub fn features(&self) -> Vec<Option<Features>> {
+        self.free
+            .lock()
+            .ok()
+            .and_then(|mut f| f.features.pop())
             .unwrap_or_default()
     }
 }
