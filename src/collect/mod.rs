@@ -163,6 +163,8 @@ pub struct Collector {
     /// Chunks of samples given back ([`Collector::recycle`]), each kept in the vector it was
     /// handed out in: moving a vector moves no sample, so the samples exist once.
     recycled: Vec<Vec<DomainSample>>,
+    /// Domains in the last cycle (how many samples are worth keeping).
+    last_domains: usize,
     /// Emptied vectors of recycled chunks, to hold new chunks ([`Collector::chunk_vec`]).
     emptied: Vec<Vec<DomainSample>>,
     /// Cycles run so far.
@@ -193,6 +195,7 @@ impl Collector {
             spare: Vec::new(),
             recycled: Vec::new(),
             emptied: Vec::new(),
+            last_domains: 0,
             cycle: 0,
         }
     }
@@ -296,8 +299,20 @@ impl Collector {
 
     /// Gives back the samples of chunks handed out earlier (taken out of the chunk by the
     /// caller), so the next cycles fill them again instead of allocating.
+    ///
+    /// Samples beyond what the last cycle used (plus a chunk) are dropped: a cycle whose samples
+    /// came back late made the next one allocate new ones, and both sets would otherwise be
+    /// kept for good.
     pub fn recycle(&mut self, chunks: Vec<Vec<DomainSample>>) {
-        self.recycled.extend(chunks);
+        let mut kept = self.spare.len() + self.recycled.iter().map(Vec::len).sum::<usize>();
+        let room = self.last_domains + CHUNK_DOMAINS;
+        for c in chunks {
+            if kept + c.len() > room {
+                continue;
+            }
+            kept += c.len();
+            self.recycled.push(c);
+        }
     }
 
     /// An empty vector for a chunk's samples (one emptied by this cycle if there is one).
@@ -382,6 +397,7 @@ impl Collector {
         }
         drop(list);
         self.cache.end_cycle();
+        self.last_domains = total;
         let cycle = self.cycle;
         self.identity_checked.retain(|_, v| v.2 == cycle);
         self.balloon_tried.retain(|_, c| *c == cycle);
