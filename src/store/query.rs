@@ -343,26 +343,6 @@ fn fleet_of(conn: &Connection, now: i64, only: Option<(&str, &str)>) -> rusqlite
     Ok(Fleet { hosts, vms })
 }
 
-/// Per-second rate of a counter column: Δv/Δt between consecutive values, none when the
-/// counter went backwards or a value is missing.
-pub fn rate(t: &[i64], v: &[Option<f64>], scale: f64) -> Vec<Option<f64>> {
-    let mut out = Vec::with_capacity(v.len());
-    let mut prev: Option<(i64, f64)> = None;
-    for (ti, vi) in t.iter().zip(v) {
-        let r = match (prev, vi) {
-            (Some((tp, vp)), Some(x)) if *ti > tp && *x >= vp => {
-                Some((x - vp) * scale * 1000.0 / (*ti - tp) as f64)
-            }
-            _ => None,
-        };
-        out.push(r);
-        if let Some(x) = vi {
-            prev = Some((*ti, *x));
-        }
-    }
-    out
-}
-
 fn scaled(v: &[Option<f64>], k: f64) -> Vec<Option<f64>> {
     v.iter().map(|x| x.map(|x| x * k)).collect()
 }

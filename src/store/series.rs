@@ -40,7 +40,6 @@ pub struct Extra<'a> {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     id: i64,
-    kind: Kind,
     extra: u64,
     last_ts: i64,
     stored_last_ts: i64,
@@ -119,7 +118,6 @@ impl Registry {
             h,
             Entry {
                 id,
-                kind: key.kind,
                 extra: fingerprint,
                 last_ts: ts.max(stored),
                 stored_last_ts: stored,
@@ -171,21 +169,6 @@ impl Registry {
     pub fn clear(&mut self) {
         self.by_key.clear();
         self.kinds.clear();
-    }
-
-    /// Series known in memory, by kind (for tests and the benchmark).
-    pub fn len(&self) -> usize {
-        self.by_key.len()
-    }
-
-    /// True when no series is known in memory.
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
-    }
-
-    /// The kind of every series in memory (unused kinds are not listed).
-    pub fn kinds(&self) -> impl Iterator<Item = Kind> + '_ {
-        self.by_key.values().map(|e| e.kind)
     }
 }
 
