@@ -63,6 +63,15 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Serve the dashboard and JSON API only, without collecting: for a central dashboard host
+    /// reading the InfluxDB 3 the agents write to (`[web.source] kind = "influxdb3"`), or an
+    /// agent's history file. Runs until SIGTERM/SIGINT.
+    Serve {
+        /// Configuration file (TOML): its `[web]` section (and `[store]`/`state_dir` for the
+        /// embedded source).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Check a configuration file and print every problem found, with where it is.
     CheckConfig {
         /// Configuration file (TOML).
@@ -135,6 +144,11 @@ pub fn run(cli: Cli) -> Result<i32> {
                 Ok(1)
             }
         },
+        Command::Serve { config } => {
+            let config = load_config(config.as_ref())?;
+            let _guard = crate::logging::init(&config.log, "info")?;
+            serve_only(&config)
+        }
         Command::CheckOutput { config } => {
             let config = load_config(config.as_ref())?;
             check_outputs(&config)
@@ -236,11 +250,24 @@ pub fn once(config: &Config, sources: &[SourceSpec], gap: Duration) -> Result<i3
 
 /// `vmtel check-output`: one block per InfluxDB output; exit code 1 if any cannot be written to.
 pub fn check_outputs(config: &Config) -> Result<i32> {
-    if config.outputs.influxdb.is_empty() {
-        println!("no [[outputs.influxdb]] configured: nothing to check");
-        return Ok(0);
-    }
     let mut failed = false;
+    let read = &config.web.source;
+    if read.kind == crate::serve::source::SourceKind::Influxdb3 {
+        let result = crate::serve::source::influxdb3::InfluxDb3::new(read)
+            .map_err(crate::serve::source::QueryError::Unavailable)
+            .and_then(|s| s.check());
+        match result {
+            Ok(found) => println!("web.source (read): ok\n  {found}"),
+            Err(e) => {
+                println!("web.source (read): FAILED\n  {e}");
+                failed = true;
+            }
+        }
+    }
+    if config.outputs.influxdb.is_empty() {
+        println!("no [[outputs.influxdb]] configured: no output to check");
+        return Ok(i32::from(failed));
+    }
     for o in &config.outputs.influxdb {
         let r = crate::deliver::influxdb::check::check(o, config.precision);
         println!("{}: {}", r.name, if r.ok { "ok" } else { "FAILED" });
@@ -250,6 +277,32 @@ pub fn check_outputs(config: &Config) -> Result<i32> {
         failed |= !r.ok;
     }
     Ok(i32::from(failed))
+}
+
+/// `vmtel serve`: the web server alone, until SIGTERM or SIGINT.
+fn serve_only(config: &Config) -> Result<i32> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    if !config.web.enabled {
+        anyhow::bail!(
+            "[web] enabled = false: `vmtel serve` would serve nothing; remove it or set enabled = true"
+        );
+    }
+    let live = crate::serve::Live {
+        store_path: config.store.enabled.then(|| config.store_path()),
+        interval: config.interval,
+        ..Default::default()
+    };
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("cannot install the signal handlers")?;
+    let server = crate::serve::WebServer::start(
+        &config.web,
+        std::sync::Arc::new(std::sync::RwLock::new(live)),
+    )?;
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!("signal {sig}: stopping the dashboard");
+    }
+    server.stop(Duration::from_secs(5));
+    Ok(0)
 }
 
 /// `vmtel demo`: the daemon on the built-in demo fleet, with history and dashboard.

@@ -167,6 +167,9 @@ pub struct Collector {
     last_domains: usize,
     /// Emptied vectors of recycled chunks, to hold new chunks ([`Collector::chunk_vec`]).
     emptied: Vec<Vec<DomainSample>>,
+    /// Where samples handed out earlier come back from while a cycle runs
+    /// ([`Collector::set_returns`]).
+    returns: Option<Box<dyn FnMut() -> Vec<Vec<DomainSample>>>>,
     /// Cycles run so far.
     cycle: u64,
 }
@@ -195,6 +198,7 @@ impl Collector {
             spare: Vec::new(),
             recycled: Vec::new(),
             emptied: Vec::new(),
+            returns: None,
             last_domains: 0,
             cycle: 0,
         }
@@ -315,6 +319,14 @@ impl Collector {
         }
     }
 
+    /// Sets where the samples of chunks taken by `each` (see [`Collector::collect_chunks`]) come
+    /// back from. The collector asks it whenever it has no sample left to fill, so that chunks
+    /// the sinks are already done with are filled again within the same cycle: a cycle then
+    /// holds about as many samples as are in flight, not one per domain.
+    pub fn set_returns(&mut self, returns: impl FnMut() -> Vec<Vec<DomainSample>> + 'static) {
+        self.returns = Some(Box::new(returns));
+    }
+
     /// An empty vector for a chunk's samples (one emptied by this cycle if there is one).
     fn chunk_vec(&mut self) -> Vec<DomainSample> {
         self.emptied
@@ -335,7 +347,16 @@ impl Collector {
                         self.emptied.push(empty);
                     }
                 }
-                None => return DomainSample::default(),
+                None => {
+                    let back = self.returns.as_mut().map(|r| r()).unwrap_or_default();
+                    if back.is_empty() {
+                        return DomainSample::default();
+                    }
+                    self.recycle(back);
+                    if self.recycled.is_empty() {
+                        return DomainSample::default();
+                    }
+                }
             }
         }
     }

@@ -142,6 +142,10 @@ fn run(
     let mut retry_at: Option<Instant> = None;
     let mut late = Episode::default();
     let pool = Arc::new(SamplePool::default());
+    {
+        let pool = Arc::clone(&pool);
+        collector.set_returns(move || pool.take_all());
+    }
     for tick in rx.iter() {
         let started = Instant::now();
         if retry_at.is_some_and(|t| started < t) {
@@ -150,8 +154,6 @@ fn run(
             busy.store(false, Ordering::Release);
             continue;
         }
-        // Samples the sinks are done with are filled again by this cycle.
-        collector.recycle(pool.take_all());
         let mut stamp: Option<i64> = None;
         // Normally the tick's grid point. A cycle that overran past the next grid point is
         // stamped with the last grid point before its read (a tick that was skipped for this

@@ -8,12 +8,13 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rusqlite::Connection;
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::json;
 
+use super::source::{QueryError, Source};
 use super::AppState;
-use crate::store::{query, schema};
 
 /// Now, ms since the epoch.
 pub fn now_ms() -> i64 {
@@ -24,37 +25,25 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
 }
 
-/// Runs `f` on a read-only connection to the history file, off the async threads.
-pub async fn with_db<T, F>(state: &AppState, f: F) -> Result<T, Response>
+/// Runs `f` on the data source, off the async threads; a failure becomes the API's error
+/// answer (503 or 502 with `{"error": ...}` and the source).
+pub async fn with_source<T, F>(state: &AppState, f: F) -> Result<T, Response>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    F: FnOnce(&Source) -> Result<T, QueryError> + Send + 'static,
 {
-    let path = state.live.read().ok().and_then(|l| l.store_path.clone());
-    let Some(path) = path else {
-        return Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "history is disabled ([store] enabled = false), so there is nothing to chart; enable [store] to keep history",
-        ));
-    };
-    let shown = path.display().to_string();
-    let joined = tokio::task::spawn_blocking(move || {
-        if !path.exists() {
-            return Err(format!(
-                "no history yet: {shown} does not exist; it is created with the first collection cycle"
-            ));
-        }
-        let conn = schema::open_ro(&path)
-            .map_err(|e| format!("cannot read the history store {shown}: {e}"))?;
-        f(&conn).map_err(|e| format!("cannot read the history store {shown}: {e}"))
-    })
-    .await;
+    let source = Arc::clone(&state.source);
+    let joined = tokio::task::spawn_blocking(move || f(&source)).await;
     match joined {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(msg)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, msg)),
+        Ok(Err(e)) => Err((
+            e.status(),
+            Json(json!({ "error": e.message(), "source": state.source.info() })),
+        )
+            .into_response()),
         Err(e) => Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error reading the history: {e}"),
+            format!("internal error reading the data source: {e}"),
         )),
     }
 }
@@ -78,8 +67,9 @@ fn store_view(state: &AppState) -> Option<crate::store::StatusView> {
 /// `GET /api/fleet`: every host and VM with its latest values.
 pub async fn fleet(State(state): State<AppState>) -> Response {
     let now = now_ms();
-    match with_db(&state, move |c| query::fleet(c, now)).await {
+    match with_source(&state, move |s| s.fleet(now)).await {
         Ok(f) => Json(json!({
+            "source": state.source.info(),
             "now_ms": now,
             "interval_ms": interval_ms(&state),
             "store": store_view(&state),
@@ -121,8 +111,14 @@ pub async fn vm(
     let range = *range;
     let now = now_ms();
     let (h, u) = (host.clone(), uuid.clone());
-    match with_db(&state, move |c| query::vm_detail(c, &h, &u, now, range)).await {
-        Ok(Some(d)) => Json(d).into_response(),
+    match with_source(&state, move |s| s.vm_detail(&h, &u, now, range)).await {
+        Ok(Some(d)) => {
+            let mut v = serde_json::to_value(d).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("source".into(), json!(state.source.info()));
+            }
+            Json(v).into_response()
+        }
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             format!("the history has no VM with uuid {uuid:?} on host {host:?}; pick one from the fleet page"),
@@ -187,11 +183,12 @@ pub async fn agent(State(state): State<AppState>) -> Response {
         Err(_) => (Vec::new(), Vec::new()),
     };
     let now = now_ms();
-    let (history, history_error) = match with_db(&state, move |c| query::agent(c, now)).await {
+    let (history, history_error) = match with_source(&state, move |s| s.agent(now)).await {
         Ok(h) => (Some(h), None),
         Err(r) => (None, Some(error_text(r).await)),
     };
     Json(json!({
+        "source": state.source.info(),
         "version": env!("CARGO_PKG_VERSION"),
         "now_ms": now,
         "interval_ms": interval_ms(&state),
@@ -220,6 +217,7 @@ pub async fn status(State(state): State<AppState>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "interval_ms": interval_ms(&state),
         "store": store_view(&state),
+        "source": state.source.info(),
     }))
     .into_response()
 }

@@ -11,10 +11,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use prometheus::{CounterVec, Encoder, GaugeVec, Opts, Registry, TextEncoder};
 
-use super::api::{now_ms, with_db};
+use super::api::now_ms;
 use super::AppState;
 use crate::schema::{Kind, MEASUREMENTS};
-use crate::store::query::{latest_vm_series, Latest};
+use crate::store::query::Latest;
 
 enum Family {
     Gauge(GaugeVec),
@@ -257,8 +257,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .unwrap_or(false);
     let series = if has_store {
         // No history yet (or unreadable): vmtel's own metrics are still exported.
-        with_db(&state, move |c| latest_vm_series(c, now))
+        // This agent's own VMs, whichever source the pages read.
+        let embedded = super::source::embedded::Embedded::new(std::sync::Arc::clone(&state.live));
+        tokio::task::spawn_blocking(move || embedded.latest_vm_series(now))
             .await
+            .ok()
+            .and_then(Result::ok)
             .unwrap_or_default()
     } else {
         Vec::new()

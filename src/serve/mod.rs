@@ -16,6 +16,7 @@ pub mod auth;
 pub mod conn;
 pub mod metrics;
 pub mod pages;
+pub mod source;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ pub struct WebConfig {
     /// the proxy sends `X-Forwarded-Proto: https`.
     #[serde(default)]
     pub secure_cookie: bool,
+    /// `[web.source]`: where the dashboard reads from (default: the embedded history).
+    #[serde(default)]
+    pub source: source::SourceConfig,
 }
 
 fn yes() -> bool {
@@ -73,6 +77,7 @@ impl Default for WebConfig {
             auth_token_file: None,
             insecure: false,
             secure_cookie: false,
+            source: source::SourceConfig::default(),
         }
     }
 }
@@ -107,6 +112,7 @@ impl WebConfig {
         if self.auth_token_env.is_some() && self.auth_token_file.is_some() {
             p.push("web.auth_token_env and web.auth_token_file are both set; keep one".into());
         }
+        p.extend(self.source.problems());
         if self.auth_token_env.as_deref().is_some_and(str::is_empty) {
             p.push(
                 "web.auth_token_env is empty; name an environment variable, e.g. \"VMTEL_TOKEN\""
@@ -154,6 +160,7 @@ pub struct Prepared {
     addr: SocketAddr,
     token: Option<auth::Token>,
     secure_cookie: bool,
+    source: source::SourceConfig,
 }
 
 impl Prepared {
@@ -177,6 +184,9 @@ impl Prepared {
         {
             anyhow::bail!("{problem}");
         }
+        if let Some(problem) = config.source.problems().into_iter().next() {
+            anyhow::bail!("{problem}");
+        }
         if !addr.ip().is_loopback() && token.is_none() {
             tracing::warn!(%addr, "serving a non-loopback address WITHOUT authentication (web.insecure = true)");
         }
@@ -184,6 +194,7 @@ impl Prepared {
             addr,
             token,
             secure_cookie: config.secure_cookie,
+            source: config.source.clone(),
         })
     }
 
@@ -205,7 +216,10 @@ impl WebServer {
             addr,
             token,
             secure_cookie,
+            source,
         } = prepared;
+        let source =
+            source::Source::from_config(&source, Arc::clone(&live)).map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(addr).with_context(|| {
             format!("cannot listen on {addr} for the dashboard: set [web] listen to a free address, or [web] enabled = false")
         })?;
@@ -214,7 +228,8 @@ impl WebServer {
             .context("cannot configure the dashboard socket")?;
         let addr = listener.local_addr().context("dashboard socket")?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(live, token, addr, secure_cookie);
+        let source_info = source.info();
+        let app = router(live, Arc::new(source), token, addr, secure_cookie);
         let thread = std::thread::Builder::new()
             .name("web".into())
             .spawn(move || {
@@ -240,7 +255,10 @@ impl WebServer {
                 });
             })
             .context("cannot start the web server thread")?;
-        tracing::info!("dashboard at http://{addr}/");
+        tracing::info!(
+            "dashboard at http://{addr}/ (reading {})",
+            source_info.location
+        );
         Ok(WebServer {
             addr,
             stop: Some(tx),
@@ -270,6 +288,8 @@ impl WebServer {
 pub struct AppState {
     /// The live view.
     pub live: SharedLive,
+    /// Where the pages' data comes from.
+    pub source: Arc<source::Source>,
     /// The access token, when one is required.
     pub token: Option<Arc<auth::Token>>,
     /// Sign-in sessions and the failed-sign-in throttle.
@@ -283,6 +303,7 @@ pub struct AppState {
 
 fn router(
     live: SharedLive,
+    source: Arc<source::Source>,
     token: Option<auth::Token>,
     addr: SocketAddr,
     secure_cookie: bool,
@@ -290,6 +311,7 @@ fn router(
     use axum::routing::get;
     let state = AppState {
         live,
+        source,
         token: token.map(Arc::new),
         sessions: Arc::new(auth::Sessions::default()),
         addr,

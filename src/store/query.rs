@@ -404,6 +404,90 @@ fn cpu_pct(f: &read::Frame, key: &str) -> Vec<Option<f64>> {
         .collect()
 }
 
+fn line(label: &str, values: Vec<Option<f64>>) -> Line {
+    Line {
+        label: label.into(),
+        values,
+    }
+}
+
+/// A VM page's charts from its frames, whichever backend read them: the VM's (columns of
+/// [`Kind::Vm`]), then each device's (`kind` [`Kind::Nic`] or [`Kind::Disk`], its name, its
+/// frame), in the order given. CPU percentages and every rate are computed here, from the
+/// counters' last value per bucket and its time.
+pub fn vm_charts(vm: &read::Frame, devices: &[(Kind, String, read::Frame)]) -> Vec<Chart> {
+    let f = vm;
+    let mut charts = Vec::new();
+    let features = &vm_features::MEASUREMENT;
+    let cpu_keys = ["cputime", "timeusr", "timesys", "vcpu_delay"];
+    charts.push(Chart {
+        id: "cpu".into(),
+        title: "CPU (percent of the VM's vCPUs)".into(),
+        unit: "%".into(),
+        t: f.t.clone(),
+        lines: CPU_FIELDS
+            .iter()
+            .zip(cpu_keys)
+            .map(|(k, counter)| line(label(features, k), cpu_pct(f, counter)))
+            .collect(),
+    });
+    let totals = &vm_totals::MEASUREMENT;
+    charts.push(Chart {
+        id: "mem".into(),
+        title: "Memory".into(),
+        unit: "B".into(),
+        t: f.t.clone(),
+        lines: MEM_FIELDS[..4]
+            .iter()
+            .map(|k| line(label(totals, k), scaled(&f.col(Kind::Vm, k), 1024.0)))
+            .collect(),
+    });
+    charts.push(Chart {
+        id: "memact".into(),
+        title: "Swap and page faults".into(),
+        unit: "/s".into(),
+        lines: [(4, 1024.0), (5, 1024.0), (6, 1.0), (7, 1.0)]
+            .iter()
+            .map(|&(i, scale)| {
+                line(
+                    label(totals, MEM_FIELDS[i]),
+                    frame_rate(f, Kind::Vm, MEM_FIELDS[i], scale),
+                )
+            })
+            .collect(),
+        t: f.t.clone(),
+    });
+    for (kind, device, f) in devices {
+        let (m, keys, titles) = if *kind == Kind::Nic {
+            (
+                &vm_devices_nic::MEASUREMENT,
+                NIC_FIELDS,
+                [("nic", "NIC {}"), ("nicpkt", "NIC {} packets")],
+            )
+        } else {
+            (
+                &vm_devices_disk::MEASUREMENT,
+                DISK_FIELDS,
+                [("disk", "Disk {}"), ("diskops", "Disk {} IOPS")],
+            )
+        };
+        for (half, (id, title)) in titles.iter().enumerate() {
+            let pair = &keys[half * 2..half * 2 + 2];
+            charts.push(Chart {
+                id: format!("{id}:{device}"),
+                title: title.replace("{}", device),
+                unit: if half == 0 { "B/s" } else { "/s" }.into(),
+                lines: pair
+                    .iter()
+                    .map(|k| line(label(m, k), frame_rate(f, *kind, k, 1.0)))
+                    .collect(),
+                t: f.t.clone(),
+            });
+        }
+    }
+    charts
+}
+
 /// One VM's charts over `range` ms ending at `now`, or None if the store has never seen it.
 pub fn vm_detail(
     conn: &Connection,
@@ -433,52 +517,7 @@ pub fn vm_detail(
             head.get(&s.id),
         )
     };
-    let line = |label: &str, values: Vec<Option<f64>>| Line {
-        label: label.into(),
-        values,
-    };
-    let mut charts = Vec::new();
-    let f = frame(vm)?;
-    let features = &vm_features::MEASUREMENT;
-    let cpu_keys = ["cputime", "timeusr", "timesys", "vcpu_delay"];
-    charts.push(Chart {
-        id: "cpu".into(),
-        title: "CPU (percent of the VM's vCPUs)".into(),
-        unit: "%".into(),
-        t: f.t.clone(),
-        lines: CPU_FIELDS
-            .iter()
-            .zip(cpu_keys)
-            .map(|(k, counter)| line(label(features, k), cpu_pct(&f, counter)))
-            .collect(),
-    });
-    let totals = &vm_totals::MEASUREMENT;
-    charts.push(Chart {
-        id: "mem".into(),
-        title: "Memory".into(),
-        unit: "B".into(),
-        t: f.t.clone(),
-        lines: MEM_FIELDS[..4]
-            .iter()
-            .map(|k| line(label(totals, k), scaled(&f.col(Kind::Vm, k), 1024.0)))
-            .collect(),
-    });
-    charts.push(Chart {
-        id: "memact".into(),
-        title: "Swap and page faults".into(),
-        unit: "/s".into(),
-        lines: [(4, 1024.0), (5, 1024.0), (6, 1.0), (7, 1.0)]
-            .iter()
-            .map(|&(i, scale)| {
-                line(
-                    label(totals, MEM_FIELDS[i]),
-                    frame_rate(&f, Kind::Vm, MEM_FIELDS[i], scale),
-                )
-            })
-            .collect(),
-        t: f.t.clone(),
-    });
-
+    let vm_frame = frame(vm)?;
     let mut devices: Vec<(Device, &SeriesInfo)> = series
         .iter()
         .filter(|s| s.kind != Kind::Vm)
@@ -501,37 +540,11 @@ pub fn vm_detail(
         })
         .collect();
     devices.sort_by(|a, b| (&a.0.devtype, &a.0.device).cmp(&(&b.0.devtype, &b.0.device)));
+    let mut device_frames = Vec::with_capacity(devices.len());
     for (d, s) in &devices {
-        let f = frame(s)?;
-        let (m, keys, kind, titles) = if s.kind == Kind::Nic {
-            (
-                &vm_devices_nic::MEASUREMENT,
-                NIC_FIELDS,
-                Kind::Nic,
-                [("nic", "NIC {}"), ("nicpkt", "NIC {} packets")],
-            )
-        } else {
-            (
-                &vm_devices_disk::MEASUREMENT,
-                DISK_FIELDS,
-                Kind::Disk,
-                [("disk", "Disk {}"), ("diskops", "Disk {} IOPS")],
-            )
-        };
-        for (half, (id, title)) in titles.iter().enumerate() {
-            let pair = &keys[half * 2..half * 2 + 2];
-            charts.push(Chart {
-                id: format!("{id}:{}", d.device),
-                title: title.replace("{}", &d.device),
-                unit: if half == 0 { "B/s" } else { "/s" }.into(),
-                lines: pair
-                    .iter()
-                    .map(|k| line(label(m, k), frame_rate(&f, kind, k, 1.0)))
-                    .collect(),
-                t: f.t.clone(),
-            });
-        }
+        device_frames.push((s.kind, d.device.clone(), frame(s)?));
     }
+    let charts = vm_charts(&vm_frame, &device_frames);
     let latest = fleet_of(conn, now, Some((host, uuid)))?
         .vms
         .into_iter()

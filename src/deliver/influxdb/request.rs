@@ -248,9 +248,23 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 /// The HTTP client of one output: its timeout, TLS roots, no redirects (they would drop the
 /// body or leak credentials), HTTP errors as answers rather than errors.
 pub fn agent(cfg: &InfluxOutput) -> Result<ureq3::Agent, Error> {
+    agent_with(
+        cfg.tls_ca_file.as_deref(),
+        cfg.insecure_skip_verify,
+        cfg.timeout,
+    )
+}
+
+/// An HTTP client with these TLS roots and timeout, no redirects, HTTP errors as answers (the
+/// outputs' and the dashboard's InfluxDB 3 reader's).
+pub fn agent_with(
+    tls_ca_file: Option<&std::path::Path>,
+    insecure_skip_verify: bool,
+    timeout: std::time::Duration,
+) -> Result<ureq3::Agent, Error> {
     use ureq3::tls::{Certificate, PemItem, RootCerts, TlsConfig};
-    let mut tls = TlsConfig::builder().disable_verification(cfg.insecure_skip_verify);
-    if let Some(ca) = &cfg.tls_ca_file {
+    let mut tls = TlsConfig::builder().disable_verification(insecure_skip_verify);
+    if let Some(ca) = tls_ca_file {
         let pem = std::fs::read(ca).map_err(|e| {
             Error::config(format!(
                 "tls_ca_file {}: cannot read: {e}; give a PEM file of CA certificates",
@@ -272,7 +286,7 @@ pub fn agent(cfg: &InfluxOutput) -> Result<ureq3::Agent, Error> {
         tls = tls.root_certs(RootCerts::new_with_certs(&certs));
     }
     let config = ureq3::Agent::config_builder()
-        .timeout_global(Some(cfg.timeout))
+        .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .max_redirects(0)
         .user_agent(concat!("vmtel/", env!("CARGO_PKG_VERSION")))
