@@ -1,0 +1,382 @@
+//! The fleet dashboard over a real InfluxDB 3 Core server (`../shared/bin/influxdb3`): two
+//! `vmtel run` agents write to it, `vmtel serve` reads it (`[web.source] kind = "influxdb3"`).
+//!
+//! * every VM of every agent is listed by `vmtel serve` with its exact name and host (names and
+//!   a host tag with spaces, commas, quotes, backslashes, `=`, HTML, non-ASCII);
+//! * one VM's charts read the same from the agent's embedded history and from InfluxDB 3;
+//! * injection strings in every query parameter are answered 400/404, never run as SQL;
+//! * a refused token, a missing database and a server that is down give 502/503 with an
+//!   `{"error"}` that names the fix, and `check-output` reports the read side.
+//!
+//! Skips (with a note on stderr) when the InfluxDB 3 binary is missing, unless `CI=true`.
+
+#[path = "browser/harness.rs"]
+mod harness;
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use harness::{fleet_sources, vms_with_cpu, Vmtel, VMTEL};
+use serde_json::Value;
+use support::influxdb3::InfluxDb3;
+
+const DB: &str = "fleet";
+
+/// The odd agent's host tag.
+const ODD_HOST: &str = "hv \"2\", x=y\\z";
+
+/// VM names of the odd agent.
+const ODD_NAMES: [&str; 5] = [
+    "web 01, \"eu\"",
+    "back\\slash=1",
+    "<b>bold & <i>it &amp;",
+    "ünïcode ✓ 名前",
+    "db=<script>alert(7)",
+];
+
+/// A TOML basic string.
+fn toml_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The `[[outputs.influxdb]]` of an agent writing to `server`.
+fn output(server: &InfluxDb3, token: &Path) -> String {
+    format!(
+        "[[outputs.influxdb]]\nurl = \"{}\"\ndatabase = \"{DB}\"\ntoken_file = \"{}\"\nflush_interval = \"100ms\"\n",
+        server.url(),
+        token.display()
+    )
+}
+
+/// `[web]` of `vmtel serve` reading `database` on `url` with the token in `token`.
+fn serve_config(dir: &Path, url: &str, database: &str, token: &Path) -> std::path::PathBuf {
+    let label = token
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or("token");
+    let path = dir.join(format!("serve-{database}-{label}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "state_dir = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n[web.source]\nkind = \"influxdb3\"\nurl = \"{url}\"\ndatabase = \"{database}\"\ntoken_file = \"{}\"\ntimeout = \"5s\"\n",
+            dir.join("serve-state").display(),
+            token.display()
+        ),
+    )
+    .expect("write serve config");
+    path
+}
+
+fn serve(dir: &Path, config: &Path) -> Vmtel {
+    let tmp = tempfile::tempdir_in(dir).expect("temp dir");
+    std::fs::copy(config, tmp.path().join("serve.toml")).expect("copy config");
+    Vmtel::start_in(tmp, &["serve", "--config", "serve.toml"], &[])
+}
+
+/// (host, uuid, name) of every VM of a fleet answer.
+fn vms(fleet: &Value) -> BTreeSet<(String, String, String)> {
+    fleet["vms"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|v| {
+                    (
+                        v["host"].as_str().unwrap_or_default().to_owned(),
+                        v["uuid"].as_str().unwrap_or_default().to_owned(),
+                        v["name"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The odd agent: one source whose host tag and VM names need escaping everywhere.
+fn odd_agent(server: &InfluxDb3, token: &Path) -> Vmtel {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let vms: Vec<vmtel::demo::Vm> = ODD_NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, n)| vmtel::demo::Vm::standard(5000 + i, n))
+        .collect();
+    let (_, uri) = vmtel::demo::write_node(tmp.path(), "odd.xml", &vms).expect("write node");
+    let config = format!(
+        "interval = \"1s\"\nstate_dir = \"{}\"\n[[sources]]\nuri = \"{uri}\"\nhost = {}\n{}[web]\nlisten = \"127.0.0.1:0\"\n",
+        tmp.path().display(),
+        toml_str(ODD_HOST),
+        output(server, token)
+    );
+    std::fs::write(tmp.path().join("vmtel.toml"), config).expect("config");
+    Vmtel::start_in(tmp, &["run", "--config", "vmtel.toml"], &[])
+}
+
+/// Values of chart `id`'s lines by bucket time.
+fn chart_points(detail: &Value, id: &str) -> Vec<(String, Vec<(i64, Option<f64>)>)> {
+    let Some(chart) = detail["charts"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == id))
+    else {
+        return Vec::new();
+    };
+    let t: Vec<i64> = chart["t"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default();
+    chart["lines"]
+        .as_array()
+        .map(|lines| {
+            lines
+                .iter()
+                .map(|l| {
+                    let vals = l["values"]
+                        .as_array()
+                        .map(|v| v.iter().map(Value::as_f64).collect::<Vec<_>>())
+                        .unwrap_or_default();
+                    (
+                        l["label"].as_str().unwrap_or_default().to_owned(),
+                        t.iter().copied().zip(vals).collect(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn agents_write_one_influxdb3_and_serve_reads_every_vm() {
+    let Some(server) = InfluxDb3::start_or_skip(true) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("temp dir");
+    let token = work.path().join("token");
+    std::fs::write(&token, server.token().expect("admin token")).expect("token file");
+
+    // Agent A: the standard two-host test fleet; agent B: the odd names.
+    let a_tmp = tempfile::tempdir().expect("temp dir");
+    let a_sources = fleet_sources(a_tmp.path(), 4);
+    let a_config = format!(
+        "interval = \"1s\"\nstate_dir = \"{}\"\n{a_sources}{}[web]\nlisten = \"127.0.0.1:0\"\n",
+        a_tmp.path().display(),
+        output(&server, &token)
+    );
+    std::fs::write(a_tmp.path().join("vmtel.toml"), a_config).expect("config");
+    let agent_a = Vmtel::start_in(a_tmp, &["run", "--config", "vmtel.toml"], &[]);
+    let agent_b = odd_agent(&server, &token);
+
+    let config = serve_config(work.path(), &server.url(), DB, &token);
+    let out = Command::new(VMTEL)
+        .args(["check-config"])
+        .arg(&config)
+        .output()
+        .expect("check-config");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let central = serve(work.path(), &config);
+
+    // Every running VM of both agents, with CPU values, as each agent sees itself.
+    let a_fleet = agent_a.wait_json("/api/fleet", 60, "agent A's rates", |f| {
+        vms_with_cpu(f) == 8
+    });
+    let b_fleet = agent_b.wait_json("/api/fleet", 60, "agent B's rates", |f| {
+        vms_with_cpu(f) == ODD_NAMES.len()
+    });
+    let mut want = vms(&a_fleet);
+    want.extend(vms(&b_fleet));
+    assert!(
+        vms(&b_fleet)
+            .iter()
+            .all(|(h, _, n)| h == ODD_HOST && ODD_NAMES.contains(&n.as_str())),
+        "{b_fleet}"
+    );
+    let fleet = central.wait_json("/api/fleet", 60, "every agent's VMs in InfluxDB 3", |f| {
+        vms(f) == want && vms_with_cpu(f) == want.len()
+    });
+    assert_eq!(fleet["source"]["kind"], "influxdb3", "{fleet}");
+    let hosts: BTreeSet<&str> = fleet["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .filter_map(|h| h["host"].as_str())
+        .collect();
+    assert_eq!(hosts, BTreeSet::from(["hv0", "hv1", ODD_HOST]), "{fleet}");
+
+    // The odd VMs' pages: found by their exact host and UUID (statement parameters).
+    for (host, uuid, name) in vms(&b_fleet) {
+        let d = central.json(&format!(
+            "/api/vm?host={}&uuid={}&range=15m",
+            enc(&host),
+            enc(&uuid)
+        ));
+        assert_eq!(d["name"], name.as_str(), "{d}");
+        assert_eq!(d["host"], host.as_str());
+    }
+
+    // One VM, one range: the same chart values from the embedded history and from InfluxDB 3.
+    let (host, uuid, _) = vms(&a_fleet).into_iter().next().expect("agent A has VMs");
+    let path = format!("/api/vm?host={}&uuid={}&range=15m", enc(&host), enc(&uuid));
+    // Wait until both hold a few buckets with CPU rates.
+    let enough = |d: &Value| {
+        chart_points(d, "cpu")
+            .first()
+            .is_some_and(|(_, p)| p.iter().filter(|(_, v)| v.is_some()).count() >= 4)
+    };
+    agent_a.wait_json(&path, 60, "CPU buckets in the embedded history", enough);
+    central.wait_json(&path, 60, "CPU buckets in InfluxDB 3", enough);
+    let local = agent_a.json(&path);
+    let remote = central.json(&path);
+    assert_eq!(local["step_ms"], remote["step_ms"]);
+    let mut compared = 0;
+    for id in [
+        "cpu",
+        "mem",
+        "nic:tap0a",
+        "nicpkt:tap0b",
+        "disk:vda",
+        "diskops:vdb",
+    ] {
+        let l = chart_points(&local, id);
+        let r = chart_points(&remote, id);
+        assert_eq!(l.len(), r.len(), "chart {id}: lines differ");
+        for ((label, lp), (rlabel, rp)) in l.iter().zip(&r) {
+            assert_eq!(label, rlabel);
+            // Buckets both hold, away from either end (the newest may still be arriving, the
+            // oldest may lack its predecessor in one of them).
+            let common: Vec<i64> = lp
+                .iter()
+                .map(|(t, _)| *t)
+                .filter(|t| rp.iter().any(|(rt, _)| rt == t))
+                .collect();
+            let inner = common.get(1..common.len().saturating_sub(2)).unwrap_or(&[]);
+            for t in inner {
+                let lv = lp.iter().find(|(x, _)| x == t).and_then(|p| p.1);
+                let rv = rp.iter().find(|(x, _)| x == t).and_then(|p| p.1);
+                match (lv, rv) {
+                    (Some(a), Some(b)) => {
+                        assert!(
+                            (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
+                            "{id} {label} at {t}: embedded {a}, InfluxDB 3 {b}"
+                        );
+                        compared += 1;
+                    }
+                    (None, None) => {}
+                    other => panic!("{id} {label} at {t}: {other:?}"),
+                }
+            }
+        }
+    }
+    assert!(compared >= 20, "only {compared} values compared");
+
+    // Injection strings in every parameter: answered, never run.
+    let nasty = [
+        "' OR '1'='1",
+        "x'; DROP TABLE vm_totals; --",
+        "\" OR \"\"=\"",
+        "$host",
+        "\\' OR 1=1 --",
+        "hv0' UNION SELECT * FROM vm_totals --",
+        "%00",
+        "😀'",
+    ];
+    for s in nasty {
+        for path in [
+            format!("/api/vm?host={}&uuid={}&range=15m", enc(s), enc(&uuid)),
+            format!("/api/vm?host={}&uuid={}&range=15m", enc(&host), enc(s)),
+            format!(
+                "/api/vm?host={}&uuid={}&range={}",
+                enc(&host),
+                enc(&uuid),
+                enc(s)
+            ),
+        ] {
+            let (code, body, _) = central.get(&path, &[]);
+            assert!(
+                code == 404 || code == 400,
+                "{path}: {code} {body}\n{}",
+                central.stderr()
+            );
+            let v: Value = serde_json::from_str(&body).expect("JSON error");
+            assert!(v["error"].is_string(), "{body}");
+        }
+    }
+    let after = central.json("/api/fleet");
+    assert_eq!(
+        vms(&after),
+        want,
+        "the data is intact after the injection attempts"
+    );
+
+    // A refused token, a missing database: 502 with the fix.
+    let wrong = work.path().join("wrong-token");
+    std::fs::write(&wrong, "apiv3_not-a-token").expect("write");
+    let refused = serve(
+        work.path(),
+        &serve_config(work.path(), &server.url(), DB, &wrong),
+    );
+    let (code, body, _) = refused.get("/api/fleet", &[]);
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("refused the read token"), "{body}");
+    assert!(
+        !body.contains("apiv3_not-a-token"),
+        "the token leaks: {body}"
+    );
+    let missing = serve(
+        work.path(),
+        &serve_config(work.path(), &server.url(), "nosuchdb", &token),
+    );
+    let (code, body, _) = missing.get("/api/fleet", &[]);
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("no database \\\"nosuchdb\\\""), "{body}");
+    let out = Command::new(VMTEL)
+        .args(["check-output", "--config"])
+        .arg(serve_config(work.path(), &server.url(), "nosuchdb", &token))
+        .output()
+        .expect("check-output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("web.source (read): FAILED"), "{text}");
+    let out = Command::new(VMTEL)
+        .args(["check-output", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check-output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("web.source (read): ok"),
+        "{text}"
+    );
+
+    // The server down: 503, and the page's API says so.
+    let url = server.url();
+    drop(server);
+    let (code, body, _) = central.get("/api/fleet", &[]);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("does not answer"), "{body}");
+    assert!(body.contains(&url), "{body}");
+    drop((agent_a, agent_b, refused, missing, central));
+}
