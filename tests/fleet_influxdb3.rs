@@ -133,8 +133,11 @@ fn odd_agent(server: &InfluxDb3, token: &Path) -> Vmtel {
     Vmtel::start_in(tmp, &["run", "--config", "vmtel.toml"], &[])
 }
 
+/// One chart line: its label and its values by bucket time.
+type Points = (String, Vec<(i64, Option<f64>)>);
+
 /// Values of chart `id`'s lines by bucket time.
-fn chart_points(detail: &Value, id: &str) -> Vec<(String, Vec<(i64, Option<f64>)>)> {
+fn chart_points(detail: &Value, id: &str) -> Vec<Points> {
     let Some(chart) = detail["charts"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["id"] == id))
