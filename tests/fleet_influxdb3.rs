@@ -295,6 +295,124 @@ fn agents_write_one_influxdb3_and_serve_reads_every_vm() {
     }
     assert!(compared >= 20, "only {compared} values compared");
 
+    // Hosts, problems and top: the same from both backends for agent A's hosts.
+    let local_hosts = agent_a.json("/api/hosts");
+    let remote_hosts = central.json("/api/hosts");
+    for h in ["hv0", "hv1"] {
+        let pick = |v: &Value| {
+            v["hosts"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["host"] == h))
+                .cloned()
+                .unwrap_or_else(|| panic!("host {h} missing: {v}"))
+        };
+        let (l, r) = (pick(&local_hosts), pick(&remote_hosts));
+        for k in ["running", "paused", "other", "vcpus", "mem_bytes", "silent"] {
+            assert_eq!(l[k], r[k], "host {h} {k}: embedded {l}, InfluxDB 3 {r}");
+        }
+        assert_eq!(l["running"], 4, "{l}");
+        let (lc, rc) = (l["cpu_pct"].as_f64(), r["cpu_pct"].as_f64());
+        assert!(
+            matches!((lc, rc), (Some(a), Some(b)) if (a - b).abs() < 1.0),
+            "host {h} CPU %: {lc:?} vs {rc:?}"
+        );
+    }
+    let odd = remote_hosts["hosts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["host"] == ODD_HOST).cloned())
+        .expect("the odd host on the hosts page");
+    assert_eq!(odd["running"], ODD_NAMES.len(), "{odd}");
+    // The test driver's drop and error counters grow with time: every running VM has them
+    // rising, from either backend.
+    let rules_of = |v: &Value, hosts: &[&str]| -> BTreeSet<(String, String)> {
+        v["problems"]
+            .as_array()
+            .expect("problems")
+            .iter()
+            .filter(|p| hosts.iter().any(|h| p["host"] == *h))
+            .map(|p| {
+                (
+                    p["rule"].as_str().unwrap_or_default().to_owned(),
+                    p["uuid"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let local_problems = agent_a.json("/api/problems");
+    let remote_problems = central.json("/api/problems");
+    let local_rules = rules_of(&local_problems, &["hv0", "hv1"]);
+    assert_eq!(
+        local_rules,
+        rules_of(&remote_problems, &["hv0", "hv1"]),
+        "embedded {local_problems}\nInfluxDB 3 {remote_problems}"
+    );
+    for rule in ["nic_drops", "nic_errors", "disk_errors"] {
+        assert_eq!(
+            local_rules.iter().filter(|(r, _)| r == rule).count(),
+            8,
+            "{rule} for every VM of agent A: {local_problems}"
+        );
+    }
+    let odd_problems = rules_of(&remote_problems, &[ODD_HOST]);
+    assert_eq!(
+        odd_problems
+            .iter()
+            .filter(|(r, _)| r == "nic_drops")
+            .count(),
+        ODD_NAMES.len(),
+        "{remote_problems}"
+    );
+    // Top by CPU: the test driver's VMs use 100 / vCPUs %, so the order is known.
+    let names = |v: &Value| -> Vec<(String, String)> {
+        v["vms"]
+            .as_array()
+            .expect("top")
+            .iter()
+            .map(|x| {
+                (
+                    x["host"].as_str().unwrap_or_default().to_owned(),
+                    x["uuid"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let local_top = agent_a.json("/api/top?by=cpu_pct&range=15m");
+    let remote_top = central.json("/api/top?by=cpu_pct&range=15m");
+    assert_eq!(
+        remote_top["vms"].as_array().map(Vec::len),
+        Some(10),
+        "{remote_top}"
+    );
+    let local_a = names(&local_top);
+    assert_eq!(local_a.len(), 8, "{local_top}");
+    // Of one host: hv0's four VMs, from both.
+    let remote_a = names(&central.json("/api/top?by=cpu_pct&range=15m&host=hv0"));
+    let local_hv0 = names(&agent_a.json("/api/top?by=cpu_pct&range=15m&host=hv0"));
+    assert_eq!(remote_a, local_hv0);
+    let odd_top = central.json(&format!("/api/top?by=net&range=15m&host={}", enc(ODD_HOST)));
+    assert_eq!(
+        odd_top["vms"].as_array().map(Vec::len),
+        Some(ODD_NAMES.len()),
+        "{odd_top}"
+    );
+    // Highest CPU first: the test driver's VMs use 100 / vCPUs %.
+    let vcpus_of = |list: &[(String, String)]| -> Vec<f64> {
+        list.iter()
+            .map(|(h, u)| {
+                a_fleet["vms"]
+                    .as_array()
+                    .and_then(|a| {
+                        a.iter()
+                            .find(|v| v["host"] == h.as_str() && v["uuid"] == u.as_str())
+                    })
+                    .and_then(|v| v["vcpus"].as_f64())
+                    .unwrap_or(f64::NAN)
+            })
+            .collect()
+    };
+    assert_eq!(vcpus_of(&remote_a), [1.0, 2.0, 4.0, 8.0]);
+    assert_eq!(vcpus_of(&local_a), [1.0, 1.0, 2.0, 2.0, 4.0, 4.0, 8.0, 8.0]);
+
     // Injection strings in every parameter: answered, never run.
     let nasty = [
         "' OR '1'='1",

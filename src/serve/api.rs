@@ -15,6 +15,8 @@ use serde_json::json;
 
 use super::source::{QueryError, Source};
 use super::AppState;
+use crate::store::overview::TopBy;
+use crate::store::query::VmRow;
 
 /// Now, ms since the epoch.
 pub fn now_ms() -> i64 {
@@ -64,17 +66,215 @@ fn store_view(state: &AppState) -> Option<crate::store::StatusView> {
         .and_then(|l| l.store.as_ref().map(|s| s.view()))
 }
 
-/// `GET /api/fleet`: every host and VM with its latest values.
-pub async fn fleet(State(state): State<AppState>) -> Response {
+/// The columns `/api/fleet?sort=` accepts.
+const SORTS: &[&str] = &[
+    "host",
+    "name",
+    "state",
+    "vcpus",
+    "cpu_pct",
+    "mem_used_pct",
+    "net",
+    "disk",
+    "last_seen",
+];
+
+/// Longest filter text accepted.
+const MAX_FILTER: usize = 200;
+
+/// A fleet row's value for sorting by `key` (one of [`SORTS`]).
+fn sort_value(v: &VmRow, key: &str) -> Option<f64> {
+    let sum = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+    };
+    match key {
+        "state" => v.state.map(|s| s as f64),
+        "vcpus" => v.vcpus,
+        "cpu_pct" => v.cpu_pct,
+        "mem_used_pct" => v.mem_used_pct,
+        "net" => sum(v.net_rx_bps, v.net_tx_bps),
+        "disk" => sum(v.disk_rd_bps, v.disk_wr_bps),
+        "last_seen" => Some(v.last_seen_ms as f64),
+        _ => None,
+    }
+}
+
+/// Filters, sorts and pages the fleet's VMs as `q` asks (`host`, `q`, `sort`, `dir`, `offset`,
+/// `limit`); returns the page and how many VMs matched.
+fn page_of(
+    mut vms: Vec<VmRow>,
+    q: &HashMap<String, String>,
+) -> Result<(Vec<VmRow>, usize), String> {
+    if let Some(host) = q.get("host").filter(|h| !h.is_empty()) {
+        vms.retain(|v| &v.host == host);
+    }
+    if let Some(text) = q.get("q").map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        if text.chars().count() > MAX_FILTER {
+            return Err(format!(
+                "q is longer than {MAX_FILTER} characters; shorten the filter"
+            ));
+        }
+        let t = text.to_lowercase();
+        vms.retain(|v| {
+            v.name.to_lowercase().contains(&t)
+                || v.host.to_lowercase().contains(&t)
+                || v.uuid.contains(&t)
+        });
+    }
+    let key = q.get("sort").map(String::as_str).unwrap_or("host");
+    if !SORTS.contains(&key) {
+        return Err(format!("sort {key:?} is not one of {}", SORTS.join(", ")));
+    }
+    let desc = match q.get("dir").map(String::as_str) {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(d) => return Err(format!("dir {d:?} is not asc or desc")),
+    };
+    let by_name =
+        |a: &VmRow, b: &VmRow| (&a.host, &a.name, &a.uuid).cmp(&(&b.host, &b.name, &b.uuid));
+    match key {
+        "host" => vms.sort_by(by_name),
+        "name" => vms.sort_by(|a, b| (&a.name, &a.host, &a.uuid).cmp(&(&b.name, &b.host, &b.uuid))),
+        k => vms.sort_by(|a, b| {
+            // Missing values last in either direction.
+            match (sort_value(a, k), sort_value(b, k)) {
+                (Some(x), Some(y)) => x.total_cmp(&y).then_with(|| by_name(a, b)),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => by_name(a, b),
+            }
+        }),
+    }
+    if desc {
+        // Reverse the present values only; missing ones stay last.
+        let split = vms
+            .iter()
+            .position(|v| key != "host" && key != "name" && sort_value(v, key).is_none())
+            .unwrap_or(vms.len());
+        vms[..split].reverse();
+    }
+    let total = vms.len();
+    let number = |name: &str, default: usize, max: usize| -> Result<usize, String> {
+        match q.get(name) {
+            None => Ok(default),
+            Some(s) => s
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("{name} {s:?} is not a number from 0 to {max}")),
+        }
+    };
+    let offset = number("offset", 0, usize::MAX / 2)?;
+    let limit = number("limit", usize::MAX / 2, 10_000)?;
+    let page = vms.into_iter().skip(offset).take(limit).collect();
+    Ok((page, total))
+}
+
+/// `GET /api/fleet`: every host and VM with its latest values; `?host=&q=&sort=&dir=&offset=&limit=`
+/// filter, sort and page the VMs on the server.
+pub async fn fleet(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let now = now_ms();
     match with_source(&state, move |s| s.fleet(now)).await {
-        Ok(f) => Json(json!({
+        Ok(f) => {
+            let (vms, total) = match page_of(f.vms, &q) {
+                Ok(p) => p,
+                Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+            };
+            Json(json!({
+                "source": state.source.info(),
+                "now_ms": now,
+                "interval_ms": interval_ms(&state),
+                "store": store_view(&state),
+                "hosts": f.hosts,
+                "total": total,
+                "vms": vms,
+            }))
+            .into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/hosts`: every host with its VMs by state, allocation, use and CPU trend.
+pub async fn hosts(State(state): State<AppState>) -> Response {
+    let now = now_ms();
+    let interval = interval_ms(&state) as i64;
+    let cfg = Arc::clone(&state.problems);
+    match with_source(&state, move |s| s.hosts(now, interval, &cfg)).await {
+        Ok(h) => Json(json!({
             "source": state.source.info(),
             "now_ms": now,
-            "interval_ms": interval_ms(&state),
-            "store": store_view(&state),
-            "hosts": f.hosts,
-            "vms": f.vms,
+            "interval_ms": interval,
+            "silent_intervals": state.problems.silent_intervals,
+            "hosts": h,
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/problems`: VMs and hosts that need a look now, with why and since when.
+pub async fn problems(State(state): State<AppState>) -> Response {
+    let now = now_ms();
+    let interval = interval_ms(&state) as i64;
+    let cfg = Arc::clone(&state.problems);
+    match with_source(&state, move |s| s.problems(now, interval, &cfg)).await {
+        Ok(p) => Json(json!({
+            "source": state.source.info(),
+            "now_ms": now,
+            "interval_ms": interval,
+            "thresholds": {
+                "steal_pct": state.problems.steal_pct,
+                "mem_used_pct": state.problems.mem_used_pct,
+                "cycles": state.problems.cycles,
+                "window_ms": state.problems.window_ms(),
+                "silent_intervals": state.problems.silent_intervals,
+            },
+            "problems": p,
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/top?by=cpu_pct|cpu_steal_pct|net|disk|mem&range=1h[&host=H]`: the 10 VMs with the
+/// highest mean over the range (of one host, with `host`).
+pub async fn top(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let by_name = q.get("by").map(String::as_str).unwrap_or("cpu_pct");
+    let Some(by) = TopBy::parse(by_name) else {
+        let names: Vec<&str> = TopBy::ALL.iter().map(|(n, _)| *n).collect();
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("by {by_name:?} is not one of {}", names.join(", ")),
+        );
+    };
+    let range_name = q.get("range").map(String::as_str).unwrap_or("1h");
+    let Some((_, range)) = RANGES.iter().find(|(n, _)| *n == range_name) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("range {range_name:?} is not one of 15m, 1h, 6h, 24h, 7d"),
+        );
+    };
+    let (range, by_name) = (*range, by_name.to_owned());
+    let host = q.get("host").filter(|h| !h.is_empty()).cloned();
+    let now = now_ms();
+    let only = host.clone();
+    match with_source(&state, move |s| s.top(now, by, range, only.as_deref())).await {
+        Ok(list) => Json(json!({
+            "source": state.source.info(),
+            "now_ms": now,
+            "host": host,
+            "by": by_name,
+            "unit": by.unit(),
+            "range_ms": range,
+            "vms": list,
         }))
         .into_response(),
         Err(r) => r,

@@ -32,7 +32,7 @@ use crate::deliver::SinkStats;
 use crate::store::StoreStatus;
 
 /// `[web]`: the dashboard, JSON API and `/metrics`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebConfig {
     /// Serve at all (default true).
@@ -55,6 +55,9 @@ pub struct WebConfig {
     /// `[web.source]`: where the dashboard reads from (default: the embedded history).
     #[serde(default)]
     pub source: source::SourceConfig,
+    /// `[web.problems]`: the problem rules' thresholds.
+    #[serde(default)]
+    pub problems: source::problems::ProblemsConfig,
 }
 
 fn yes() -> bool {
@@ -78,6 +81,7 @@ impl Default for WebConfig {
             insecure: false,
             secure_cookie: false,
             source: source::SourceConfig::default(),
+            problems: source::problems::ProblemsConfig::default(),
         }
     }
 }
@@ -113,6 +117,7 @@ impl WebConfig {
             p.push("web.auth_token_env and web.auth_token_file are both set; keep one".into());
         }
         p.extend(self.source.problems());
+        p.extend(self.problems.problems());
         if self.auth_token_env.as_deref().is_some_and(str::is_empty) {
             p.push(
                 "web.auth_token_env is empty; name an environment variable, e.g. \"VMTEL_TOKEN\""
@@ -161,6 +166,7 @@ pub struct Prepared {
     token: Option<auth::Token>,
     secure_cookie: bool,
     source: source::SourceConfig,
+    problems: source::problems::ProblemsConfig,
 }
 
 impl Prepared {
@@ -184,7 +190,13 @@ impl Prepared {
         {
             anyhow::bail!("{problem}");
         }
-        if let Some(problem) = config.source.problems().into_iter().next() {
+        if let Some(problem) = config
+            .source
+            .problems()
+            .into_iter()
+            .chain(config.problems.problems())
+            .next()
+        {
             anyhow::bail!("{problem}");
         }
         if !addr.ip().is_loopback() && token.is_none() {
@@ -195,6 +207,7 @@ impl Prepared {
             token,
             secure_cookie: config.secure_cookie,
             source: config.source.clone(),
+            problems: config.problems.clone(),
         })
     }
 
@@ -217,6 +230,7 @@ impl WebServer {
             token,
             secure_cookie,
             source,
+            problems,
         } = prepared;
         let source =
             source::Source::from_config(&source, Arc::clone(&live)).map_err(anyhow::Error::msg)?;
@@ -229,7 +243,14 @@ impl WebServer {
         let addr = listener.local_addr().context("dashboard socket")?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let source_info = source.info();
-        let app = router(live, Arc::new(source), token, addr, secure_cookie);
+        let app = router(
+            live,
+            Arc::new(source),
+            Arc::new(problems),
+            token,
+            addr,
+            secure_cookie,
+        );
         let thread = std::thread::Builder::new()
             .name("web".into())
             .spawn(move || {
@@ -290,6 +311,8 @@ pub struct AppState {
     pub live: SharedLive,
     /// Where the pages' data comes from.
     pub source: Arc<source::Source>,
+    /// The problem rules' thresholds.
+    pub problems: Arc<source::problems::ProblemsConfig>,
     /// The access token, when one is required.
     pub token: Option<Arc<auth::Token>>,
     /// Sign-in sessions and the failed-sign-in throttle.
@@ -304,6 +327,7 @@ pub struct AppState {
 fn router(
     live: SharedLive,
     source: Arc<source::Source>,
+    problems: Arc<source::problems::ProblemsConfig>,
     token: Option<auth::Token>,
     addr: SocketAddr,
     secure_cookie: bool,
@@ -312,6 +336,7 @@ fn router(
     let state = AppState {
         live,
         source,
+        problems,
         token: token.map(Arc::new),
         sessions: Arc::new(auth::Sessions::default()),
         addr,
@@ -319,11 +344,17 @@ fn router(
     };
     axum::Router::new()
         .route("/", get(pages::page))
+        .route("/fleet", get(pages::page))
+        .route("/problems", get(pages::page))
+        .route("/top", get(pages::page))
         .route("/vm/{host}/{uuid}", get(pages::page))
         .route("/agent", get(pages::page))
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/assets/{file}", get(pages::asset))
         .route("/api/fleet", get(api::fleet))
+        .route("/api/hosts", get(api::hosts))
+        .route("/api/problems", get(api::problems))
+        .route("/api/top", get(api::top))
         .route("/api/vm", get(api::vm))
         .route("/api/agent", get(api::agent))
         .route("/api/status", get(api::status))

@@ -27,6 +27,7 @@ pub mod error;
 pub mod head;
 pub mod ingest;
 pub mod layout;
+pub mod overview;
 pub mod query;
 pub mod read;
 pub mod retention;

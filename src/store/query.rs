@@ -42,6 +42,8 @@ pub struct VmRow {
     pub state: Option<i64>,
     /// vCPUs.
     pub vcpus: Option<f64>,
+    /// Current balloon size, KiB (`memactual`).
+    pub mem_kib: Option<f64>,
     /// CPU use, percent of the VM's vCPUs.
     pub cpu_pct: Option<f64>,
     /// Memory used, percent.
@@ -171,11 +173,11 @@ pub struct AgentHistory {
 }
 
 /// A VM of the latest cycles, with its devices' rows.
-struct VmNow {
-    vm: SeriesInfo,
-    rows: Rows,
-    nics: Vec<(SeriesInfo, Rows)>,
-    disks: Vec<(SeriesInfo, Rows)>,
+pub(crate) struct VmNow {
+    pub(crate) vm: SeriesInfo,
+    pub(crate) rows: Rows,
+    pub(crate) nics: Vec<(SeriesInfo, Rows)>,
+    pub(crate) disks: Vec<(SeriesInfo, Rows)>,
 }
 
 impl VmNow {
@@ -209,7 +211,7 @@ impl VmNow {
 
 /// Every VM (with its devices) seen within [`FLEET_WINDOW_MS`] of `now`, with its last two
 /// rows: from the head's newest cycles, else from its newest chunk.
-fn vms_now(
+pub(crate) fn vms_now(
     conn: &Connection,
     now: i64,
     only: Option<(&str, &str)>,
@@ -321,6 +323,7 @@ fn fleet_of(conn: &Connection, now: i64, only: Option<(&str, &str)>) -> rusqlite
                 vmid: v.value(VMID).map(|i| i.to_string()),
                 state: v.value("state"),
                 vcpus: v.value("cpus").map(|c| c as f64),
+                mem_kib: v.value("memactual").map(|c| c as f64),
                 cpu_pct: f.cpu_pct,
                 mem_used_pct: derived::mem_used_pct(&v.rows),
                 net_rx_bps: f.net_rx_bps,
@@ -392,7 +395,7 @@ fn frame_rate(f: &read::Frame, kind: Kind, key: &str, scale: f64) -> Vec<Option<
 }
 
 /// CPU percentages from a VM's frame: the rate of a CPU-time counter (ns) over its vCPUs.
-fn cpu_pct(f: &read::Frame, key: &str) -> Vec<Option<f64>> {
+pub(crate) fn cpu_pct(f: &read::Frame, key: &str) -> Vec<Option<f64>> {
     let r = frame_rate(f, Kind::Vm, key, 1.0);
     let cpus = f.col(Kind::Vm, "cpus");
     r.iter()

@@ -5,6 +5,7 @@ use rusqlite::Connection;
 
 use super::{QueryError, SourceInfo};
 use crate::serve::SharedLive;
+use crate::store::overview::{self, TopBy, TopVm, Trend, VmWindow};
 use crate::store::query::{self, AgentHistory, Fleet, VmDetail};
 use crate::store::schema;
 
@@ -86,5 +87,31 @@ impl Embedded {
     /// See [`super::Source::agent`].
     pub fn agent(&self, now: i64) -> Result<AgentHistory, QueryError> {
         self.with_db(|c| query::agent(c, now))
+    }
+
+    /// See [`overview::cpu_trends`].
+    pub fn cpu_trends(
+        &self,
+        now: i64,
+        range: i64,
+        buckets: i64,
+    ) -> Result<std::collections::BTreeMap<String, Trend>, QueryError> {
+        self.with_db(|c| overview::cpu_trends(c, now, range, buckets))
+    }
+
+    /// See [`overview::vm_windows`].
+    pub fn vm_windows(&self, now: i64, from: i64) -> Result<Vec<VmWindow>, QueryError> {
+        self.with_db(|c| overview::vm_windows(c, now, from))
+    }
+
+    /// See [`overview::top`].
+    pub fn top(
+        &self,
+        now: i64,
+        by: TopBy,
+        range: i64,
+        only: Option<&str>,
+    ) -> Result<Vec<TopVm>, QueryError> {
+        self.with_db(|c| overview::top(c, now, by, range, only))
     }
 }

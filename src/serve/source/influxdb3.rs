@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use super::problems::{Problem, ProblemsConfig};
 use super::{QueryError, SourceConfig, SourceInfo};
 use crate::deliver::influxdb::config::{without_userinfo, Secret};
 use crate::store::layout::Kind;
+use crate::store::overview::{TopBy, TopVm, Trend};
 use crate::store::query::{
     self, AgentHistory, Chart, Device, Fleet, HostRow, InternalRow, Line, VmDetail, VmRow,
     FLEET_WINDOW_MS,
@@ -368,10 +370,11 @@ impl InfluxDb3 {
         );
         let totals = self.rows(
             &format!(
-                "SELECT DISTINCT ON (host, uuid) host, uuid, name, \"VMID\" AS vmid, CAST(time AS BIGINT) AS t, {}, {} \
+                "SELECT DISTINCT ON (host, uuid) host, uuid, name, \"VMID\" AS vmid, CAST(time AS BIGINT) AS t, {}, {}, {} \
                  FROM vm_totals WHERE {filter}{window} ORDER BY host, uuid, time DESC",
                 opt("vm_totals", "state"),
                 opt("vm_totals", "cpus"),
+                opt("vm_totals", "memactual"),
             ),
             &params,
         )?;
@@ -421,6 +424,7 @@ impl InfluxDb3 {
                 vmid: text(&r, "vmid"),
                 state: int(&r, "state"),
                 vcpus: num(&r, "cpus"),
+                mem_kib: num(&r, "memactual"),
                 cpu_pct: fv("cpu_pct"),
                 mem_used_pct: fv("mem_used_pct"),
                 net_rx_bps: fv("net_rx_bps"),
@@ -547,6 +551,242 @@ impl InfluxDb3 {
             charts: query::vm_charts(&vm, &device_frames),
             devices,
         }))
+    }
+
+    /// The mean CPU % of each host's VMs per bucket over `range` ms ending at `now`, in about
+    /// `buckets` buckets (see [`crate::store::overview::cpu_trends`]).
+    pub fn cpu_trends(
+        &self,
+        now: i64,
+        range: i64,
+        buckets: i64,
+    ) -> Result<BTreeMap<String, Trend>, QueryError> {
+        let columns = self.columns()?;
+        if !columns
+            .get("vm_features")
+            .is_some_and(|c| c.contains("cpu_pct"))
+        {
+            return Ok(BTreeMap::new());
+        }
+        let step = (range / buckets.max(1)).max(1000);
+        let rows = self.rows(
+            &format!(
+                "SELECT host, CAST(date_bin(INTERVAL '{step} milliseconds', time, TIMESTAMP '1970-01-01T00:00:00Z') AS BIGINT) AS b, avg(cpu_pct) AS v \
+                 FROM vm_features WHERE time >= {} AND time <= {} GROUP BY host, b ORDER BY host, b",
+                at(now - range),
+                at(now)
+            ),
+            &[],
+        )?;
+        let mut out: BTreeMap<String, Trend> = BTreeMap::new();
+        for r in rows {
+            let (Some(h), Some(b)) = (text(&r, "host"), ms(&r, "b")) else {
+                continue;
+            };
+            let t = out.entry(h).or_default();
+            t.t.push(b);
+            t.cpu_pct.push(num(&r, "v"));
+        }
+        Ok(out)
+    }
+
+    /// The 10 VMs (of host `only`, if given) with the highest mean of `by` over `range` ms
+    /// ending at `now` (the mean of their `vm_features` values).
+    pub fn top(
+        &self,
+        now: i64,
+        by: TopBy,
+        range: i64,
+        only: Option<&str>,
+    ) -> Result<Vec<TopVm>, QueryError> {
+        let columns = self.columns()?;
+        let Some(present) = columns.get("vm_features") else {
+            return Ok(Vec::new());
+        };
+        let keys: &[&str] = match by {
+            TopBy::Cpu => &["cpu_pct"],
+            TopBy::Steal => &["cpu_steal_pct"],
+            TopBy::Mem => &["mem_used_pct"],
+            TopBy::Net => &["net_rx_bps", "net_tx_bps"],
+            TopBy::Disk => &["disk_rd_bps", "disk_wr_bps"],
+        };
+        let keys: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|k| present.contains(*k))
+            .collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sum = keys
+            .iter()
+            .map(|k| format!("coalesce({}, 0)", ident(k)))
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let any = keys
+            .iter()
+            .map(|k| format!("{} IS NOT NULL", ident(k)))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let (filter, params): (&str, Vec<Param>) = match only {
+            Some(h) => ("host = $host AND ", vec![("host", h)]),
+            None => ("", Vec::new()),
+        };
+        let rows = self.rows(
+            &format!(
+                "SELECT host, uuid, last_value(name ORDER BY time) AS name, avg({sum}) AS v FROM vm_features \
+                 WHERE {filter}({any}) AND time >= {} AND time <= {} GROUP BY host, uuid ORDER BY v DESC, host, name LIMIT 10",
+                at(now - range),
+                at(now)
+            ),
+            &params,
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some(TopVm {
+                    host: text(r, "host")?,
+                    uuid: text(r, "uuid")?,
+                    name: text(r, "name").unwrap_or_default(),
+                    value: num(r, "v")?,
+                })
+            })
+            .collect())
+    }
+
+    /// The VM rules of [`super::problems`] as SQL, evaluated in the database over the last
+    /// `window`: only the VMs that fire come back.
+    pub fn vm_problems(
+        &self,
+        now: i64,
+        fleet: &Fleet,
+        cfg: &ProblemsConfig,
+    ) -> Result<Vec<Problem>, QueryError> {
+        let columns = self.columns()?;
+        let has = |t: &str, c: &str| columns.get(t).is_some_and(|s| s.contains(c));
+        let range = format!(
+            "time >= {} AND time <= {}",
+            at(now - cfg.window_ms()),
+            at(now)
+        );
+        let current: HashSet<(&str, &str)> = fleet
+            .vms
+            .iter()
+            .filter(|v| v.current)
+            .map(|v| (v.host.as_str(), v.uuid.as_str()))
+            .collect();
+        let mut out = Vec::new();
+        let mut keep = |rows: Vec<Row>, rule: &'static str, why: &dyn Fn(f64, i64) -> String| {
+            for r in rows {
+                let (Some(host), Some(uuid), Some(since)) =
+                    (text(&r, "host"), text(&r, "uuid"), ms(&r, "since"))
+                else {
+                    continue;
+                };
+                if !current.contains(&(host.as_str(), uuid.as_str())) {
+                    continue;
+                }
+                let v = num(&r, "v");
+                out.push(Problem {
+                    rule,
+                    why: why(v.unwrap_or_default(), int(&r, "n").unwrap_or_default()),
+                    name: text(&r, "name"),
+                    uuid: Some(uuid),
+                    host,
+                    since_ms: since,
+                    value: v,
+                });
+            }
+        };
+        // Streaks: the rows after the VM's last row where the condition did not hold.
+        let streak = |table: &str, cond: &str, value: &str, min: u32| {
+            format!(
+                "WITH w AS (SELECT host, uuid, name, time, coalesce({cond}, false) AS bad, {value} AS v FROM {table} WHERE {range}), \
+                 s AS (SELECT host, uuid, max(time) FILTER (WHERE NOT bad) AS ok FROM w GROUP BY host, uuid) \
+                 SELECT w.host AS host, w.uuid AS uuid, last_value(w.name ORDER BY w.time) AS name, CAST(min(w.time) AS BIGINT) AS since, \
+                 count(*) AS n, last_value(w.v ORDER BY w.time) AS v \
+                 FROM w JOIN s ON w.host = s.host AND w.uuid = s.uuid \
+                 WHERE w.bad AND (s.ok IS NULL OR w.time > s.ok) GROUP BY w.host, w.uuid HAVING count(*) >= {min}"
+            )
+        };
+        if has("vm_totals", "state") {
+            for (rule, code, word) in [("crashed", 6, "crashed"), ("paused", 3, "paused")] {
+                let q = streak("vm_totals", &format!("state = {code}"), "state", 1);
+                keep(self.rows(&q, &[])?, rule, &|_, _| {
+                    format!("the VM is {word}")
+                });
+            }
+        }
+        if has("vm_features", "cpu_steal_pct") {
+            let q = streak(
+                "vm_features",
+                &format!("cpu_steal_pct > {:?}", cfg.steal_pct),
+                "cpu_steal_pct",
+                cfg.cycles,
+            );
+            let thr = cfg.steal_pct;
+            keep(self.rows(&q, &[])?, "steal", &|v, n| {
+                format!("vCPU steal {v:.1} % (above {thr} % for {n} cycles)")
+            });
+        }
+        if has("vm_features", "mem_used_pct") {
+            let q = streak(
+                "vm_features",
+                &format!("mem_used_pct >= {:?}", cfg.mem_used_pct),
+                "mem_used_pct",
+                cfg.cycles,
+            );
+            let thr = cfg.mem_used_pct;
+            keep(self.rows(&q, &[])?, "mem_full", &|v, n| {
+                format!("guest memory {v:.1} % in use (at or above {thr} % for {n} cycles)")
+            });
+        }
+        let window = super::problems::humantime_window(cfg);
+        let rising: [(&'static str, &[&str], &str); 4] = [
+            (
+                "swapping",
+                &["memswap_in", "memswap_out"],
+                "KiB swapped in and out",
+            ),
+            ("disk_errors", &["disk_errors"], "disk errors"),
+            (
+                "nic_errors",
+                &["net_rxerrors", "net_txerrors"],
+                "NIC errors",
+            ),
+            ("nic_drops", &["net_rxdrops", "net_txdrops"], "NIC drops"),
+        ];
+        for (rule, keys, what) in rising {
+            let keys: Vec<&str> = keys
+                .iter()
+                .copied()
+                .filter(|k| has("vm_totals", k))
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let x = keys
+                .iter()
+                .map(|k| format!("coalesce({}, 0)", ident(k)))
+                .collect::<Vec<_>>()
+                .join(" + ");
+            let any = keys
+                .iter()
+                .map(|k| format!("{} IS NOT NULL", ident(k)))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let q = format!(
+                "WITH w AS (SELECT host, uuid, name, time, CAST({x} AS DOUBLE) AS x FROM vm_totals WHERE ({any}) AND {range}), \
+                 f AS (SELECT host, uuid, first_value(x ORDER BY time) AS x0, last_value(x ORDER BY time) AS x1 FROM w GROUP BY host, uuid) \
+                 SELECT w.host AS host, w.uuid AS uuid, last_value(w.name ORDER BY w.time) AS name, \
+                 CAST(min(w.time) FILTER (WHERE w.x > f.x0) AS BIGINT) AS since, max(f.x1 - f.x0) AS v \
+                 FROM w JOIN f ON w.host = f.host AND w.uuid = f.uuid WHERE f.x1 > f.x0 GROUP BY w.host, w.uuid"
+            );
+            keep(self.rows(&q, &[])?, rule, &|v, _| {
+                format!("{v:.0} {what} within the last {window}")
+            });
+        }
+        Ok(out)
     }
 
     /// The newest `vmtel_internal` row per agent host and `tag` (`source` or `sink`) within

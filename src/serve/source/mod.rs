@@ -11,13 +11,23 @@
 
 pub mod config;
 pub mod embedded;
+pub mod hosts;
 pub mod influxdb3;
+pub mod problems;
 
 use serde::Serialize;
 
 pub use config::{SourceConfig, SourceKind};
 
+use crate::store::overview::{TopBy, TopVm};
 use crate::store::query::{AgentHistory, Fleet, VmDetail};
+use hosts::HostSummary;
+use problems::{Problem, ProblemsConfig};
+
+/// Buckets of a host's CPU trend over the last hour.
+const TREND_BUCKETS: i64 = 30;
+/// The trend's range.
+const TREND_RANGE_MS: i64 = 3_600_000;
 
 /// Why a query failed, as the API reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +126,58 @@ impl Source {
         match self {
             Source::Embedded(e) => e.agent(now_ms),
             Source::InfluxDb3(i) => i.agent(now_ms),
+        }
+    }
+
+    /// Every host with its VMs by state, allocation, use now and a CPU trend; a host silent
+    /// for more than `cfg.silent_intervals` intervals of `interval_ms` is flagged.
+    pub fn hosts(
+        &self,
+        now_ms: i64,
+        interval_ms: i64,
+        cfg: &ProblemsConfig,
+    ) -> Result<Vec<HostSummary>, QueryError> {
+        let fleet = self.fleet(now_ms)?;
+        let trends = match self {
+            Source::Embedded(e) => e.cpu_trends(now_ms, TREND_RANGE_MS, TREND_BUCKETS)?,
+            Source::InfluxDb3(i) => i.cpu_trends(now_ms, TREND_RANGE_MS, TREND_BUCKETS)?,
+        };
+        let silent_after = interval_ms.max(1000) * i64::from(cfg.silent_intervals);
+        Ok(hosts::summarise(&fleet, trends, now_ms, silent_after))
+    }
+
+    /// The VMs and hosts that need a look now (see [`problems`]), most urgent first.
+    pub fn problems(
+        &self,
+        now_ms: i64,
+        interval_ms: i64,
+        cfg: &ProblemsConfig,
+    ) -> Result<Vec<Problem>, QueryError> {
+        let fleet = self.fleet(now_ms)?;
+        let mut list = match self {
+            Source::Embedded(e) => {
+                let windows = e.vm_windows(now_ms, now_ms - cfg.window_ms())?;
+                problems::vm_rules(&windows, &fleet, cfg)
+            }
+            Source::InfluxDb3(i) => i.vm_problems(now_ms, &fleet, cfg)?,
+        };
+        list.extend(problems::silence(&fleet, cfg, now_ms, interval_ms));
+        problems::sort(&mut list);
+        Ok(list)
+    }
+
+    /// The 10 VMs with the highest mean of `by` over `range_ms` ending at `now_ms` (of host
+    /// `only`, if given).
+    pub fn top(
+        &self,
+        now_ms: i64,
+        by: TopBy,
+        range_ms: i64,
+        only: Option<&str>,
+    ) -> Result<Vec<TopVm>, QueryError> {
+        match self {
+            Source::Embedded(e) => e.top(now_ms, by, range_ms, only),
+            Source::InfluxDb3(i) => i.top(now_ms, by, range_ms, only),
         }
     }
 }
