@@ -94,7 +94,11 @@ fn sort_value(v: &VmRow, key: &str) -> Option<f64> {
         "cpu_pct" => v.cpu_pct,
         "mem_used_pct" => v.mem_used_pct,
         "net" => sum(v.net_rx_bps, v.net_tx_bps),
+        "net_rx_bps" => v.net_rx_bps,
+        "net_tx_bps" => v.net_tx_bps,
         "disk" => sum(v.disk_rd_bps, v.disk_wr_bps),
+        "disk_rd_bps" => v.disk_rd_bps,
+        "disk_wr_bps" => v.disk_wr_bps,
         "last_seen" => Some(v.last_seen_ms as f64),
         _ => None,
     }
