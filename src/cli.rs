@@ -253,7 +253,7 @@ pub fn check_outputs(config: &Config) -> Result<i32> {
     let mut failed = false;
     let read = &config.web.source;
     if read.kind == crate::serve::source::SourceKind::Influxdb3 {
-        let result = crate::serve::source::influxdb3::InfluxDb3::new(read)
+        let result = crate::serve::source::influxdb3::InfluxDb3::new(read, config.interval)
             .map_err(crate::serve::source::QueryError::Unavailable)
             .and_then(|s| s.check());
         match result {

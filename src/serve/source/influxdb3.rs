@@ -25,6 +25,9 @@ use crate::store::read::Frame;
 
 /// How long the list of tables and columns is reused.
 const COLUMNS_TTL: Duration = Duration::from_secs(30);
+/// The longest window the fleet's latest values are read from (a VM in its host's latest cycle
+/// has a row within it; VMs last seen earlier in the hour are listed without values).
+const RECENT_MS: i64 = 5 * 60_000;
 /// How far back a VM that is not in the range is looked for before answering "no such VM".
 const LOOKUP_MS: i64 = 30 * 24 * 3_600_000;
 
@@ -45,6 +48,10 @@ pub struct InfluxDb3 {
     database: String,
     token: Option<Secret>,
     columns: Mutex<Option<(Instant, Columns)>>,
+    /// How far back the fleet's latest values are read: three of the agents' intervals (the
+    /// serving vmtel's `interval`) and 30 s for delivery, at least a minute, at most
+    /// [`RECENT_MS`].
+    recent_ms: i64,
 }
 
 /// `"name"`, with any `"` doubled.
@@ -76,8 +83,9 @@ fn ms(r: &Row, k: &str) -> Option<i64> {
 }
 
 impl InfluxDb3 {
-    /// A reader for `config` (checked: URL, database, token, TLS roots).
-    pub fn new(config: &SourceConfig) -> Result<InfluxDb3, String> {
+    /// A reader for `config` (checked: URL, database, token, TLS roots); `interval` is the
+    /// agents' collection interval.
+    pub fn new(config: &SourceConfig, interval: Duration) -> Result<InfluxDb3, String> {
         let problems = config.problems();
         if let Some(p) = problems.into_iter().next() {
             return Err(p);
@@ -96,6 +104,11 @@ impl InfluxDb3 {
             database: config.database.clone().unwrap_or_default(),
             token: config.token()?,
             columns: Mutex::new(None),
+            recent_ms: i64::try_from(interval.as_millis())
+                .unwrap_or(RECENT_MS)
+                .saturating_mul(3)
+                .saturating_add(30_000)
+                .clamp(60_000, RECENT_MS),
         })
     }
 
@@ -363,21 +376,27 @@ impl InfluxDb3 {
             ),
             None => ("", Vec::new()),
         };
-        let window = format!(
-            "time >= {} AND time <= {}",
+        // Latest values come from the last few minutes only (a VM in its host's latest cycle is
+        // there); which VMs were seen within the hour, and when last, from one aggregate over
+        // the hour that reads tags and times only.
+        let seen_q = format!(
+            "SELECT host, uuid, name, CAST(max(time) AS BIGINT) AS t FROM vm_totals \
+                 WHERE {filter}time >= {} AND time <= {} GROUP BY host, uuid, name",
             at(now - FLEET_WINDOW_MS),
             at(now)
         );
-        let totals = self.rows(
-            &format!(
+        let window = format!(
+            "time >= {} AND time <= {}",
+            at(now - self.recent_ms),
+            at(now)
+        );
+        let totals_q = format!(
                 "SELECT DISTINCT ON (host, uuid) host, uuid, name, \"VMID\" AS vmid, CAST(time AS BIGINT) AS t, {}, {}, {} \
                  FROM vm_totals WHERE {filter}{window} ORDER BY host, uuid, time DESC",
                 opt("vm_totals", "state"),
                 opt("vm_totals", "cpus"),
                 opt("vm_totals", "memactual"),
-            ),
-            &params,
-        )?;
+            );
         let feature_cols = [
             "cpu_pct",
             "mem_used_pct",
@@ -386,32 +405,56 @@ impl InfluxDb3 {
             "disk_rd_bps",
             "disk_wr_bps",
         ];
-        let features = self.rows(
-            &format!(
-                "SELECT DISTINCT ON (host, uuid) host, uuid, CAST(time AS BIGINT) AS t, {} \
+        let features_q = format!(
+            "SELECT DISTINCT ON (host, uuid) host, uuid, CAST(time AS BIGINT) AS t, {} \
                  FROM vm_features WHERE {filter}{window} ORDER BY host, uuid, time DESC",
-                feature_cols
-                    .iter()
-                    .map(|c| opt("vm_features", c))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            &params,
-        )?;
+            feature_cols
+                .iter()
+                .map(|c| opt("vm_features", c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        // The three at once: the hour's aggregate takes about as long as the other two.
+        let (seen, (totals, features)) = super::both(
+            || self.rows(&seen_q, &params),
+            || {
+                super::both(
+                    || self.rows(&totals_q, &params),
+                    || self.rows(&features_q, &params),
+                )
+            },
+        );
+        let (seen, totals, features) = (seen?, totals?, features?);
         let mut feat: HashMap<(String, String), (i64, Row)> = HashMap::new();
         for r in features {
             if let (Some(h), Some(u), Some(t)) = (text(&r, "host"), text(&r, "uuid"), ms(&r, "t")) {
                 feat.insert((h, u), (t, r));
             }
         }
-        let mut newest: BTreeMap<String, i64> = BTreeMap::new();
-        let mut vms = Vec::with_capacity(totals.len());
-        for r in totals {
-            let (Some(host), Some(uuid), Some(t)) =
-                (text(&r, "host"), text(&r, "uuid"), ms(&r, "t"))
-            else {
+        // Every VM seen within the hour, by its newest name; its latest row if recent.
+        let mut last: HashMap<(String, String), (i64, String)> = HashMap::new();
+        for r in &seen {
+            let (Some(h), Some(u), Some(t)) = (text(r, "host"), text(r, "uuid"), ms(r, "t")) else {
                 continue;
             };
+            let name = text(r, "name").unwrap_or_default();
+            let e = last.entry((h, u)).or_insert((t, name.clone()));
+            if t > e.0 {
+                *e = (t, name);
+            }
+        }
+        let mut latest: HashMap<(String, String), Row> = HashMap::new();
+        for r in totals {
+            if let (Some(h), Some(u)) = (text(&r, "host"), text(&r, "uuid")) {
+                latest.insert((h, u), r);
+            }
+        }
+        let mut newest: BTreeMap<String, i64> = BTreeMap::new();
+        let mut vms = Vec::with_capacity(last.len());
+        for ((host, uuid), (seen_t, seen_name)) in last {
+            let empty = Row::new();
+            let r = latest.get(&(host.clone(), uuid.clone())).unwrap_or(&empty);
+            let t = ms(r, "t").unwrap_or(seen_t).max(seen_t);
             let e = newest.entry(host.clone()).or_insert(t);
             *e = (*e).max(t);
             let f = feat
@@ -420,11 +463,11 @@ impl InfluxDb3 {
                 .map(|(_, r)| r);
             let fv = |k: &str| f.and_then(|r| num(r, k));
             vms.push(VmRow {
-                name: text(&r, "name").unwrap_or_default(),
-                vmid: text(&r, "vmid"),
-                state: int(&r, "state"),
-                vcpus: num(&r, "cpus"),
-                mem_kib: num(&r, "memactual"),
+                name: text(r, "name").unwrap_or(seen_name),
+                vmid: text(r, "vmid"),
+                state: int(r, "state"),
+                vcpus: num(r, "cpus"),
+                mem_kib: num(r, "memactual"),
                 cpu_pct: fv("cpu_pct"),
                 mem_used_pct: fv("mem_used_pct"),
                 net_rx_bps: fv("net_rx_bps"),
@@ -469,30 +512,48 @@ impl InfluxDb3 {
         let (from, step, _) = query::window(now, range);
         let params = [("host", host), ("uuid", uuid)];
         let vm_filter = "host = $host AND uuid = $uuid";
-        let vm = self
-            .frames(
-                "vm_totals",
-                Kind::Vm,
-                vm_filter,
-                &params,
-                None,
-                (from, now, step),
-            )?
-            .into_iter()
-            .next()
-            .map(|(_, f, _)| f);
-        let mut device_frames = Vec::new();
-        let mut devices = Vec::new();
-        for (kind, devtype) in [(Kind::Nic, "nic"), (Kind::Disk, "disk")] {
+        let range_of = (from, now, step);
+        let device_frames_of = |kind: Kind, devtype: &str| {
             let filter = format!("{vm_filter} AND devtype = '{devtype}'");
-            for (name, f, last) in self.frames(
+            self.frames(
                 "vm_devices",
                 kind,
                 &filter,
                 &params,
                 Some("device"),
-                (from, now, step),
-            )? {
+                range_of,
+            )
+        };
+        let host_newest_of = || {
+            self.rows(
+                &format!(
+                    "SELECT CAST(max(time) AS BIGINT) AS t FROM vm_totals WHERE host = $host AND time >= {} AND time <= {}",
+                    at(now - self.recent_ms),
+                    at(now)
+                ),
+                &[("host", host)],
+            )
+        };
+        // Every query at once: each reads its own slice of the range.
+        let ((vm, (nics, disks)), (latest_vms, host_newest)) = super::both(
+            || {
+                super::both(
+                    || self.frames("vm_totals", Kind::Vm, vm_filter, &params, None, range_of),
+                    || {
+                        super::both(
+                            || device_frames_of(Kind::Nic, "nic"),
+                            || device_frames_of(Kind::Disk, "disk"),
+                        )
+                    },
+                )
+            },
+            || super::both(|| self.latest_vms(now, Some((host, uuid))), host_newest_of),
+        );
+        let vm = vm?.into_iter().next().map(|(_, f, _)| f);
+        let mut device_frames = Vec::new();
+        let mut devices = Vec::new();
+        for (kind, devtype, frames) in [(Kind::Nic, "nic", nics?), (Kind::Disk, "disk", disks?)] {
+            for (name, f, last) in frames {
                 let name = name.unwrap_or_default();
                 devices.push(Device {
                     devtype: devtype.into(),
@@ -504,16 +565,8 @@ impl InfluxDb3 {
                 device_frames.push((kind, name, f));
             }
         }
-        let (latest_rows, newest) = self.latest_vms(now, Some((host, uuid)))?;
-        let host_newest = self
-            .rows(
-                &format!(
-                    "SELECT CAST(max(time) AS BIGINT) AS t FROM vm_totals WHERE host = $host AND time >= {} AND time <= {}",
-                    at(now - FLEET_WINDOW_MS),
-                    at(now)
-                ),
-                &[("host", host)],
-            )?
+        let (latest_rows, newest) = latest_vms?;
+        let host_newest = host_newest?
             .first()
             .and_then(|r| ms(r, "t"))
             .or_else(|| newest.get(host).copied());
@@ -655,13 +708,10 @@ impl InfluxDb3 {
     }
 
     /// The VM rules of [`super::problems`] as SQL, evaluated in the database over the last
-    /// `window`: only the VMs that fire come back.
-    pub fn vm_problems(
-        &self,
-        now: i64,
-        fleet: &Fleet,
-        cfg: &ProblemsConfig,
-    ) -> Result<Vec<Problem>, QueryError> {
+    /// `window`: one query per table (`vm_features`: steal, memory; `vm_totals`: state and the
+    /// rising counters), each one pass over the window and one over its per-VM summary; only
+    /// the VMs that fire come back.
+    pub fn vm_problems(&self, now: i64, cfg: &ProblemsConfig) -> Result<Vec<Problem>, QueryError> {
         let columns = self.columns()?;
         let has = |t: &str, c: &str| columns.get(t).is_some_and(|s| s.contains(c));
         let range = format!(
@@ -669,123 +719,195 @@ impl InfluxDb3 {
             at(now - cfg.window_ms()),
             at(now)
         );
-        let current: HashSet<(&str, &str)> = fleet
-            .vms
-            .iter()
-            .filter(|v| v.current)
-            .map(|v| (v.host.as_str(), v.uuid.as_str()))
-            .collect();
-        let mut out = Vec::new();
-        let mut keep = |rows: Vec<Row>, rule: &'static str, why: &dyn Fn(f64, i64) -> String| {
-            for r in rows {
-                let (Some(host), Some(uuid), Some(since)) =
-                    (text(&r, "host"), text(&r, "uuid"), ms(&r, "since"))
-                else {
+        let window = super::problems::humantime_window(cfg);
+        // Per table: streak rules (id, condition, value column, cycles) and rising rules (id,
+        // counter columns).
+        type Streak<'a> = (&'static str, String, &'a str, u32);
+        let features: Vec<Streak> = [
+            (
+                "steal",
+                "cpu_steal_pct",
+                format!("cpu_steal_pct > {:?}", cfg.steal_pct),
+            ),
+            (
+                "mem_full",
+                "mem_used_pct",
+                format!("mem_used_pct >= {:?}", cfg.mem_used_pct),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, col, _)| has("vm_features", col))
+        .map(|(id, col, cond)| (id, cond, col, cfg.cycles))
+        .collect();
+        let totals: Vec<Streak> = if has("vm_totals", "state") {
+            vec![
+                ("crashed", "state = 6".to_owned(), "state", 1),
+                ("paused", "state = 3".to_owned(), "state", 1),
+            ]
+        } else {
+            Vec::new()
+        };
+        let rising: Vec<(&'static str, Vec<&str>)> = [
+            ("swapping", vec!["memswap_in", "memswap_out"]),
+            ("disk_errors", vec!["disk_errors"]),
+            ("nic_errors", vec!["net_rxerrors", "net_txerrors"]),
+            ("nic_drops", vec!["net_rxdrops", "net_txdrops"]),
+        ]
+        .into_iter()
+        .map(|(id, keys)| {
+            (
+                id,
+                keys.into_iter()
+                    .filter(|k| has("vm_totals", k))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .filter(|(_, keys)| !keys.is_empty())
+        .collect();
+        // One table's rules: its query, then the problems of the rows that come back.
+        let run = |table: &str, streaks: &[Streak], rising: &[(&'static str, Vec<&str>)]| {
+            let mut out = Vec::new();
+            if streaks.is_empty() && rising.is_empty() {
+                return Ok(out);
+            }
+            // w: the window's rows with each rule's input; s: per VM, the last time each
+            // streak condition did not hold and each counter's first and last value.
+            let mut w_cols = Vec::new();
+            let mut s_cols = Vec::new();
+            let mut out_cols = Vec::new();
+            let mut fired = Vec::new();
+            // Which VMs can fire at all, from the summary alone: only their rows are joined
+            // back (the join is the costly part over a whole fleet's window).
+            let mut may_fire = Vec::new();
+            for (i, (_, cond, value, min)) in streaks.iter().enumerate() {
+                w_cols.push(format!(
+                    "coalesce({cond}, false) AS bad{i}, {} AS val{i}",
+                    ident(value)
+                ));
+                s_cols.push(format!("max(time) FILTER (WHERE NOT bad{i}) AS ok{i}"));
+                let inside = format!("w.bad{i} AND (s.ok{i} IS NULL OR w.time > s.ok{i})");
+                out_cols.push(format!(
+                    "CAST(min(w.time) FILTER (WHERE {inside}) AS BIGINT) AS since{i}, \
+                     count(*) FILTER (WHERE {inside}) AS n{i}, last_value(w.val{i} ORDER BY w.time) AS v{i}"
+                ));
+                fired.push(format!("count(*) FILTER (WHERE {inside}) >= {min}"));
+                may_fire.push(format!(
+                    "(count(*) FILTER (WHERE bad{i}) >= {min} AND coalesce(max(time) FILTER (WHERE NOT bad{i}) < max(time), true))"
+                ));
+            }
+            for (j, (_, keys)) in rising.iter().enumerate() {
+                let x = keys
+                    .iter()
+                    .map(|k| format!("coalesce({}, 0)", ident(k)))
+                    .collect::<Vec<_>>()
+                    .join(" + ");
+                let any = keys
+                    .iter()
+                    .map(|k| format!("{} IS NOT NULL", ident(k)))
+                    .collect::<Vec<_>>()
+                    .join(" OR ");
+                w_cols.push(format!(
+                    "CASE WHEN {any} THEN CAST({x} AS DOUBLE) END AS x{j}"
+                ));
+                s_cols.push(format!(
+                    "first_value(x{j} IGNORE NULLS ORDER BY time) AS f{j}, last_value(x{j} IGNORE NULLS ORDER BY time) AS l{j}"
+                ));
+                out_cols.push(format!(
+                    "CAST(min(w.time) FILTER (WHERE w.x{j} > s.f{j}) AS BIGINT) AS rsince{j}, max(s.l{j} - s.f{j}) AS rv{j}"
+                ));
+                fired.push(format!("max(s.l{j}) > max(s.f{j})"));
+                may_fire.push(format!(
+                    "last_value(x{j} IGNORE NULLS ORDER BY time) > first_value(x{j} IGNORE NULLS ORDER BY time)"
+                ));
+            }
+            let q = format!(
+                "WITH w AS (SELECT host, uuid, name, time, {} FROM {} WHERE {range}), \
+                 s AS (SELECT host, uuid, {} FROM w GROUP BY host, uuid HAVING {}) \
+                 SELECT w.host AS host, w.uuid AS uuid, last_value(w.name ORDER BY w.time) AS name, {} \
+                 FROM w JOIN s ON w.host = s.host AND w.uuid = s.uuid GROUP BY w.host, w.uuid HAVING {}",
+                w_cols.join(", "),
+                ident(table),
+                s_cols.join(", "),
+                may_fire.join(" OR "),
+                out_cols.join(", "),
+                fired.join(" OR "),
+            );
+            for r in self.rows(&q, &[])? {
+                let (Some(host), Some(uuid)) = (text(&r, "host"), text(&r, "uuid")) else {
                     continue;
                 };
-                if !current.contains(&(host.as_str(), uuid.as_str())) {
-                    continue;
+                let name = text(&r, "name");
+                let mut push = |rule: &'static str, why: String, since: i64, value: Option<f64>| {
+                    out.push(Problem {
+                        rule,
+                        host: host.clone(),
+                        uuid: Some(uuid.clone()),
+                        name: name.clone(),
+                        why,
+                        since_ms: since,
+                        value,
+                    });
+                };
+                for (i, (rule, _, _, min)) in streaks.iter().enumerate() {
+                    let n = int(&r, &format!("n{i}")).unwrap_or(0);
+                    let Some(since) = ms(&r, &format!("since{i}")) else {
+                        continue;
+                    };
+                    if n < i64::from(*min) {
+                        continue;
+                    }
+                    let v = num(&r, &format!("v{i}"));
+                    let x = v.unwrap_or_default();
+                    let why = match *rule {
+                        "steal" => format!(
+                            "vCPU steal {x:.1} % (above {} % for {n} cycles)",
+                            cfg.steal_pct
+                        ),
+                        "mem_full" => format!(
+                            "guest memory {x:.1} % in use (at or above {} % for {n} cycles)",
+                            cfg.mem_used_pct
+                        ),
+                        "crashed" => "the VM is crashed".to_owned(),
+                        _ => "the VM is paused".to_owned(),
+                    };
+                    let value = if matches!(*rule, "steal" | "mem_full") {
+                        v
+                    } else {
+                        None
+                    };
+                    push(rule, why, since, value);
                 }
-                let v = num(&r, "v");
-                out.push(Problem {
-                    rule,
-                    why: why(v.unwrap_or_default(), int(&r, "n").unwrap_or_default()),
-                    name: text(&r, "name"),
-                    uuid: Some(uuid),
-                    host,
-                    since_ms: since,
-                    value: v,
-                });
+                for (j, (rule, _)) in rising.iter().enumerate() {
+                    let (Some(since), Some(by)) =
+                        (ms(&r, &format!("rsince{j}")), num(&r, &format!("rv{j}")))
+                    else {
+                        continue;
+                    };
+                    if by <= 0.0 {
+                        continue;
+                    }
+                    let what = match *rule {
+                        "swapping" => "KiB swapped in and out",
+                        "disk_errors" => "disk errors",
+                        "nic_errors" => "NIC errors",
+                        _ => "NIC drops",
+                    };
+                    push(
+                        rule,
+                        format!("{by:.0} {what} within the last {window}"),
+                        since,
+                        Some(by),
+                    );
+                }
             }
+            Ok::<_, QueryError>(out)
         };
-        // Streaks: the rows after the VM's last row where the condition did not hold.
-        let streak = |table: &str, cond: &str, value: &str, min: u32| {
-            format!(
-                "WITH w AS (SELECT host, uuid, name, time, coalesce({cond}, false) AS bad, {value} AS v FROM {table} WHERE {range}), \
-                 s AS (SELECT host, uuid, max(time) FILTER (WHERE NOT bad) AS ok FROM w GROUP BY host, uuid) \
-                 SELECT w.host AS host, w.uuid AS uuid, last_value(w.name ORDER BY w.time) AS name, CAST(min(w.time) AS BIGINT) AS since, \
-                 count(*) AS n, last_value(w.v ORDER BY w.time) AS v \
-                 FROM w JOIN s ON w.host = s.host AND w.uuid = s.uuid \
-                 WHERE w.bad AND (s.ok IS NULL OR w.time > s.ok) GROUP BY w.host, w.uuid HAVING count(*) >= {min}"
-            )
-        };
-        if has("vm_totals", "state") {
-            for (rule, code, word) in [("crashed", 6, "crashed"), ("paused", 3, "paused")] {
-                let q = streak("vm_totals", &format!("state = {code}"), "state", 1);
-                keep(self.rows(&q, &[])?, rule, &|_, _| {
-                    format!("the VM is {word}")
-                });
-            }
-        }
-        if has("vm_features", "cpu_steal_pct") {
-            let q = streak(
-                "vm_features",
-                &format!("cpu_steal_pct > {:?}", cfg.steal_pct),
-                "cpu_steal_pct",
-                cfg.cycles,
-            );
-            let thr = cfg.steal_pct;
-            keep(self.rows(&q, &[])?, "steal", &|v, n| {
-                format!("vCPU steal {v:.1} % (above {thr} % for {n} cycles)")
-            });
-        }
-        if has("vm_features", "mem_used_pct") {
-            let q = streak(
-                "vm_features",
-                &format!("mem_used_pct >= {:?}", cfg.mem_used_pct),
-                "mem_used_pct",
-                cfg.cycles,
-            );
-            let thr = cfg.mem_used_pct;
-            keep(self.rows(&q, &[])?, "mem_full", &|v, n| {
-                format!("guest memory {v:.1} % in use (at or above {thr} % for {n} cycles)")
-            });
-        }
-        let window = super::problems::humantime_window(cfg);
-        let rising: [(&'static str, &[&str], &str); 4] = [
-            (
-                "swapping",
-                &["memswap_in", "memswap_out"],
-                "KiB swapped in and out",
-            ),
-            ("disk_errors", &["disk_errors"], "disk errors"),
-            (
-                "nic_errors",
-                &["net_rxerrors", "net_txerrors"],
-                "NIC errors",
-            ),
-            ("nic_drops", &["net_rxdrops", "net_txdrops"], "NIC drops"),
-        ];
-        for (rule, keys, what) in rising {
-            let keys: Vec<&str> = keys
-                .iter()
-                .copied()
-                .filter(|k| has("vm_totals", k))
-                .collect();
-            if keys.is_empty() {
-                continue;
-            }
-            let x = keys
-                .iter()
-                .map(|k| format!("coalesce({}, 0)", ident(k)))
-                .collect::<Vec<_>>()
-                .join(" + ");
-            let any = keys
-                .iter()
-                .map(|k| format!("{} IS NOT NULL", ident(k)))
-                .collect::<Vec<_>>()
-                .join(" OR ");
-            let q = format!(
-                "WITH w AS (SELECT host, uuid, name, time, CAST({x} AS DOUBLE) AS x FROM vm_totals WHERE ({any}) AND {range}), \
-                 f AS (SELECT host, uuid, first_value(x ORDER BY time) AS x0, last_value(x ORDER BY time) AS x1 FROM w GROUP BY host, uuid) \
-                 SELECT w.host AS host, w.uuid AS uuid, last_value(w.name ORDER BY w.time) AS name, \
-                 CAST(min(w.time) FILTER (WHERE w.x > f.x0) AS BIGINT) AS since, max(f.x1 - f.x0) AS v \
-                 FROM w JOIN f ON w.host = f.host AND w.uuid = f.uuid WHERE f.x1 > f.x0 GROUP BY w.host, w.uuid"
-            );
-            keep(self.rows(&q, &[])?, rule, &|v, _| {
-                format!("{v:.0} {what} within the last {window}")
-            });
-        }
+        let (a, b) = super::both(
+            || run("vm_features", &features, &[]),
+            || run("vm_totals", &totals, &rising),
+        );
+        let mut out = a?;
+        out.extend(b?);
         Ok(out)
     }
 

@@ -24,6 +24,21 @@ use crate::store::query::{AgentHistory, Fleet, VmDetail};
 use hosts::HostSummary;
 use problems::{Problem, ProblemsConfig};
 
+/// Runs `a` and `b` at the same time (two queries to a database, say) and returns both.
+pub fn both<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    std::thread::scope(|scope| {
+        let other = scope.spawn(b);
+        let first = a();
+        match other.join() {
+            Ok(second) => (first, second),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
 /// Buckets of a host's CPU trend over the last hour.
 const TREND_BUCKETS: i64 = 30;
 /// The trend's range.
@@ -81,13 +96,20 @@ pub enum Source {
 }
 
 impl Source {
-    /// The backend `config` asks for; `live` says where the embedded history is.
+    /// The backend `config` asks for; `live` says where the embedded history is and the
+    /// collection interval (the agents', for InfluxDB 3).
     pub fn from_config(config: &SourceConfig, live: super::SharedLive) -> Result<Source, String> {
         match config.kind {
             SourceKind::Embedded => Ok(Source::Embedded(embedded::Embedded::new(live))),
-            SourceKind::Influxdb3 => Ok(Source::InfluxDb3(Box::new(influxdb3::InfluxDb3::new(
-                config,
-            )?))),
+            SourceKind::Influxdb3 => {
+                let interval = live
+                    .read()
+                    .map(|l| l.interval)
+                    .unwrap_or(std::time::Duration::from_secs(10));
+                Ok(Source::InfluxDb3(Box::new(influxdb3::InfluxDb3::new(
+                    config, interval,
+                )?)))
+            }
         }
     }
 
@@ -137,11 +159,14 @@ impl Source {
         interval_ms: i64,
         cfg: &ProblemsConfig,
     ) -> Result<Vec<HostSummary>, QueryError> {
-        let fleet = self.fleet(now_ms)?;
-        let trends = match self {
-            Source::Embedded(e) => e.cpu_trends(now_ms, TREND_RANGE_MS, TREND_BUCKETS)?,
-            Source::InfluxDb3(i) => i.cpu_trends(now_ms, TREND_RANGE_MS, TREND_BUCKETS)?,
-        };
+        let (fleet, trends) = both(
+            || self.fleet(now_ms),
+            || match self {
+                Source::Embedded(e) => e.cpu_trends(now_ms, TREND_RANGE_MS, TREND_BUCKETS),
+                Source::InfluxDb3(i) => i.cpu_trends(now_ms, TREND_RANGE_MS, TREND_BUCKETS),
+            },
+        );
+        let (fleet, trends) = (fleet?, trends?);
         let silent_after = interval_ms.max(1000) * i64::from(cfg.silent_intervals);
         Ok(hosts::summarise(&fleet, trends, now_ms, silent_after))
     }
@@ -153,14 +178,17 @@ impl Source {
         interval_ms: i64,
         cfg: &ProblemsConfig,
     ) -> Result<Vec<Problem>, QueryError> {
-        let fleet = self.fleet(now_ms)?;
-        let mut list = match self {
-            Source::Embedded(e) => {
-                let windows = e.vm_windows(now_ms, now_ms - cfg.window_ms())?;
-                problems::vm_rules(&windows, &fleet, cfg)
-            }
-            Source::InfluxDb3(i) => i.vm_problems(now_ms, &fleet, cfg)?,
-        };
+        let (fleet, hits) = both(
+            || self.fleet(now_ms),
+            || match self {
+                Source::Embedded(e) => e
+                    .vm_windows(now_ms, now_ms - cfg.window_ms())
+                    .map(|w| problems::vm_rules(&w, cfg)),
+                Source::InfluxDb3(i) => i.vm_problems(now_ms, cfg),
+            },
+        );
+        let fleet = fleet?;
+        let mut list = problems::current_only(hits?, &fleet);
         list.extend(problems::silence(&fleet, cfg, now_ms, interval_ms));
         problems::sort(&mut list);
         Ok(list)

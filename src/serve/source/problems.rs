@@ -206,21 +206,28 @@ fn rising(values: &[Option<f64>]) -> Option<(usize, f64)> {
     Some((at, last - first))
 }
 
-/// The VM rules over each VM's recent rows (VMs not current in `fleet` are left to
-/// [`silence`]).
-pub fn vm_rules(windows: &[VmWindow], fleet: &Fleet, cfg: &ProblemsConfig) -> Vec<Problem> {
+/// The VM problems of VMs in their host's latest cycle only (the others are [`silence`]'s).
+pub fn current_only(list: Vec<Problem>, fleet: &Fleet) -> Vec<Problem> {
     let current: std::collections::HashSet<(&str, &str)> = fleet
         .vms
         .iter()
         .filter(|v| v.current)
         .map(|v| (v.host.as_str(), v.uuid.as_str()))
         .collect();
+    list.into_iter()
+        .filter(|p| {
+            p.uuid
+                .as_deref()
+                .is_some_and(|u| current.contains(&(p.host.as_str(), u)))
+        })
+        .collect()
+}
+
+/// The VM rules over each VM's recent rows (see [`current_only`] for which VMs count).
+pub fn vm_rules(windows: &[VmWindow], cfg: &ProblemsConfig) -> Vec<Problem> {
     let cycles = cfg.cycles as usize;
     let mut out = Vec::new();
     for w in windows {
-        if !current.contains(&(w.host.as_str(), w.uuid.as_str())) {
-            continue;
-        }
         let mut push = |rule: &'static str, why: String, at: usize, value: Option<f64>| {
             out.push(Problem {
                 rule,
@@ -355,7 +362,7 @@ mod tests {
             Some(12.0),
         ];
         let fleet = fleet_of(&[("h", "a", true)]);
-        let p = vm_rules(&[w.clone()], &fleet, &cfg);
+        let p = current_only(vm_rules(&[w.clone()], &cfg), &fleet);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].rule, "steal");
         assert_eq!(
@@ -365,9 +372,9 @@ mod tests {
         assert_eq!(p[0].value, Some(12.0));
         // Two cycles are not enough; a good last cycle clears it.
         w.steal_pct = vec![None, None, None, None, Some(20.0), Some(30.0)];
-        assert!(vm_rules(&[w.clone()], &fleet, &cfg).is_empty());
+        assert!(current_only(vm_rules(&[w.clone()], &cfg), &fleet).is_empty());
         w.steal_pct = vec![Some(20.0); 5].into_iter().chain([Some(5.0)]).collect();
-        assert!(vm_rules(&[w], &fleet, &cfg).is_empty());
+        assert!(current_only(vm_rules(&[w], &cfg), &fleet).is_empty());
     }
 
     #[test]
@@ -379,7 +386,7 @@ mod tests {
         let mut b = window("b", 5);
         b.nic_drops = vec![Some(7.0), Some(9.0), Some(1.0), Some(2.0), Some(3.0)];
         b.state = vec![Some(1), Some(1), Some(3), Some(3), Some(3)];
-        let p = vm_rules(&[a, b], &fleet, &cfg);
+        let p = current_only(vm_rules(&[a, b], &cfg), &fleet);
         let drops: Vec<_> = p.iter().filter(|p| p.rule == "nic_drops").collect();
         assert_eq!(drops.len(), 1, "{p:?}");
         assert_eq!(drops[0].uuid.as_deref(), Some("a"));
@@ -401,7 +408,7 @@ mod tests {
         let mut w = window("a", 3);
         w.state = vec![Some(3); 3];
         assert!(
-            vm_rules(&[w], &fleet, &cfg).is_empty(),
+            current_only(vm_rules(&[w], &cfg), &fleet).is_empty(),
             "a gone VM is only silent"
         );
         let p = silence(&fleet, &cfg, 1000 + 30_001, 10_000);

@@ -1,0 +1,188 @@
+//! The problem rules on a real QEMU guest of the lab (docs/lab.md): a `vmtel run` on
+//! `qemu:///system` with its dashboard; the lab's extra guest 22 is paused (the `paused`
+//! problem appears, dated from the first cycle that saw it paused) and resumed (it clears);
+//! then destroyed (the `vm_silent` problem appears: missing from its host's latest cycle) and
+//! re-created (it clears). The lab's regular guests run their steady workload and raise none of
+//! the VM rules but the counters' (their taps count drops the guest never sees, so `nic_drops`
+//! is not judged here).
+//!
+//! Uses `scripts/lab extra up 22` and removes the guest afterwards.
+
+#[path = "browser/harness.rs"]
+mod web;
+
+use std::process::Command;
+
+use serde_json::Value;
+use web::Vmtel;
+
+const EXTRA: &str = "22";
+
+fn lab(args: &[&str]) -> String {
+    let out = Command::new("scripts/lab")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run scripts/lab");
+    assert!(
+        out.status.success(),
+        "scripts/lab {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn virsh(args: &[&str]) {
+    let out = Command::new("timeout")
+        .args(["120", "virsh", "-q", "-c", "qemu:///system"])
+        .args(args)
+        .output()
+        .expect("run virsh");
+    assert!(
+        out.status.success(),
+        "virsh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Removes the extra guest at the end, whatever happened.
+struct Guest;
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = Command::new("scripts/lab")
+            .args(["extra", "down", EXTRA])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output();
+    }
+}
+
+/// The problems of the guest `uuid` by rule.
+fn rules_of(problems: &Value, uuid: &str) -> Vec<(String, i64)> {
+    problems["problems"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| p["uuid"] == uuid)
+                .map(|p| {
+                    (
+                        p["rule"].as_str().unwrap_or_default().to_owned(),
+                        p["since_ms"].as_i64().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn has(problems: &Value, uuid: &str, rule: &str) -> bool {
+    rules_of(problems, uuid).iter().any(|(r, _)| r == rule)
+}
+
+#[test]
+fn paused_and_vanished_guests_become_problems_and_clear() {
+    // The regular guests first (idempotent), then the extra one.
+    lab(&["up", "3"]);
+    let row = lab(&["extra", "up", EXTRA]);
+    let _guest = Guest;
+    // The row `extra up` prints: tab-separated, with a header line naming the columns.
+    let mut rows = row.lines().filter(|l| l.contains('\t'));
+    let header: Vec<&str> = rows.next().expect("header").split('\t').collect();
+    let cells: Vec<&str> = rows.next().expect("guest row").split('\t').collect();
+    let col = |name: &str| -> String {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .and_then(|i| cells.get(i))
+            .map(|c| (*c).to_owned())
+            .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+    };
+    let (name, uuid) = (col("name"), col("uuid"));
+
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let config = format!(
+        "interval = \"1s\"\nstate_dir = \"{}\"\n[[sources]]\nuri = \"qemu:///system\"\n\
+         [web]\nlisten = \"127.0.0.1:0\"\n[web.problems]\nwindow = \"30s\"\ncycles = 2\n",
+        tmp.path().display()
+    );
+    std::fs::write(tmp.path().join("vmtel.toml"), config).expect("config");
+    let v = Vmtel::start_in(tmp, &["run", "--config", "vmtel.toml"], &[]);
+
+    let in_fleet = |f: &Value| {
+        f["vms"].as_array().is_some_and(|a| {
+            a.iter().any(|x| {
+                x["uuid"] == uuid.as_str() && x["cpu_pct"].is_number() && x["current"] == true
+            })
+        })
+    };
+    v.wait_json(
+        "/api/fleet",
+        60,
+        "the extra guest with CPU values",
+        in_fleet,
+    );
+    let p = v.json("/api/problems");
+    assert!(
+        !has(&p, &uuid, "paused") && !has(&p, &uuid, "vm_silent"),
+        "a running guest is no problem: {p}"
+    );
+
+    // Paused: a problem from the first cycle that saw it paused, until it runs again.
+    let paused_at = web_now_ms();
+    virsh(&["suspend", &uuid]);
+    let p = v.wait_json("/api/problems", 60, "the paused problem", |p| {
+        has(p, &uuid, "paused")
+    });
+    let since = rules_of(&p, &uuid)
+        .into_iter()
+        .find(|(r, _)| r == "paused")
+        .map(|(_, s)| s)
+        .expect("paused");
+    // Cycles are stamped with the grid point before their read: at most one interval early.
+    assert!(
+        since >= paused_at - 1000 && since <= web_now_ms(),
+        "paused since {since}, suspended at {paused_at}"
+    );
+    let row = p["problems"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|x| x["uuid"] == uuid.as_str() && x["rule"] == "paused")
+        })
+        .cloned()
+        .expect("paused row");
+    assert_eq!(row["name"], name.as_str(), "{row}");
+    virsh(&["resume", &uuid]);
+    v.wait_json("/api/problems", 60, "the paused problem to clear", |p| {
+        !has(p, &uuid, "paused")
+    });
+
+    // Gone: missing from the host's latest cycle, a problem until it is back.
+    virsh(&["destroy", &uuid]);
+    v.wait_json("/api/problems", 60, "the vm_silent problem", |p| {
+        has(p, &uuid, "vm_silent")
+    });
+    lab(&["extra", "up", EXTRA]);
+    v.wait_json(
+        "/api/problems",
+        120,
+        "the vm_silent problem to clear",
+        |p| !has(p, &uuid, "vm_silent"),
+    );
+    v.wait_json(
+        "/api/fleet",
+        60,
+        "the re-created guest in the fleet",
+        in_fleet,
+    );
+}
+
+fn web_now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default()
+}
