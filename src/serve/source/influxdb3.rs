@@ -175,6 +175,7 @@ impl InfluxDb3 {
         if let Some(t) = &self.token {
             req = req.header("Authorization", &format!("Bearer {}", t.expose()));
         }
+        let started = Instant::now();
         let resp = req.send(body.to_string().as_bytes()).map_err(|e| {
             QueryError::Unavailable(format!(
                 "InfluxDB 3 at {} does not answer ({e}); check that it runs and [web.source] url",
@@ -193,6 +194,13 @@ impl InfluxDb3 {
                     self.shown
                 ))
             })?;
+        tracing::debug!(
+            status,
+            ms = started.elapsed().as_millis() as u64,
+            bytes = text.len(),
+            "InfluxDB 3 query: {}",
+            q.chars().take(160).collect::<String>()
+        );
         let snippet = || text.chars().take(300).collect::<String>();
         match status {
             200..=299 => {}
