@@ -4,11 +4,14 @@
 //! every `--interval` seconds over the last `--hours` hours, through the real decoder, deriver
 //! and encoder, posted gzip-compressed to `/api/v3/write_lp` in `s` precision.
 //!
-//! The benchmark (`bench/run --only fleet`) then times the dashboard's API and pages on it
-//! through `vmtel serve`. Prints one JSON object: lines, bytes, seconds, first and last time.
+//! Then it catches up with the clock (the cycles that fell due while it loaded) and prints one
+//! JSON object: lines, bytes, seconds, first and last time. With `--follow` it goes on writing
+//! one cycle at each grid point of the wall clock, as the agents would, until it is stopped.
+//!
+//! `bench/fleet` times the dashboard's API and pages on it through `vmtel serve`.
 //!
 //! Usage: `bench_fleet --url URL --database DB [--hosts N] [--vms N] [--hours H]
-//! [--interval S] [--seed K]`.
+//! [--interval S] [--seed K] [--follow]`.
 
 #[path = "../bench/common.rs"]
 mod common;
@@ -100,8 +103,45 @@ fn main() {
     let mut buf = String::with_capacity(BATCH_BYTES + (1 << 20));
     let mut features = Vec::new();
     let t0 = Instant::now();
-    for c in 1..=cycles {
+    let follow = args.iter().any(|a| a == "--follow");
+    let mut c = 0i64;
+    let mut reported = false;
+    loop {
+        c += 1;
         let t = start + c * step_ns;
+        if c > cycles {
+            // Past the loaded span: the cycles that fell due since, then (with --follow) one
+            // per grid point of the clock.
+            let now = vmtel::collect::wall_ns();
+            if t > now {
+                if !buf.is_empty() {
+                    bytes += buf.len();
+                    post(&agent, &write_url, &buf);
+                    buf.clear();
+                }
+                if !reported {
+                    reported = true;
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "hosts": hosts,
+                            "vms_per_host": vms,
+                            "cycles": c - 1,
+                            "interval_s": interval,
+                            "lines": lines,
+                            "bytes": bytes,
+                            "seconds": t0.elapsed().as_secs_f64(),
+                            "first_ms": (start + step_ns) / 1_000_000,
+                            "last_ms": (t - step_ns) / 1_000_000,
+                        })
+                    );
+                }
+                if !follow {
+                    break;
+                }
+                std::thread::sleep(Duration::from_nanos(u64::try_from(t - now).unwrap_or(0)));
+            }
+        }
         fleet.step(t, Duration::from_secs(interval));
         for h in 0..hosts {
             let mut sample = HostSample {
@@ -125,35 +165,17 @@ fn main() {
             derivers[h].update_chunk(&sample.domains, &mut features);
             derivers[h].end_cycle();
             lines += encoder.encode_host(&sample, &features, &mut buf);
-            if buf.len() >= BATCH_BYTES {
+            if buf.len() >= BATCH_BYTES || (c > cycles && h + 1 == hosts) {
                 bytes += buf.len();
                 post(&agent, &write_url, &buf);
                 buf.clear();
             }
         }
-        if c % 60 == 0 {
+        if c % 60 == 0 && c <= cycles {
             eprintln!(
                 "  {c} of {cycles} cycles, {lines} lines, {:.0} s",
                 t0.elapsed().as_secs_f64()
             );
         }
     }
-    if !buf.is_empty() {
-        bytes += buf.len();
-        post(&agent, &write_url, &buf);
-    }
-    println!(
-        "{}",
-        serde_json::json!({
-            "hosts": hosts,
-            "vms_per_host": vms,
-            "cycles": cycles,
-            "interval_s": interval,
-            "lines": lines,
-            "bytes": bytes,
-            "seconds": t0.elapsed().as_secs_f64(),
-            "first_ms": (start + step_ns) / 1_000_000,
-            "last_ms": end / 1_000_000,
-        })
-    );
 }

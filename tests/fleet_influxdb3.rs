@@ -229,6 +229,36 @@ fn agents_write_one_influxdb3_and_serve_reads_every_vm() {
         .collect();
     assert_eq!(hosts, BTreeSet::from(["hv0", "hv1", ODD_HOST]), "{fleet}");
 
+    // The fleet's latest rows come from the last-value caches `vmtel serve` created; a
+    // reader told not to use them (`last_cache = false`: a token that may not create them)
+    // scans the last hour and lists the same VMs with the same values.
+    let caches = server.query_sql(DB, "SELECT \"table\" AS t, name FROM system.last_caches");
+    let cached: BTreeSet<&str> = caches
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["name"] == "vmtel_fleet")
+        .filter_map(|r| r["t"].as_str())
+        .collect();
+    assert_eq!(
+        cached,
+        BTreeSet::from(["vm_features", "vm_totals"]),
+        "{caches}"
+    );
+    let scan_config = work.path().join("serve-scan.toml");
+    let text = std::fs::read_to_string(&config).expect("config") + "last_cache = false\n";
+    std::fs::write(&scan_config, text).expect("write");
+    let scanning = serve(work.path(), &scan_config);
+    let scanned = scanning.wait_json("/api/fleet", 60, "every VM by scanning", |f| {
+        vms(f) == want && vms_with_cpu(f) == want.len()
+    });
+    assert_eq!(
+        scanned["hosts"].as_array().map(Vec::len),
+        Some(3),
+        "{scanned}"
+    );
+    drop(scanning);
+
     // The odd VMs' pages: found by their exact host and UUID (statement parameters).
     for (host, uuid, name) in vms(&b_fleet) {
         let d = central.json(&format!(
@@ -434,6 +464,12 @@ fn agents_write_one_influxdb3_and_serve_reads_every_vm() {
                 enc(&uuid),
                 enc(s)
             ),
+            format!("/api/top?by={}&range=1h", enc(s)),
+            format!("/api/top?by=net&range={}", enc(s)),
+            format!("/api/fleet?sort={}", enc(s)),
+            format!("/api/fleet?dir={}", enc(s)),
+            format!("/api/fleet?limit={}", enc(s)),
+            format!("/api/fleet?state={}", enc(s)),
         ] {
             let (code, body, _) = central.get(&path, &[]);
             assert!(
@@ -445,11 +481,55 @@ fn agents_write_one_influxdb3_and_serve_reads_every_vm() {
             assert!(v["error"].is_string(), "{body}");
         }
     }
+    for s in nasty {
+        // A filter, host or top host that matches nothing: an empty answer, not an error.
+        for path in [
+            format!("/api/fleet?q={}", enc(s)),
+            format!("/api/fleet?host={}", enc(s)),
+        ] {
+            let v = central.json(&path);
+            assert_eq!(v["total"], 0, "{path}: {v}");
+        }
+        let v = central.json(&format!("/api/top?by=cpu_pct&range=1h&host={}", enc(s)));
+        assert_eq!(v["vms"].as_array().map(Vec::len), Some(0), "{v}");
+    }
     let after = central.json("/api/fleet");
     assert_eq!(
         vms(&after),
         want,
         "the data is intact after the injection attempts"
+    );
+
+    // Filtering, sorting and paging on the server.
+    let page = central.json("/api/fleet?sort=cpu_pct&dir=desc&offset=1&limit=3");
+    assert_eq!(page["total"], want.len(), "{page}");
+    let cpu: Vec<f64> = page["vms"]
+        .as_array()
+        .expect("vms")
+        .iter()
+        .filter_map(|v| v["cpu_pct"].as_f64())
+        .collect();
+    assert_eq!(cpu.len(), 3, "{page}");
+    assert!(cpu.windows(2).all(|w| w[0] >= w[1]), "{cpu:?}");
+    let running = central.json("/api/fleet?state=running&limit=1");
+    assert_eq!(running["total"], want.len(), "{running}");
+    assert_eq!(running["vms"].as_array().map(Vec::len), Some(1));
+    assert_eq!(central.json("/api/fleet?state=paused")["total"], 0);
+    let by_rx = central.json("/api/fleet?sort=net_rx_bps&dir=desc");
+    let rx: Vec<f64> = by_rx["vms"]
+        .as_array()
+        .expect("vms")
+        .iter()
+        .filter_map(|v| v["net_rx_bps"].as_f64())
+        .collect();
+    assert!(
+        rx.len() >= 2 && rx.windows(2).all(|w| w[0] >= w[1]),
+        "{rx:?}"
+    );
+    let filtered = central.json(&format!("/api/fleet?q={}", enc("ÜNÏCODE")));
+    assert_eq!(
+        filtered["total"], 1,
+        "case-insensitive name filter: {filtered}"
     );
 
     // A refused token, a missing database: 502 with the fix.

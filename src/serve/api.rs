@@ -75,7 +75,11 @@ const SORTS: &[&str] = &[
     "cpu_pct",
     "mem_used_pct",
     "net",
+    "net_rx_bps",
+    "net_tx_bps",
     "disk",
+    "disk_rd_bps",
+    "disk_wr_bps",
     "last_seen",
 ];
 
@@ -104,14 +108,26 @@ fn sort_value(v: &VmRow, key: &str) -> Option<f64> {
     }
 }
 
-/// Filters, sorts and pages the fleet's VMs as `q` asks (`host`, `q`, `sort`, `dir`, `offset`,
-/// `limit`); returns the page and how many VMs matched.
+/// Filters, sorts and pages the fleet's VMs as `q` asks (`host`, `state`, `q`, `sort`, `dir`,
+/// `offset`, `limit`); returns the page and how many VMs matched.
 fn page_of(
     mut vms: Vec<VmRow>,
     q: &HashMap<String, String>,
 ) -> Result<(Vec<VmRow>, usize), String> {
     if let Some(host) = q.get("host").filter(|h| !h.is_empty()) {
         vms.retain(|v| &v.host == host);
+    }
+    match q.get("state").map(String::as_str) {
+        None | Some("") => {}
+        Some("running") => vms.retain(|v| v.current && matches!(v.state, Some(1 | 2))),
+        Some("paused") => vms.retain(|v| v.current && v.state == Some(3)),
+        Some("other") => vms.retain(|v| v.current && !matches!(v.state, Some(1..=3))),
+        Some("gone") => vms.retain(|v| !v.current),
+        Some(s) => {
+            return Err(format!(
+                "state {s:?} is not one of running, paused, other, gone"
+            ))
+        }
     }
     if let Some(text) = q.get("q").map(|t| t.trim()).filter(|t| !t.is_empty()) {
         if text.chars().count() > MAX_FILTER {
