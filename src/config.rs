@@ -514,6 +514,45 @@ mod tests {
     }
 
     #[test]
+    fn sample_dashboard_sections_are_valid_uncommented() {
+        let text = include_str!("../dist/vmtel.toml");
+        let start = text
+            .find("# [web.source]")
+            .expect("the sample has [web.source]");
+        let uncommented: String = text[start..]
+            .lines()
+            .filter(|l| {
+                l.starts_with("# ")
+                    && !l.starts_with("# What")
+                    && !l.starts_with("# Where")
+                    && !l.starts_with("# many")
+            })
+            .map(|l| l.trim_start_matches("# ").to_owned() + "\n")
+            .collect();
+        // The sample's files do not exist here: a token file of our own, no CA file.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("read.token");
+        std::fs::write(&token, "a-read-token").expect("write");
+        let uncommented = uncommented
+            .replace(
+                "/etc/vmtel/influxdb3-read.token",
+                &token.display().to_string(),
+            )
+            .lines()
+            .filter(|l| !l.starts_with("tls_ca_file"))
+            .map(|l| l.to_owned() + "\n")
+            .collect::<String>();
+        let head = text[..start].replace("[web]\n", "");
+        let c = Config::parse(&format!("{head}[web]\n{uncommented}"), "sample")
+            .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        assert_eq!(
+            c.web.source.kind,
+            crate::serve::source::SourceKind::Influxdb3
+        );
+        assert_eq!(c.web.problems.cycles, 3);
+    }
+
+    #[test]
     fn defaults() {
         let c = Config::parse("", "x").expect("empty config is valid");
         assert_eq!(c.interval, Duration::from_secs(10));
