@@ -229,36 +229,6 @@ fn agents_write_one_influxdb3_and_serve_reads_every_vm() {
         .collect();
     assert_eq!(hosts, BTreeSet::from(["hv0", "hv1", ODD_HOST]), "{fleet}");
 
-    // The fleet's latest rows come from the last-value caches `vmtel serve` created; a
-    // reader told not to use them (`last_cache = false`: a token that may not create them)
-    // scans the last hour and lists the same VMs with the same values.
-    let caches = server.query_sql(DB, "SELECT \"table\" AS t, name FROM system.last_caches");
-    let cached: BTreeSet<&str> = caches
-        .as_array()
-        .expect("rows")
-        .iter()
-        .filter(|r| r["name"] == "vmtel_fleet")
-        .filter_map(|r| r["t"].as_str())
-        .collect();
-    assert_eq!(
-        cached,
-        BTreeSet::from(["vm_features", "vm_totals"]),
-        "{caches}"
-    );
-    let scan_config = work.path().join("serve-scan.toml");
-    let text = std::fs::read_to_string(&config).expect("config") + "last_cache = false\n";
-    std::fs::write(&scan_config, text).expect("write");
-    let scanning = serve(work.path(), &scan_config);
-    let scanned = scanning.wait_json("/api/fleet", 60, "every VM by scanning", |f| {
-        vms(f) == want && vms_with_cpu(f) == want.len()
-    });
-    assert_eq!(
-        scanned["hosts"].as_array().map(Vec::len),
-        Some(3),
-        "{scanned}"
-    );
-    drop(scanning);
-
     // The odd VMs' pages: found by their exact host and UUID (statement parameters).
     for (host, uuid, name) in vms(&b_fleet) {
         let d = central.json(&format!(

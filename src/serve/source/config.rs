@@ -42,14 +42,6 @@ pub struct SourceConfig {
     /// Time allowed for one query, connection to last byte (default 10s).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// Create InfluxDB 3 last-value caches for the fleet's latest rows when they are missing
-    /// (default true; needs a token that may create them).
-    #[serde(default = "yes")]
-    pub last_cache: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 fn default_timeout() -> Duration {
@@ -67,7 +59,6 @@ impl Default for SourceConfig {
             tls_ca_file: None,
             insecure_skip_verify: false,
             timeout: default_timeout(),
-            last_cache: true,
         }
     }
 }

@@ -23,12 +23,6 @@ use crate::store::query::{
 };
 use crate::store::read::Frame;
 
-/// The name of the last-value caches vmtel reads the fleet's latest rows from (on `vm_totals`
-/// and `vm_features`, keyed by host and UUID, one row each, kept an hour).
-pub const LAST_CACHE: &str = "vmtel_fleet";
-/// Tables that get a last-value cache.
-const CACHED_TABLES: [&str; 2] = ["vm_totals", "vm_features"];
-
 /// How long the list of tables and columns is reused.
 const COLUMNS_TTL: Duration = Duration::from_secs(30);
 /// The longest window the fleet's latest values are read from (a VM in its host's latest cycle
@@ -54,13 +48,6 @@ pub struct InfluxDb3 {
     database: String,
     token: Option<Secret>,
     columns: Mutex<Option<(Instant, Columns)>>,
-    /// Tables that have vmtel's last-value cache ([`LAST_CACHE`]), as of the last refresh of
-    /// the column list.
-    caches: Mutex<HashSet<String>>,
-    /// Create the missing last-value caches (`[web.source] last_cache`).
-    create_caches: bool,
-    /// Tables whose cache could not be created (said once).
-    cache_refused: Mutex<HashSet<String>>,
     /// How far back the fleet's latest values are read: three of the agents' intervals (the
     /// serving vmtel's `interval`) and 30 s for delivery, at least a minute, at most
     /// [`RECENT_MS`].
@@ -117,9 +104,6 @@ impl InfluxDb3 {
             database: config.database.clone().unwrap_or_default(),
             token: config.token()?,
             columns: Mutex::new(None),
-            caches: Mutex::new(HashSet::new()),
-            create_caches: config.last_cache,
-            cache_refused: Mutex::new(HashSet::new()),
             recent_ms: i64::try_from(interval.as_millis())
                 .unwrap_or(RECENT_MS)
                 .saturating_mul(3)
@@ -287,102 +271,10 @@ impl InfluxDb3 {
                 set.insert(c);
             }
         }
-        self.refresh_caches(&out);
         if let Ok(mut g) = self.columns.lock() {
             *g = Some((Instant::now(), out.clone()));
         }
         Ok(out)
-    }
-
-    /// Reads which tables have vmtel's last-value cache and, if configured, creates the
-    /// missing ones for tables that exist. A server that lists or creates none (an older
-    /// server, a token that may not) leaves the fleet to plain queries.
-    fn refresh_caches(&self, columns: &Columns) {
-        let listed = self
-            .sql("SELECT \"table\" AS t, name FROM system.last_caches", &[])
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let mut have: HashSet<String> = listed
-            .iter()
-            .filter(|r| text(r, "name").as_deref() == Some(LAST_CACHE))
-            .filter_map(|r| text(r, "t"))
-            .collect();
-        if self.create_caches {
-            for table in CACHED_TABLES {
-                if have.contains(table) || !columns.contains_key(table) {
-                    continue;
-                }
-                match self.create_cache(table) {
-                    Ok(()) => {
-                        tracing::info!(
-                            table,
-                            "created the InfluxDB 3 last-value cache {LAST_CACHE} on {table} in {}: the fleet's latest values are read from it",
-                            self.info().location
-                        );
-                        have.insert(table.to_owned());
-                    }
-                    Err(e) => {
-                        let first = self
-                            .cache_refused
-                            .lock()
-                            .map(|mut r| r.insert(table.to_owned()))
-                            .unwrap_or(false);
-                        if first {
-                            tracing::warn!(
-                                table,
-                                "cannot create the InfluxDB 3 last-value cache {LAST_CACHE} on {table} ({e}); the fleet pages scan the last hour instead, which is slower on a large fleet: an admin can create it with `influxdb3 create last_cache --database {} --table {table} --key-columns host,uuid --ttl 1h {LAST_CACHE}`, or set [web.source] last_cache = false to stop trying",
-                                self.database
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        if let Ok(mut g) = self.caches.lock() {
-            *g = have;
-        }
-    }
-
-    /// Creates vmtel's last-value cache on `table`: keyed by host and UUID, every other
-    /// column, the newest row each, kept an hour. An existing one counts as created.
-    fn create_cache(&self, table: &str) -> Result<(), String> {
-        let body = serde_json::json!({
-            "db": self.database,
-            "table": table,
-            "name": LAST_CACHE,
-            "key_columns": ["host", "uuid"],
-            "count": 1,
-            "ttl": FLEET_WINDOW_MS / 1000,
-        });
-        let url = self
-            .endpoint
-            .replace("/api/v3/query_sql", "/api/v3/configure/last_cache");
-        let mut req = self
-            .agent
-            .post(&url)
-            .header("Content-Type", "application/json");
-        if let Some(t) = &self.token {
-            req = req.header("Authorization", &format!("Bearer {}", t.expose()));
-        }
-        let resp = req
-            .send(body.to_string().as_bytes())
-            .map_err(|e| e.to_string())?;
-        match resp.status().as_u16() {
-            200..=299 | 409 => Ok(()),
-            status => {
-                let text = resp.into_body().read_to_string().unwrap_or_default();
-                Err(format!(
-                    "{status}: {}",
-                    text.chars().take(200).collect::<String>()
-                ))
-            }
-        }
-    }
-
-    /// True when `table` has vmtel's last-value cache.
-    fn has_cache(&self, table: &str) -> bool {
-        self.caches.lock().is_ok_and(|c| c.contains(table))
     }
 
     /// Chart frames of `kind`'s columns read from `table`, one per value of the `group` tag
@@ -530,55 +422,14 @@ impl InfluxDb3 {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        // With vmtel's last-value caches the newest row of every VM seen within the hour is
-        // one lookup each (the cache keeps them an hour); a cache query that fails (a column
-        // it lacks) falls back to the scans.
-        let hour = format!(
-            "time >= {} AND time <= {}",
-            at(now - FLEET_WINDOW_MS),
-            at(now)
-        );
-        let cached = |table: &str, select: &str| -> Option<Vec<Row>> {
-            if !self.has_cache(table) {
-                return None;
-            }
-            let q = format!(
-                "SELECT {select} FROM last_cache('{table}', '{LAST_CACHE}') WHERE {filter}{hour}"
-            );
-            match self.rows(&q, &params) {
-                Ok(rows) => Some(rows),
-                Err(e) => {
-                    tracing::debug!("last-value cache of {table} not used: {e}");
-                    None
-                }
-            }
-        };
-        let totals_select = format!(
-            "host, uuid, name, \"VMID\" AS vmid, CAST(time AS BIGINT) AS t, {}, {}, {}",
-            opt("vm_totals", "state"),
-            opt("vm_totals", "cpus"),
-            opt("vm_totals", "memactual"),
-        );
-        let features_select = format!(
-            "host, uuid, CAST(time AS BIGINT) AS t, {}",
-            feature_cols
-                .iter()
-                .map(|c| opt("vm_features", c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
         // The three at once: the hour's aggregate takes about as long as the other two.
-        let ((seen, totals), features) = super::both(
-            || match cached("vm_totals", &totals_select) {
-                Some(rows) => (Ok(rows.clone()), Ok(rows)),
-                None => super::both(
-                    || self.rows(&seen_q, &params),
+        let (seen, (totals, features)) = super::both(
+            || self.rows(&seen_q, &params),
+            || {
+                super::both(
                     || self.rows(&totals_q, &params),
-                ),
-            },
-            || match cached("vm_features", &features_select) {
-                Some(rows) => Ok(rows),
-                None => self.rows(&features_q, &params),
+                    || self.rows(&features_q, &params),
+                )
             },
         );
         let (seen, totals, features) = (seen?, totals?, features?);
