@@ -1,6 +1,7 @@
 //! The dashboard in a real headless Chromium (Debian's `chromium`, driven by `playwright-core`
-//! from npm): `tests/browser/dashboard.mjs` against a running `vmtel run`. Screenshots go to
-//! `target/screenshots/`.
+//! from npm): `tests/browser/dashboard.mjs` against a running `vmtel run`, `login.mjs` against
+//! one with a token, `source_down.mjs` against a `vmtel serve` whose InfluxDB 3 does not
+//! answer. Screenshots go to `target/screenshots/`.
 
 #[path = "browser/harness.rs"]
 mod harness;
@@ -69,7 +70,38 @@ fn dashboard_in_headless_chromium() {
         vms_with_cpu(f) == 16
     });
     let shots = run_script(root, "dashboard.mjs", &v, &[]);
-    for f in ["fleet.png", "vm.png", "agent.png"] {
+    for f in [
+        "hosts.png",
+        "fleet.png",
+        "problems.png",
+        "top.png",
+        "vm.png",
+        "agent.png",
+    ] {
         assert!(shots.join(f).is_file(), "screenshot {f} missing");
     }
+}
+
+/// A loopback port with nothing listening on it (bound, then released).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("address").port()
+}
+
+#[test]
+fn source_down_in_headless_chromium() {
+    let root = browser_ready();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let port = closed_port();
+    std::fs::write(
+        tmp.path().join("vmtel.toml"),
+        format!(
+            "[web]\nlisten = \"127.0.0.1:0\"\n[web.source]\nkind = \"influxdb3\"\nurl = \"http://127.0.0.1:{port}\"\ndatabase = \"vmtel\"\n"
+        ),
+    )
+    .expect("config");
+    let v = Vmtel::start_in(tmp, &["serve", "--config", "vmtel.toml"], &[]);
+    let (code, body, _) = v.get("/api/hosts", &[]);
+    assert_eq!(code, 503, "{body}");
+    run_script(root, "source_down.mjs", &v, &[]);
 }

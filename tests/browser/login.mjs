@@ -2,10 +2,10 @@
 //
 //   node tests/browser/login.mjs BASE_URL TOKEN SCREENSHOT_DIR
 //
-// The fleet page sends the browser to /login; a wrong token is refused with a message; the right
-// one opens the fleet page through a session cookie that is HttpOnly, SameSite=Strict and not the
-// token; the /login page forbids framing. Prints one line per check and "N passed, N failed";
-// exits 1 if any check failed.
+// The hosts page sends the browser to /login; a wrong token is refused with a message; the right
+// one opens the hosts page (and then the fleet page) through a session cookie that is HttpOnly,
+// SameSite=Strict and not the token; the /login page forbids framing. Prints one line per check
+// and "N passed, N failed"; exits 1 if any check failed.
 
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -23,7 +23,7 @@ try {
   const page = await context.newPage();
   page.setDefaultTimeout(30000);
 
-  await check("the fleet page sends a browser without a session to /login", async () => {
+  await check("the dashboard sends a browser without a session to /login", async () => {
     const resp = await page.goto(base + "/");
     assert(new URL(page.url()).pathname === "/login", "landed on " + page.url());
     const csp = (await resp.allHeaders())["content-security-policy"] || "";
@@ -40,10 +40,12 @@ try {
   });
   await page.screenshot({ path: join(shots, "login.png"), fullPage: false });
 
-  await check("the right token opens the fleet page", async () => {
+  await check("the right token opens the hosts page", async () => {
     await page.fill("input[name=token]", token);
     await Promise.all([page.waitForURL((u) => new URL(u).pathname === "/"), page.click("button[type=submit]")]);
-    await page.waitForFunction(() => document.querySelectorAll("#fleet-table tr.vm-row").length >= 16);
+    await page.waitForFunction(() => document.querySelectorAll("#hosts-table tr.host-row").length === 2);
+    await page.goto(base + "/fleet");
+    await page.waitForFunction(() => document.querySelectorAll("#fleet-table tr.vm-row").length === 16);
   });
 
   await check("the session cookie is HttpOnly, SameSite=Strict and not the token", async () => {
