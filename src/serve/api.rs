@@ -153,26 +153,19 @@ fn page_of(
     };
     let by_name =
         |a: &VmRow, b: &VmRow| (&a.host, &a.name, &a.uuid).cmp(&(&b.host, &b.name, &b.uuid));
+    // Descending reverses the sort key only: ties stay by host and name, missing values last.
+    let dir = |o: std::cmp::Ordering| if desc { o.reverse() } else { o };
     match key {
-        "host" => vms.sort_by(by_name),
-        "name" => vms.sort_by(|a, b| (&a.name, &a.host, &a.uuid).cmp(&(&b.name, &b.host, &b.uuid))),
-        k => vms.sort_by(|a, b| {
-            // Missing values last in either direction.
-            match (sort_value(a, k), sort_value(b, k)) {
-                (Some(x), Some(y)) => x.total_cmp(&y).then_with(|| by_name(a, b)),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => by_name(a, b),
-            }
+        "host" => vms.sort_by(|a, b| dir(by_name(a, b))),
+        "name" => {
+            vms.sort_by(|a, b| dir((&a.name, &a.host, &a.uuid).cmp(&(&b.name, &b.host, &b.uuid))))
+        }
+        k => vms.sort_by(|a, b| match (sort_value(a, k), sort_value(b, k)) {
+            (Some(x), Some(y)) => dir(x.total_cmp(&y)).then_with(|| by_name(a, b)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => by_name(a, b),
         }),
-    }
-    if desc {
-        // Reverse the present values only; missing ones stay last.
-        let split = vms
-            .iter()
-            .position(|v| key != "host" && key != "name" && sort_value(v, key).is_none())
-            .unwrap_or(vms.len());
-        vms[..split].reverse();
     }
     let total = vms.len();
     let number = |name: &str, default: usize, max: usize| -> Result<usize, String> {
@@ -440,4 +433,90 @@ pub async fn status(State(state): State<AppState>) -> Response {
         "source": state.source.info(),
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(host: &str, name: &str, cpu: Option<f64>, state: i64, current: bool) -> VmRow {
+        VmRow {
+            host: host.into(),
+            uuid: format!("{host}/{name}"),
+            name: name.into(),
+            vmid: None,
+            state: Some(state),
+            vcpus: Some(1.0),
+            mem_kib: None,
+            cpu_pct: cpu,
+            mem_used_pct: None,
+            net_rx_bps: None,
+            net_tx_bps: None,
+            disk_rd_bps: None,
+            disk_wr_bps: None,
+            last_seen_ms: 0,
+            current,
+        }
+    }
+
+    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn names(page: &[VmRow]) -> Vec<String> {
+        page.iter()
+            .map(|v| format!("{}:{}", v.host, v.name))
+            .collect()
+    }
+
+    fn fleet() -> Vec<VmRow> {
+        vec![
+            vm("h2", "b", Some(50.0), 1, true),
+            vm("h1", "a", Some(50.0), 1, true),
+            vm("h1", "c", None, 3, true),
+            vm("h1", "d", Some(90.0), 1, false),
+            vm("h2", "e", Some(10.0), 1, true),
+        ]
+    }
+
+    #[test]
+    fn sorting_either_way_keeps_ties_by_host_and_missing_values_last() {
+        let (page, total) =
+            page_of(fleet(), &query(&[("sort", "cpu_pct"), ("dir", "desc")])).expect("valid");
+        assert_eq!(total, 5);
+        assert_eq!(names(&page), ["h1:d", "h1:a", "h2:b", "h2:e", "h1:c"]);
+        let (page, _) = page_of(fleet(), &query(&[("sort", "cpu_pct")])).expect("valid");
+        assert_eq!(names(&page), ["h2:e", "h1:a", "h2:b", "h1:d", "h1:c"]);
+        let (page, _) =
+            page_of(fleet(), &query(&[("sort", "name"), ("dir", "desc")])).expect("valid");
+        assert_eq!(names(&page), ["h2:e", "h1:d", "h1:c", "h2:b", "h1:a"]);
+    }
+
+    #[test]
+    fn filters_and_pages() {
+        let page = |pairs: &[(&str, &str)]| page_of(fleet(), &query(pairs)).expect("valid");
+        assert_eq!(names(&page(&[("state", "paused")]).0), ["h1:c"]);
+        assert_eq!(names(&page(&[("state", "gone")]).0), ["h1:d"]);
+        assert_eq!(page(&[("state", "running")]).1, 3);
+        assert_eq!(names(&page(&[("host", "h2")]).0), ["h2:b", "h2:e"]);
+        assert_eq!(names(&page(&[("q", "H2")]).0), ["h2:b", "h2:e"]);
+        let (p, total) = page(&[("offset", "1"), ("limit", "2")]);
+        assert_eq!(
+            (names(&p), total),
+            (vec!["h1:c".to_owned(), "h1:d".to_owned()], 5)
+        );
+        for bad in [
+            ("sort", "cpu"),
+            ("dir", "up"),
+            ("state", "asleep"),
+            ("limit", "-1"),
+            ("limit", "10001"),
+        ] {
+            let e = page_of(fleet(), &query(&[bad])).expect_err("refused");
+            assert!(e.contains(bad.1), "{e}");
+        }
+    }
 }
