@@ -81,7 +81,7 @@ fn serve_config(dir: &Path, url: &str, database: &str, token: &Path) -> std::pat
     std::fs::write(
         &path,
         format!(
-            "state_dir = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n[web.source]\nkind = \"influxdb3\"\nurl = \"{url}\"\ndatabase = \"{database}\"\ntoken_file = \"{}\"\ntimeout = \"5s\"\n",
+            "interval = \"1s\"\nstate_dir = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n[web.source]\nkind = \"influxdb3\"\nurl = \"{url}\"\ndatabase = \"{database}\"\ntoken_file = \"{}\"\ntimeout = \"5s\"\n",
             dir.join("serve-state").display(),
             token.display()
         ),
@@ -315,6 +315,43 @@ fn agents_write_one_influxdb3_and_serve_reads_every_vm() {
         assert!(
             matches!((lc, rc), (Some(a), Some(b)) if (a - b).abs() < 1.0),
             "host {h} CPU %: {lc:?} vs {rc:?}"
+        );
+    }
+    // The CPU trend: read again, the buckets before the newest two are the same (they are kept
+    // between requests), and each matches the mean of the host's vm_features lines in it.
+    let again = central.json("/api/hosts");
+    let trend = |v: &Value, h: &str| -> Vec<(i64, Option<f64>)> {
+        let t = v["hosts"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["host"] == h))
+            .map(|x| x["trend"].clone())
+            .unwrap_or_default();
+        t["t"]
+            .as_array()
+            .map(|ts| {
+                ts.iter()
+                    .zip(t["cpu_pct"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|(b, v)| Some((b.as_i64()?, v.as_f64())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (first, second) = (trend(&remote_hosts, "hv0"), trend(&again, "hv0"));
+    assert!(!second.is_empty(), "no trend for hv0: {again}");
+    let settled = first.len().saturating_sub(2);
+    assert_eq!(first[..settled], second[..settled.min(second.len())]);
+    if let Some((b, Some(v))) = second.first().copied().filter(|_| second.len() > 2) {
+        let rows = server.query_sql(
+            DB,
+            &format!(
+                "SELECT avg(cpu_pct) AS v FROM vm_features WHERE host = 'hv0' AND time >= to_timestamp_millis({b}) AND time < to_timestamp_millis({})",
+                b + 120_000
+            ),
+        );
+        let want = rows[0]["v"].as_f64().unwrap_or(f64::NAN);
+        assert!(
+            (want - v).abs() < 1e-6 * want.abs().max(1.0),
+            "bucket {b}: {v} vs {want}"
         );
     }
     let odd = remote_hosts["hosts"]

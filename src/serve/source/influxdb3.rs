@@ -40,6 +40,14 @@ type Param<'a> = (&'a str, &'a str);
 /// Numeric columns per table, as the server's `information_schema` lists them.
 type Columns = HashMap<String, HashSet<String>>;
 
+/// The hosts' CPU trend as read so far: per bucket start, each host's mean CPU %.
+#[derive(Debug, Default)]
+struct TrendCache {
+    /// The bucket width the buckets are of.
+    step: i64,
+    buckets: BTreeMap<i64, BTreeMap<String, Option<f64>>>,
+}
+
 /// A reader of the database the agents write to.
 pub struct InfluxDb3 {
     agent: ureq3::Agent,
@@ -48,6 +56,10 @@ pub struct InfluxDb3 {
     database: String,
     token: Option<Secret>,
     columns: Mutex<Option<(Instant, Columns)>>,
+    /// The hosts' CPU trend buckets read so far.
+    trends: Mutex<TrendCache>,
+    /// The agents' collection interval (the serving vmtel's `interval`), ms.
+    interval_ms: i64,
     /// How far back the fleet's latest values are read: three of the agents' intervals (the
     /// serving vmtel's `interval`) and 30 s for delivery, at least a minute, at most
     /// [`RECENT_MS`].
@@ -104,6 +116,8 @@ impl InfluxDb3 {
             database: config.database.clone().unwrap_or_default(),
             token: config.token()?,
             columns: Mutex::new(None),
+            trends: Mutex::new(TrendCache::default()),
+            interval_ms: i64::try_from(interval.as_millis()).unwrap_or(RECENT_MS),
             recent_ms: i64::try_from(interval.as_millis())
                 .unwrap_or(RECENT_MS)
                 .saturating_mul(3)
@@ -465,9 +479,12 @@ impl InfluxDb3 {
             let t = ms(r, "t").unwrap_or(seen_t).max(seen_t);
             let e = newest.entry(host.clone()).or_insert(t);
             *e = (*e).max(t);
+            // The rates of the same cycle, or of the one before while this cycle's
+            // `vm_features` lines are still on their way (an agent's lines of one cycle can
+            // arrive in more than one request).
             let f = feat
                 .get(&(host.clone(), uuid.clone()))
-                .filter(|(ft, _)| *ft == t)
+                .filter(|(ft, _)| *ft <= t && *ft >= t - self.interval_ms)
                 .map(|(_, r)| r);
             let fv = |k: &str| f.and_then(|r| num(r, k));
             vms.push(VmRow {
@@ -630,23 +647,50 @@ impl InfluxDb3 {
             return Ok(BTreeMap::new());
         }
         let step = (range / buckets.max(1)).max(1000);
+        let from = now - range;
+        // Buckets before the newest two that were read are kept between requests (a page
+        // refreshing every interval then reads minutes, not the hour); the rest is read again.
+        let mut cache = self.trends.lock().map_err(|_| {
+            QueryError::Upstream("internal error: the trend cache is poisoned".into())
+        })?;
+        if cache.step != step {
+            *cache = TrendCache {
+                step,
+                buckets: BTreeMap::new(),
+            };
+        }
+        cache
+            .buckets
+            .retain(|b, _| *b >= from.div_euclid(step) * step);
+        let keep_before = cache
+            .buckets
+            .keys()
+            .next_back()
+            .map_or(i64::MIN, |newest| newest - step);
+        let read_from = from.max(keep_before);
         let rows = self.rows(
             &format!(
                 "SELECT host, CAST(date_bin(INTERVAL '{step} milliseconds', time, TIMESTAMP '1970-01-01T00:00:00Z') AS BIGINT) AS b, avg(cpu_pct) AS v \
                  FROM vm_features WHERE time >= {} AND time <= {} GROUP BY host, b ORDER BY host, b",
-                at(now - range),
+                at(read_from),
                 at(now)
             ),
             &[],
         )?;
-        let mut out: BTreeMap<String, Trend> = BTreeMap::new();
+        cache.buckets.retain(|b, _| *b < keep_before);
         for r in rows {
             let (Some(h), Some(b)) = (text(&r, "host"), ms(&r, "b")) else {
                 continue;
             };
-            let t = out.entry(h).or_default();
-            t.t.push(b);
-            t.cpu_pct.push(num(&r, "v"));
+            cache.buckets.entry(b).or_default().insert(h, num(&r, "v"));
+        }
+        let mut out: BTreeMap<String, Trend> = BTreeMap::new();
+        for (b, hosts) in &cache.buckets {
+            for (h, v) in hosts {
+                let t = out.entry(h.clone()).or_default();
+                t.t.push(*b);
+                t.cpu_pct.push(*v);
+            }
         }
         Ok(out)
     }
