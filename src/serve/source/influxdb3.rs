@@ -40,6 +40,31 @@ type Param<'a> = (&'a str, &'a str);
 /// Numeric columns per table, as the server's `information_schema` lists them.
 type Columns = HashMap<String, HashSet<String>>;
 
+/// Per (host, UUID): the newest time a VM was seen and its name then.
+type Seen = HashMap<(String, String), (i64, String)>;
+
+/// The VMs seen within the hour as read so far.
+#[derive(Debug, Default)]
+struct SeenCache {
+    /// Up to when it was read.
+    read_to: i64,
+    vms: Seen,
+}
+
+/// Adds rows of (host, uuid, name, t) to `seen`, keeping each VM's newest time and its name.
+fn merge_seen(seen: &mut Seen, rows: &[Row]) {
+    for r in rows {
+        let (Some(h), Some(u), Some(t)) = (text(r, "host"), text(r, "uuid"), ms(r, "t")) else {
+            continue;
+        };
+        let name = text(r, "name").unwrap_or_default();
+        let e = seen.entry((h, u)).or_insert((t, name.clone()));
+        if t > e.0 {
+            *e = (t, name);
+        }
+    }
+}
+
 /// The hosts' CPU trend as read so far: per bucket start, each host's mean CPU %.
 #[derive(Debug, Default)]
 struct TrendCache {
@@ -58,6 +83,8 @@ pub struct InfluxDb3 {
     columns: Mutex<Option<(Instant, Columns)>>,
     /// The hosts' CPU trend buckets read so far.
     trends: Mutex<TrendCache>,
+    /// The VMs seen within the hour, as read so far.
+    seen: Mutex<SeenCache>,
     /// The agents' collection interval (the serving vmtel's `interval`), ms.
     interval_ms: i64,
     /// How far back the fleet's latest values are read: three of the agents' intervals (the
@@ -117,6 +144,7 @@ impl InfluxDb3 {
             token: config.token()?,
             columns: Mutex::new(None),
             trends: Mutex::new(TrendCache::default()),
+            seen: Mutex::new(SeenCache::default()),
             interval_ms: i64::try_from(interval.as_millis()).unwrap_or(RECENT_MS),
             recent_ms: i64::try_from(interval.as_millis())
                 .unwrap_or(RECENT_MS)
@@ -401,12 +429,41 @@ impl InfluxDb3 {
         // Latest values come from the last few minutes only (a VM in its host's latest cycle is
         // there); which VMs were seen within the hour, and when last, from one aggregate over
         // the hour that reads tags and times only.
-        let seen_q = format!(
-            "SELECT host, uuid, name, CAST(max(time) AS BIGINT) AS t FROM vm_totals \
+        let seen_q = |from: i64| {
+            format!(
+                "SELECT host, uuid, name, CAST(max(time) AS BIGINT) AS t FROM vm_totals \
                  WHERE {filter}time >= {} AND time <= {} GROUP BY host, uuid, name",
-            at(now - FLEET_WINDOW_MS),
-            at(now)
-        );
+                at(from),
+                at(now)
+            )
+        };
+        // Which VMs were seen within the hour: for the whole fleet, what earlier requests read
+        // is kept, and only the time since (with a margin for lines still arriving) is read.
+        let seen_of = || -> Result<Seen, QueryError> {
+            if only.is_some() {
+                let mut last = HashMap::new();
+                merge_seen(
+                    &mut last,
+                    &self.rows(&seen_q(now - FLEET_WINDOW_MS), &params)?,
+                );
+                return Ok(last);
+            }
+            let mut cache = self.seen.lock().map_err(|_| {
+                QueryError::Upstream("internal error: the fleet cache is poisoned".into())
+            })?;
+            let hour = now - FLEET_WINDOW_MS;
+            let from = if cache.read_to > hour {
+                (cache.read_to - 2 * self.interval_ms - 30_000).max(hour)
+            } else {
+                cache.vms.clear();
+                hour
+            };
+            let rows = self.rows(&seen_q(from), &params)?;
+            merge_seen(&mut cache.vms, &rows);
+            cache.vms.retain(|_, (t, _)| *t >= hour);
+            cache.read_to = now;
+            Ok(cache.vms.clone())
+        };
         let window = format!(
             "time >= {} AND time <= {}",
             at(now - self.recent_ms),
@@ -437,15 +494,12 @@ impl InfluxDb3 {
                 .join(", ")
         );
         // The three at once: the hour's aggregate takes about as long as the other two.
-        let (seen, (totals, features)) = super::both(
-            || self.rows(&seen_q, &params),
-            || {
-                super::both(
-                    || self.rows(&totals_q, &params),
-                    || self.rows(&features_q, &params),
-                )
-            },
-        );
+        let (seen, (totals, features)) = super::both(seen_of, || {
+            super::both(
+                || self.rows(&totals_q, &params),
+                || self.rows(&features_q, &params),
+            )
+        });
         let (seen, totals, features) = (seen?, totals?, features?);
         let mut feat: HashMap<(String, String), (i64, Row)> = HashMap::new();
         for r in features {
@@ -454,17 +508,7 @@ impl InfluxDb3 {
             }
         }
         // Every VM seen within the hour, by its newest name; its latest row if recent.
-        let mut last: HashMap<(String, String), (i64, String)> = HashMap::new();
-        for r in &seen {
-            let (Some(h), Some(u), Some(t)) = (text(r, "host"), text(r, "uuid"), ms(r, "t")) else {
-                continue;
-            };
-            let name = text(r, "name").unwrap_or_default();
-            let e = last.entry((h, u)).or_insert((t, name.clone()));
-            if t > e.0 {
-                *e = (t, name);
-            }
-        }
+        let last = seen;
         let mut latest: HashMap<(String, String), Row> = HashMap::new();
         for r in totals {
             if let (Some(h), Some(u)) = (text(&r, "host"), text(&r, "uuid")) {
