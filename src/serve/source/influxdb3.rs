@@ -409,6 +409,7 @@ impl InfluxDb3 {
         &self,
         now: i64,
         only: Option<(&str, &str)>,
+        values: bool,
     ) -> Result<(Vec<VmRow>, BTreeMap<String, i64>), QueryError> {
         let columns = self.columns()?;
         let has = |table: &str, col: &str| columns.get(table).is_some_and(|c| c.contains(col));
@@ -495,6 +496,9 @@ impl InfluxDb3 {
         );
         // The three at once: the hour's aggregate takes about as long as the other two.
         let (seen, (totals, features)) = super::both(seen_of, || {
+            if !values {
+                return (Ok(Vec::new()), Ok(Vec::new()));
+            }
             super::both(
                 || self.rows(&totals_q, &params),
                 || self.rows(&features_q, &params),
@@ -554,7 +558,17 @@ impl InfluxDb3 {
 
     /// See [`super::Source::fleet`].
     pub fn fleet(&self, now: i64) -> Result<Fleet, QueryError> {
-        let (mut vms, newest) = self.latest_vms(now, None)?;
+        self.fleet_of(now, true)
+    }
+
+    /// Which hosts and VMs are there and current, without their values (what the problem
+    /// rules need: only the hour of VMs seen is read).
+    pub fn presence(&self, now: i64) -> Result<Fleet, QueryError> {
+        self.fleet_of(now, false)
+    }
+
+    fn fleet_of(&self, now: i64, values: bool) -> Result<Fleet, QueryError> {
+        let (mut vms, newest) = self.latest_vms(now, None, values)?;
         for v in &mut vms {
             v.current = newest.get(&v.host).is_some_and(|n| *n <= v.last_seen_ms);
         }
@@ -616,7 +630,12 @@ impl InfluxDb3 {
                     },
                 )
             },
-            || super::both(|| self.latest_vms(now, Some((host, uuid))), host_newest_of),
+            || {
+                super::both(
+                    || self.latest_vms(now, Some((host, uuid)), true),
+                    host_newest_of,
+                )
+            },
         );
         let vm = vm?.into_iter().next().map(|(_, f, _)| f);
         let mut device_frames = Vec::new();

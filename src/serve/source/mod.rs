@@ -178,15 +178,16 @@ impl Source {
         interval_ms: i64,
         cfg: &ProblemsConfig,
     ) -> Result<Vec<Problem>, QueryError> {
-        let (fleet, hits) = both(
-            || self.fleet(now_ms),
-            || match self {
-                Source::Embedded(e) => e
-                    .vm_windows(now_ms, now_ms - cfg.window_ms())
-                    .map(|w| problems::vm_rules(&w, cfg)),
-                Source::InfluxDb3(i) => i.vm_problems(now_ms, cfg),
-            },
-        );
+        let presence = || match self {
+            Source::Embedded(e) => e.fleet(now_ms),
+            Source::InfluxDb3(i) => i.presence(now_ms),
+        };
+        let (fleet, hits) = both(presence, || match self {
+            Source::Embedded(e) => e
+                .vm_windows(now_ms, now_ms - cfg.window_ms())
+                .map(|w| problems::vm_rules(&w, cfg)),
+            Source::InfluxDb3(i) => i.vm_problems(now_ms, cfg),
+        });
         let fleet = fleet?;
         let mut list = problems::current_only(hits?, &fleet);
         list.extend(problems::silence(&fleet, cfg, now_ms, interval_ms));
