@@ -101,23 +101,26 @@ pub struct VmWindow {
     pub disk_errors: Vec<Option<f64>>,
 }
 
+/// How far before a problem window the row that gives its first cycle's steal is looked for.
+const STEAL_LOOKBACK_MS: i64 = 5 * 60_000;
+
 /// Device series by (host, VM key).
 type DevicesOf = HashMap<(String, String), Vec<SeriesInfo>>;
 
-/// VMs and devices with a row within `[from, now]`, VMs first; devices by (host, VM key).
+/// VMs and devices with a row within `[from, now]`: in a compacted chunk (the registry's last
+/// time) or in the head's rows of that span (`head`); VMs first, devices by (host, VM key).
 fn recent_series(
     conn: &Connection,
     from: i64,
     now: i64,
+    head: &HashMap<i64, Rows>,
 ) -> rusqlite::Result<(Vec<SeriesInfo>, DevicesOf)> {
     let series = read::series_where(conn, "kind IN (0, 1, 2)", [])?;
-    let times = read::newest_head_times(conn, 1)?;
-    let head_newest = times.first().copied().unwrap_or(i64::MIN);
     let mut vms = Vec::new();
     let mut devices: DevicesOf = HashMap::new();
     for s in series {
-        // The registry's last time lags the head; a series with head rows is recent if the head is.
-        if s.last_ts.max(head_newest) < from || s.last_ts > now {
+        let in_chunks = s.last_ts >= from && s.last_ts <= now;
+        if !in_chunks && !head.contains_key(&s.id) {
             continue;
         }
         if s.kind == Kind::Vm {
@@ -160,8 +163,8 @@ pub fn cpu_trends(
 ) -> rusqlite::Result<BTreeMap<String, Trend>> {
     let from = now - range;
     let step = (range / buckets.max(1)).max(1000);
-    let (vms, _) = recent_series(conn, from, now)?;
     let head = read::head_rows(conn, from, now, None)?;
+    let (vms, _) = recent_series(conn, from, now, &head)?;
     let mut sums: BTreeMap<String, BTreeMap<i64, (f64, u32)>> = BTreeMap::new();
     for s in &vms {
         let f = frame_of(conn, s, (from, now, step), &head)?;
@@ -206,11 +209,11 @@ pub fn top(
     only: Option<&str>,
 ) -> rusqlite::Result<Vec<TopVm>> {
     let (from, step, _) = query::window(now, range);
-    let (mut vms, devices) = recent_series(conn, from, now)?;
+    let head = read::head_rows(conn, from, now, None)?;
+    let (mut vms, devices) = recent_series(conn, from, now, &head)?;
     if let Some(h) = only {
         vms.retain(|s| s.host == h);
     }
-    let head = read::head_rows(conn, from, now, None)?;
     let mut out = Vec::new();
     for s in &vms {
         let f = frame_of(conn, s, (from, now, step), &head)?;
@@ -272,12 +275,15 @@ pub fn top(
 /// The rows of every VM seen within `[from, now]`, as the problem rules read them.
 pub fn vm_windows(conn: &Connection, now: i64, from: i64) -> rusqlite::Result<Vec<VmWindow>> {
     let from = from.max(now - FLEET_WINDOW_MS);
-    let (vms, devices) = recent_series(conn, from, now)?;
-    let head = read::head_rows(conn, from, now, None)?;
+    // The row before the window too, so that the window's first row has its steal (as the
+    // agent's `vm_features` line of that cycle has).
+    let lookback = from - STEAL_LOOKBACK_MS;
+    let head = read::head_rows(conn, lookback, now, None)?;
+    let (vms, devices) = recent_series(conn, from, now, &head)?;
     let mut out = Vec::with_capacity(vms.len());
     for s in &vms {
-        let rows = read::raw(conn, s.id, from, now, head.get(&s.id))?;
-        if rows.is_empty() {
+        let rows = read::raw(conn, s.id, lookback, now, head.get(&s.id))?;
+        if rows.ts.last().is_none_or(|t| *t < from) {
             continue;
         }
         let col = |k: &str, r: usize| Kind::Vm.column(k).and_then(|c| rows.get(r, c));
@@ -289,6 +295,9 @@ pub fn vm_windows(conn: &Connection, now: i64, from: i64) -> rusqlite::Result<Ve
         };
         for r in 0..rows.len() {
             let t = rows.ts[r];
+            if t < from {
+                continue;
+            }
             w.t.push(t);
             w.state.push(col("state", r));
             let (avail, usable) = (col("memavailable", r), col("memusable", r));
@@ -298,7 +307,7 @@ pub fn vm_windows(conn: &Connection, now: i64, from: i64) -> rusqlite::Result<Ve
             });
             let swap = match (col("memswap_in", r), col("memswap_out", r)) {
                 (None, None) => None,
-                (i, o) => Some((i.unwrap_or(0) + o.unwrap_or(0)) as f64),
+                (i, o) => Some(i.unwrap_or(0) as f64 + o.unwrap_or(0) as f64),
             };
             w.swap.push(swap);
             // Steal from this and the previous row of the same VM run.

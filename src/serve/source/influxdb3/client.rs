@@ -38,11 +38,15 @@ impl InfluxDb3 {
             .with_config()
             .limit(256 << 20)
             .read_to_string()
-            .map_err(|e| {
-                QueryError::Upstream(format!(
+            .map_err(|e| match e {
+                ureq3::Error::Timeout(_) => QueryError::Unavailable(format!(
+                    "InfluxDB 3 at {} did not finish its answer in time ({e}); it may be overloaded: raise [web.source] timeout or look at the server",
+                    self.shown
+                )),
+                e => QueryError::Upstream(format!(
                     "InfluxDB 3 at {} cut its answer short ({e}); see the server's log",
                     self.shown
-                ))
+                )),
             })?;
         tracing::debug!(
             status,

@@ -3,6 +3,9 @@
 use super::*;
 use crate::serve::source::both;
 
+/// How often the hour of VMs seen is read in full rather than from the last request on.
+const FULL_READ_MS: i64 = 5 * 60_000;
+
 /// Per (host, UUID): the newest time a VM was seen and its name then.
 pub(super) type Seen = HashMap<(String, String), (i64, String)>;
 
@@ -11,6 +14,8 @@ pub(super) type Seen = HashMap<(String, String), (i64, String)>;
 pub(super) struct SeenCache {
     /// Up to when it was read.
     read_to: i64,
+    /// When the hour was last read in full.
+    full_at: i64,
     vms: Seen,
 }
 
@@ -75,14 +80,21 @@ impl InfluxDb3 {
                 );
                 return Ok(last);
             }
-            let mut cache = self.seen.lock().map_err(|_| {
-                QueryError::Upstream("internal error: the fleet cache is poisoned".into())
-            })?;
+            // A panic elsewhere while the lock was held leaves nothing worth keeping.
+            let mut cache = self.seen.lock().unwrap_or_else(|poisoned| {
+                let mut g = poisoned.into_inner();
+                *g = SeenCache::default();
+                g
+            });
             let hour = now - FLEET_WINDOW_MS;
-            let from = if cache.read_to > hour {
+            // The hour is read in full at first and every FULL_READ_MS (lines that arrived
+            // late, e.g. an agent's spool after an outage, count from then on); in between
+            // only the time since the last request, with a margin for lines still arriving.
+            let from = if cache.read_to > hour && now - cache.full_at < FULL_READ_MS {
                 (cache.read_to - 2 * self.interval_ms - 30_000).max(hour)
             } else {
                 cache.vms.clear();
+                cache.full_at = now;
                 hour
             };
             let rows = self.rows(&seen_q(from), &params)?;

@@ -95,7 +95,7 @@ impl InfluxDb3 {
             for (j, (_, keys)) in rising.iter().enumerate() {
                 let x = keys
                     .iter()
-                    .map(|k| format!("coalesce({}, 0)", ident(k)))
+                    .map(|k| format!("coalesce(CAST({} AS DOUBLE), 0)", ident(k)))
                     .collect::<Vec<_>>()
                     .join(" + ");
                 let any = keys
@@ -103,9 +103,7 @@ impl InfluxDb3 {
                     .map(|k| format!("{} IS NOT NULL", ident(k)))
                     .collect::<Vec<_>>()
                     .join(" OR ");
-                w_cols.push(format!(
-                    "CASE WHEN {any} THEN CAST({x} AS DOUBLE) END AS x{j}"
-                ));
+                w_cols.push(format!("CASE WHEN {any} THEN {x} END AS x{j}"));
                 s_cols.push(format!(
                     "first_value(x{j} IGNORE NULLS ORDER BY time) AS f{j}, last_value(x{j} IGNORE NULLS ORDER BY time) AS l{j}"
                 ));
