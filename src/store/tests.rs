@@ -547,3 +547,38 @@ fn rows_sort_and_keep_the_later_of_two_rows_at_one_time() {
     assert_eq!(r.ts, vec![10, 20]);
     assert_eq!(r.row(1), vec![Some(3), Some(3)]);
 }
+
+/// The problem rules' rows: the window's first row has its steal (from the row before the
+/// window, as the agent's `vm_features` line of that cycle has it), and a VM not seen within
+/// the window is not read.
+#[test]
+fn problem_windows_have_steal_from_the_first_row_and_skip_vms_gone_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("history.db");
+    let (mut store, _) = sink(&path);
+    for i in 0..6i64 {
+        let mut d = vm("busy", wiggle(i));
+        // 2 vCPUs waiting half of every second: 1e9 ns of delay per second in all, 50 %.
+        d.vcpu.delay_sum = Some(u64::try_from(i).unwrap_or(0) * 10_000_000_000);
+        let mut domains = vec![d];
+        if i == 0 {
+            domains.push(vm("gone", 1));
+        }
+        store
+            .write(&batch(T0 + i * 10_000, domains))
+            .expect("write");
+    }
+    drop(store);
+    let c = Connection::open(&path).expect("open");
+    let now = T0 + 50_000;
+    let windows = super::overview::vm_windows(&c, now, T0 + 25_000).expect("windows");
+    let names: Vec<&str> = windows.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["busy"], "only the VM with rows in the window");
+    let w = &windows[0];
+    assert_eq!(w.t, [T0 + 30_000, T0 + 40_000, T0 + 50_000]);
+    assert_eq!(w.steal_pct.len(), 3);
+    for s in &w.steal_pct {
+        let s = s.expect("steal on every row of the window, the first included");
+        assert!((s - 50.0).abs() < 1e-9, "{s}");
+    }
+}
