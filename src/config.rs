@@ -402,6 +402,17 @@ impl Config {
             p.extend(self.store.problems());
         }
         p.extend(self.web.problems());
+        let streak = self
+            .interval
+            .saturating_mul(self.web.problems.cycles.max(1));
+        if self.web.enabled && streak > self.web.problems.window {
+            p.push(format!(
+                "web.problems: {} cycles of interval {} do not fit in window = {}, so the steal and memory rules could never fire; raise window or lower cycles",
+                self.web.problems.cycles,
+                humantime::format_duration(self.interval),
+                humantime::format_duration(self.web.problems.window)
+            ));
+        }
         if self.log.max_files == Some(0) {
             p.push("log.max_files = 0 would delete every log file; use 1 or more".into());
         }
@@ -550,6 +561,21 @@ mod tests {
             crate::serve::source::SourceKind::Influxdb3
         );
         assert_eq!(c.web.problems.cycles, 3);
+    }
+
+    #[test]
+    fn problem_streaks_must_fit_in_their_window() {
+        let e = Config::parse(
+            "interval = \"5m\"\n[web.problems]\nwindow = \"10m\"\ncycles = 3\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("do not fit in window"), "{e}");
+        Config::parse(
+            "interval = \"5m\"\n[web.problems]\nwindow = \"15m\"\ncycles = 3\n",
+            "f.toml",
+        )
+        .expect("3 cycles of 5m fit in 15m");
     }
 
     #[test]
