@@ -335,15 +335,23 @@ fn fleet_of(conn: &Connection, now: i64, only: Option<(&str, &str)>) -> rusqlite
             }
         })
         .collect();
-    let hosts = newest
-        .iter()
-        .map(|(h, t)| HostRow {
-            host: h.clone(),
-            last_ms: *t,
-            vms: vms.iter().filter(|v| &v.host == h && v.current).count(),
-        })
-        .collect();
-    Ok(Fleet { hosts, vms })
+    Ok(Fleet::of(vms, &newest))
+}
+
+impl Fleet {
+    /// The fleet of `vms` (sorted as given) and one row per host of `newest` (host → its newest
+    /// cycle), counting the host's VMs of that cycle.
+    pub fn of(vms: Vec<VmRow>, newest: &BTreeMap<String, i64>) -> Fleet {
+        let hosts = newest
+            .iter()
+            .map(|(h, t)| HostRow {
+                host: h.clone(),
+                last_ms: *t,
+                vms: vms.iter().filter(|v| &v.host == h && v.current).count(),
+            })
+            .collect();
+        Fleet { hosts, vms }
+    }
 }
 
 fn scaled(v: &[Option<f64>], k: f64) -> Vec<Option<f64>> {

@@ -211,15 +211,7 @@ impl InfluxDb3 {
             v.current = newest.get(&v.host).is_some_and(|n| *n <= v.last_seen_ms);
         }
         vms.sort_by(|a, b| (&a.host, &a.name, &a.uuid).cmp(&(&b.host, &b.name, &b.uuid)));
-        let hosts = newest
-            .iter()
-            .map(|(h, t)| HostRow {
-                host: h.clone(),
-                last_ms: *t,
-                vms: vms.iter().filter(|v| &v.host == h && v.current).count(),
-            })
-            .collect();
-        Ok(Fleet { hosts, vms })
+        Ok(Fleet::of(vms, &newest))
     }
 
     /// See [`super::Source::vm_detail`].

@@ -24,8 +24,7 @@ use crate::deliver::influxdb::config::{without_userinfo, Secret};
 use crate::store::layout::Kind;
 use crate::store::overview::{TopBy, TopVm, Trend};
 use crate::store::query::{
-    self, AgentHistory, Chart, Device, Fleet, HostRow, InternalRow, Line, VmDetail, VmRow,
-    FLEET_WINDOW_MS,
+    self, AgentHistory, Chart, Device, Fleet, InternalRow, Line, VmDetail, VmRow, FLEET_WINDOW_MS,
 };
 use crate::store::read::Frame;
 
@@ -69,6 +68,22 @@ pub struct InfluxDb3 {
 /// `"name"`, with any `"` doubled.
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The SQL sum of columns `keys` as floats, a missing value counting as 0.
+fn sum_of(keys: &[&str]) -> String {
+    keys.iter()
+        .map(|k| format!("coalesce(CAST({} AS DOUBLE), 0)", ident(k)))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// The SQL condition "any of columns `keys` has a value".
+fn any_of(keys: &[&str]) -> String {
+    keys.iter()
+        .map(|k| format!("{} IS NOT NULL", ident(k)))
+        .collect::<Vec<_>>()
+        .join(" OR ")
 }
 
 /// The SQL expression of a time in ms since the epoch.

@@ -105,16 +105,7 @@ impl InfluxDb3 {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let sum = keys
-            .iter()
-            .map(|k| format!("coalesce({}, 0)", ident(k)))
-            .collect::<Vec<_>>()
-            .join(" + ");
-        let any = keys
-            .iter()
-            .map(|k| format!("{} IS NOT NULL", ident(k)))
-            .collect::<Vec<_>>()
-            .join(" OR ");
+        let (sum, any) = (sum_of(&keys), any_of(&keys));
         let (filter, params): (&str, Vec<Param>) = match only {
             Some(h) => ("host = $host AND ", vec![("host", h)]),
             None => ("", Vec::new()),

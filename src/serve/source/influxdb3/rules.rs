@@ -93,16 +93,7 @@ impl InfluxDb3 {
                 ));
             }
             for (j, (_, keys)) in rising.iter().enumerate() {
-                let x = keys
-                    .iter()
-                    .map(|k| format!("coalesce(CAST({} AS DOUBLE), 0)", ident(k)))
-                    .collect::<Vec<_>>()
-                    .join(" + ");
-                let any = keys
-                    .iter()
-                    .map(|k| format!("{} IS NOT NULL", ident(k)))
-                    .collect::<Vec<_>>()
-                    .join(" OR ");
+                let (x, any) = (sum_of(keys), any_of(keys));
                 w_cols.push(format!("CASE WHEN {any} THEN {x} END AS x{j}"));
                 s_cols.push(format!(
                     "first_value(x{j} IGNORE NULLS ORDER BY time) AS f{j}, last_value(x{j} IGNORE NULLS ORDER BY time) AS l{j}"
