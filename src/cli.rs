@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::collect::{self, Collector, SourceSpec};
 use crate::config::Config;
+use crate::deliver::batch::NodeRecord;
 use crate::derive::Deriver;
 use crate::encode::Encoder;
 
@@ -199,6 +200,13 @@ fn once_source(spec: SourceSpec, config: &Config, encoder: &Encoder, gap: Durati
         Ok(sample) => {
             let features = deriver.update(&sample);
             encoder.encode_host(&sample, &features, &mut lines);
+            if let Some(stats) = collector.node_stats() {
+                let node = NodeRecord {
+                    host: sample.host.clone(),
+                    stats,
+                };
+                encoder.encode_node(&node, sample.timestamp_ns, &mut lines);
+            }
             OnceResult { lines, error: None }
         }
         Err(e) => OnceResult {

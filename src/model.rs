@@ -177,6 +177,33 @@ pub struct DiskStats {
     pub errors: Option<u64>,
 }
 
+/// What one cycle learned about the hypervisor itself (`vm_host`): its capacity
+/// (`virNodeGetInfo`) and what it uses (`virNodeGetCPUStats`, `virNodeGetMemoryStats`, or
+/// `virNodeGetFreeMemory` where a driver lacks memory statistics).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NodeStats {
+    /// Logical CPUs online.
+    pub cpus: Option<u64>,
+    /// Expected CPU frequency, MHz (0 from libvirt means unknown and is left out).
+    pub mhz: Option<u64>,
+    /// Physical memory, KiB.
+    pub mem_total: Option<u64>,
+    /// Free memory, KiB.
+    pub mem_free: Option<u64>,
+    /// Memory in the kernel's buffers, KiB.
+    pub mem_buffers: Option<u64>,
+    /// Memory in the page cache, KiB.
+    pub mem_cached: Option<u64>,
+    /// CPU time in user mode, summed over the host's CPUs, ns.
+    pub cpu_user: Option<u64>,
+    /// CPU time in the kernel, summed over the host's CPUs, ns.
+    pub cpu_kernel: Option<u64>,
+    /// Idle CPU time, summed over the host's CPUs, ns.
+    pub cpu_idle: Option<u64>,
+    /// CPU time waiting for I/O, summed over the host's CPUs, ns.
+    pub cpu_iowait: Option<u64>,
+}
+
 /// Rates and utilisation derived from two samples of the same VM (`vm_features`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Features {

@@ -12,7 +12,7 @@
 
 use crate::daemon::internal::{DeliveryCounters, SinkCounters, SourceCounters};
 use crate::encode::line::Line;
-use crate::model::{DiskStats, DomainSample, Features, NicStats};
+use crate::model::{DiskStats, DomainSample, Features, NicStats, NodeStats};
 
 /// How a field is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +227,7 @@ macro_rules! measurements {
             }
         )*
 
-        /// Every measurement: a VM's, in the order its lines are written, then vmtel's own.
+        /// Every measurement: a VM's, in the order its lines are written, the host's, then vmtel's own.
         pub const MEASUREMENTS: &[Measurement] = &[$($module::MEASUREMENT),*];
     };
 }
@@ -402,6 +402,34 @@ measurements! {
         "disk_wr_iops": F64 Gauge, "requests/s", "Σ Δ`wr_reqs` / Δt" => f.disk_wr_iops;
     }
 
+    /// `vm_host`: one line per host per cycle, its capacity and use (tag `host` only).
+    vm_host = "vm_host" for |n: NodeStats| {
+        "cpus": U64 Gauge, "logical CPUs online", "`virNodeGetInfo.cpus` (read once per connection)",
+            prom("vmtel_host_cpus", "Logical CPUs online on the host.", 1.0)
+            => n.cpus;
+        "mhz": U64 Gauge, "MHz, expected CPU frequency (left out when libvirt says 0, unknown)", "`virNodeGetInfo.mhz`" => n.mhz;
+        "memtotal": U64 Gauge, "KiB, physical memory", "`virNodeGetMemoryStats` total; `virNodeGetInfo.memory`",
+            prom("vmtel_host_memory_total_bytes", "Physical memory of the host.", KIB)
+            => n.mem_total;
+        "memfree": U64 Gauge, "KiB, free memory", "`virNodeGetMemoryStats` free; `virNodeGetFreeMemory`",
+            prom("vmtel_host_memory_free_bytes", "Free memory of the host.", KIB)
+            => n.mem_free;
+        "membuffers": U64 Gauge, "KiB, kernel buffers", "`virNodeGetMemoryStats` buffers" => n.mem_buffers;
+        "memcached": U64 Gauge, "KiB, page cache", "`virNodeGetMemoryStats` cached" => n.mem_cached;
+        "cpu_user": U64 Counter, "ns, user CPU time summed over the host's CPUs (counter)", "`virNodeGetCPUStats` user",
+            prom("vmtel_host_cpu_user_seconds_total", "User CPU time of the host, summed over its CPUs.", 1e-9)
+            => n.cpu_user;
+        "cpu_kernel": U64 Counter, "ns, kernel CPU time summed over the host's CPUs (counter)", "`virNodeGetCPUStats` kernel",
+            prom("vmtel_host_cpu_kernel_seconds_total", "Kernel CPU time of the host, summed over its CPUs.", 1e-9)
+            => n.cpu_kernel;
+        "cpu_idle": U64 Counter, "ns, idle CPU time summed over the host's CPUs (counter)", "`virNodeGetCPUStats` idle",
+            prom("vmtel_host_cpu_idle_seconds_total", "Idle CPU time of the host, summed over its CPUs.", 1e-9)
+            => n.cpu_idle;
+        "cpu_iowait": U64 Counter, "ns, CPU time waiting for I/O summed over the host's CPUs (counter)", "`virNodeGetCPUStats` iowait",
+            prom("vmtel_host_cpu_iowait_seconds_total", "CPU time of the host waiting for I/O, summed over its CPUs.", 1e-9)
+            => n.cpu_iowait;
+    }
+
     /// `vmtel_internal,source=...`: one line per source per cycle (vmtel's own health). The
     /// docs print these tables with three columns (no source).
     internal_source = "vmtel_internal" for |s: SourceCounters| {
@@ -411,7 +439,7 @@ measurements! {
         "errors": U64 Counter, "failed cycles: connect or bulk call (counter)", "" => Some(s.errors);
         "skipped_ticks": U64 Counter, "ticks skipped because the previous cycle overran or the source was backing off (counter)", "" => Some(s.skipped_ticks);
         "late_cycles": U64 Counter, "cycles that finished after their deadline, the next grid point (counter)", "" => Some(s.late_cycles);
-        "lines": U64 Counter, "records handed to the outputs, at most one line each: per VM `vm_metrics`, `vm_totals`, one per device and `vm_features`; self-telemetry excluded (counter)", "" => Some(s.records);
+        "lines": U64 Counter, "records handed to the outputs, at most one line each: per VM `vm_metrics`, `vm_totals`, one per device and `vm_features`, and the host's `vm_host`; self-telemetry excluded (counter)", "" => Some(s.records);
         "connected": I64 Gauge, "1 while the libvirt connection is up, else 0", ""
             => Some(i64::from(s.connected));
     }
@@ -525,6 +553,7 @@ pub const MEASUREMENT_NAMES: &[&str] = &[
     "vm_totals",
     "vm_devices",
     "vm_features",
+    "vm_host",
     "vmtel_internal",
 ];
 
@@ -583,8 +612,8 @@ mod tests {
         }
         assert_eq!(
             FIELD_KEYS.len(),
-            55 + 22,
-            "vmtel_internal's errors is also a disk field"
+            55 + 9 + 22,
+            "vmtel_internal's errors is also a disk field; vm_host's cpus is also vm_metrics'"
         );
         for m in MEASUREMENTS {
             assert!(MEASUREMENT_NAMES.contains(&m.name));

@@ -1,5 +1,6 @@
-//! The only `unsafe` code in vmtel: libvirt's bulk statistics call and its typed parameters, and
-//! handing the C heap's free memory back to the system.
+//! The only `unsafe` code in vmtel: libvirt's bulk statistics call and its typed parameters, the
+//! host's CPU and memory statistics (which the `virt` crate does not wrap), and handing the C
+//! heap's free memory back to the system.
 //!
 //! The `virt` crate wraps most of libvirt safely, but `virConnectGetAllDomainStats` comes back as
 //! raw `virDomainStatsRecordPtr`s whose typed parameters it neither decodes nor frees. This module
@@ -16,6 +17,8 @@
 //!   an unreadable name and the parameter is skipped rather than read past its end.
 //! * A parameter's value union is read only through the member its `type_` names; string values
 //!   are NUL-terminated C strings owned by the record.
+//! * [`node_stats`] passes libvirt a Rust-owned array of the length libvirt reported and reads
+//!   back at most that many entries; each name is read up to its NUL within its fixed buffer.
 //! * [`release_free_memory`] calls glibc's `malloc_trim`, which takes no pointer.
 //! * [`OwnedParams`] builds parameter arrays in Rust (for tests and the replay benchmark) and owns
 //!   every string it points to, so the same reading code is sound for it.
@@ -273,6 +276,78 @@ unsafe fn raw_from_ptr<'a>(ptr: *const sys::virTypedParameter, n: usize) -> RawP
         unsafe { std::slice::from_raw_parts(ptr, n) }
     };
     RawParams(slice.iter())
+}
+
+/// The host-wide CPU times (`virNodeGetCPUStats` over all CPUs, ns) or memory figures
+/// (`virNodeGetMemoryStats` over all cells, KiB): each parameter's name and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeStatsKind {
+    /// `virNodeGetCPUStats(conn, VIR_NODE_CPU_STATS_ALL_CPUS, ...)`.
+    Cpu,
+    /// `virNodeGetMemoryStats(conn, VIR_NODE_MEMORY_STATS_ALL_CELLS, ...)`.
+    Memory,
+}
+
+/// Calls `virNodeGetCPUStats` or `virNodeGetMemoryStats` for the whole host: first for the
+/// number of parameters, then for their values.
+pub fn node_stats(conn: &Connect, kind: NodeStatsKind) -> Result<Vec<(String, u64)>, Error> {
+    // Both structs are an 80-byte NUL-terminated name and an unsigned 64-bit value.
+    let mut n: std::ffi::c_int = 0;
+    let call = |params: *mut sys::virNodeCPUStats, n: &mut std::ffi::c_int| -> std::ffi::c_int {
+        // SAFETY: `conn` is open for the duration of the call; `params` is null (libvirt then
+        // only stores the count in `n`) or points to `*n` writable structs of the layout the
+        // function expects (virNodeCPUStats and virNodeMemoryStats are the same layout, checked
+        // by the assertion below).
+        unsafe {
+            match kind {
+                NodeStatsKind::Cpu => sys::virNodeGetCPUStats(
+                    conn.as_ptr(),
+                    sys::VIR_NODE_CPU_STATS_ALL_CPUS,
+                    params,
+                    n,
+                    0,
+                ),
+                NodeStatsKind::Memory => sys::virNodeGetMemoryStats(
+                    conn.as_ptr(),
+                    sys::VIR_NODE_MEMORY_STATS_ALL_CELLS,
+                    params.cast::<sys::virNodeMemoryStats>(),
+                    n,
+                    0,
+                ),
+            }
+        }
+    };
+    const _: () = assert!(
+        std::mem::size_of::<sys::virNodeCPUStats>()
+            == std::mem::size_of::<sys::virNodeMemoryStats>()
+    );
+    if call(std::ptr::null_mut(), &mut n) < 0 {
+        return Err(Error::last_error());
+    }
+    let len = usize::try_from(n).unwrap_or(0);
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let mut params = vec![
+        sys::virNodeCPUStats {
+            field: [0; 80],
+            value: 0,
+        };
+        len
+    ];
+    if call(params.as_mut_ptr(), &mut n) < 0 {
+        return Err(Error::last_error());
+    }
+    let filled = usize::try_from(n).unwrap_or(0).min(len);
+    Ok(params[..filled]
+        .iter()
+        .filter_map(|p| {
+            // The field is a fixed buffer; a name without its NUL is skipped.
+            let bytes: Vec<u8> = p.field.iter().map(|&c| c as u8).collect();
+            let name = CStr::from_bytes_until_nul(&bytes).ok()?;
+            Some((name.to_string_lossy().into_owned(), p.value))
+        })
+        .collect())
 }
 
 /// The records of one `virConnectGetAllDomainStats` call, freed on drop.

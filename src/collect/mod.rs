@@ -26,7 +26,7 @@ use self::bulk::{Decoder, Groups};
 use self::device_cache::DeviceCache;
 use self::ffi::StatsList;
 use self::warn::Warnings;
-use crate::model::{DomainSample, HostSample};
+use crate::model::{DomainSample, HostSample, NodeStats};
 
 /// Domains decoded, completed and handed on together ([`Collector::collect_chunks`]). Bounds what
 /// a cycle holds in memory whatever the number of VMs: samples and line protocol for 10,000 VMs
@@ -172,6 +172,20 @@ pub struct Collector {
     returns: Option<Box<dyn FnMut() -> Vec<Vec<DomainSample>>>>,
     /// Cycles run so far.
     cycle: u64,
+    /// The host's capacity and which of its statistics calls work, per connection.
+    node: NodeProbe,
+}
+
+/// What [`Collector::node_stats`] learned about the connection's host calls.
+#[derive(Debug, Default)]
+struct NodeProbe {
+    /// `virNodeGetInfo`, read once per connection (CPUs online, MHz, memory).
+    info: Option<(u64, u64, u64)>,
+    /// The calls found unsupported on this connection, not made again until it reconnects.
+    no_info: bool,
+    no_cpu: bool,
+    no_memory: bool,
+    no_free: bool,
 }
 
 /// Keepalive probes on remote connections: interval in seconds and unanswered probes before
@@ -201,6 +215,7 @@ impl Collector {
             returns: None,
             last_domains: 0,
             cycle: 0,
+            node: NodeProbe::default(),
         }
     }
 
@@ -214,6 +229,11 @@ impl Collector {
     /// which counters of the new connection must not be compared with older ones.
     pub fn connects(&self) -> u64 {
         self.connects
+    }
+
+    /// The host name of the open (or last) connection: the `host` tag of its lines.
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
     /// The source this collector reads.
@@ -251,6 +271,7 @@ impl Collector {
         }
         self.bulk = None;
         self.nowait = true;
+        self.node = NodeProbe::default();
         self.conn = Some(conn);
         self.connects += 1;
         Ok(())
@@ -359,6 +380,87 @@ impl Collector {
                 }
             }
         }
+    }
+
+    /// The host's capacity and use (`vm_host`), read after a cycle's bulk call: CPUs and
+    /// memory from `virNodeGetInfo` (once per connection), CPU times from
+    /// `virNodeGetCPUStats` and memory from `virNodeGetMemoryStats` (or the free memory alone
+    /// from `virNodeGetFreeMemory` where the driver lacks memory statistics). A call the
+    /// driver does not support is not made again on this connection; a failing call leaves
+    /// its fields out and never fails the cycle. `None` when no call gave anything.
+    pub fn node_stats(&mut self) -> Option<NodeStats> {
+        let conn = self.conn.as_ref()?;
+        let uri = &self.spec.uri;
+        let mut n = NodeStats::default();
+        let off = |what: &str, e: &virt::error::Error| {
+            tracing::debug!(source = %uri, "no host {what} on this connection: {e}");
+        };
+        if self.node.info.is_none() && !self.node.no_info {
+            match conn.node_info() {
+                Ok(i) => {
+                    self.node.info = Some((u64::from(i.cpus), u64::from(i.mhz), i.memory));
+                }
+                Err(e) => {
+                    off("information (virNodeGetInfo)", &e);
+                    self.node.no_info = true;
+                }
+            }
+        }
+        if let Some((cpus, mhz, memory)) = self.node.info {
+            n.cpus = Some(cpus).filter(|&c| c > 0);
+            n.mhz = Some(mhz).filter(|&m| m > 0);
+            n.mem_total = Some(memory).filter(|&m| m > 0);
+        }
+        if !self.node.no_cpu {
+            match ffi::node_stats(conn, ffi::NodeStatsKind::Cpu) {
+                Ok(stats) => {
+                    for (name, v) in stats {
+                        match name.as_str() {
+                            "kernel" => n.cpu_kernel = Some(v),
+                            "user" => n.cpu_user = Some(v),
+                            "idle" => n.cpu_idle = Some(v),
+                            "iowait" => n.cpu_iowait = Some(v),
+                            _ => {}
+                        }
+                    }
+                }
+                Err(e) => {
+                    off("CPU statistics (virNodeGetCPUStats)", &e);
+                    self.node.no_cpu = true;
+                }
+            }
+        }
+        let mut have_memory = false;
+        if !self.node.no_memory {
+            match ffi::node_stats(conn, ffi::NodeStatsKind::Memory) {
+                Ok(stats) => {
+                    for (name, v) in stats {
+                        match name.as_str() {
+                            "total" => n.mem_total = Some(v),
+                            "free" => n.mem_free = Some(v),
+                            "buffers" => n.mem_buffers = Some(v),
+                            "cached" => n.mem_cached = Some(v),
+                            _ => {}
+                        }
+                    }
+                    have_memory = n.mem_free.is_some();
+                }
+                Err(e) => {
+                    off("memory statistics (virNodeGetMemoryStats)", &e);
+                    self.node.no_memory = true;
+                }
+            }
+        }
+        if !have_memory && !self.node.no_free {
+            match conn.free_memory() {
+                Ok(bytes) => n.mem_free = Some(bytes / 1024),
+                Err(e) => {
+                    off("free memory (virNodeGetFreeMemory)", &e);
+                    self.node.no_free = true;
+                }
+            }
+        }
+        (n != NodeStats::default()).then_some(n)
     }
 
     /// Runs one cycle: connects if needed, makes the bulk call, and hands the active domains to

@@ -18,7 +18,7 @@ use super::internal::SourceStats;
 use super::schedule::tick_at_or_before;
 use crate::backoff::Backoff;
 use crate::collect::{Collector, SourceSpec};
-use crate::deliver::batch::{Payload, SamplePool, VmChunk};
+use crate::deliver::batch::{NodeRecord, Payload, SamplePool, VmChunk};
 use crate::deliver::{Batch, Hub};
 use crate::derive::Deriver;
 use crate::logging::episode::Episode;
@@ -202,6 +202,21 @@ fn run(
             deriver.end_cycle();
             if stamp.is_none() {
                 stamp = Some(stamp_for(summary.timestamp_ns));
+            }
+            if let (Some(node), Some(ts)) = (collector.node_stats(), stamp) {
+                let batch = Batch {
+                    source: uri.clone(),
+                    timestamp_ns: ts,
+                    payload: Payload::Node(NodeRecord {
+                        host: collector.host().to_owned(),
+                        stats: node,
+                    }),
+                    end_of_cycle: false,
+                };
+                stats
+                    .records
+                    .fetch_add(batch.records() as u64, Ordering::Relaxed);
+                hub.send(batch);
             }
             Ok(summary)
         });

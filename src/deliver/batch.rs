@@ -1,12 +1,13 @@
 //! The typed cycle that the workers hand to the sinks: a [`Batch`] holds VMs of one host with
-//! their derived features ([`VmChunk`]), or vmtel's own health ([`Internal`]), never text. Each
+//! their derived features ([`VmChunk`]), the host's own capacity and use ([`NodeRecord`]), or
+//! vmtel's own health ([`Internal`]), never text. Each
 //! text sink encodes it with its own precision ([`crate::encode::Encoder::encode_batch`]); the
 //! history store reads the values as they are.
 
 use std::sync::{Arc, Mutex};
 
 use crate::daemon::internal::{DeliveryCounters, SinkCounters, SourceCounters};
-use crate::model::{DomainSample, Features, HostSample};
+use crate::model::{DomainSample, Features, HostSample, NodeStats};
 
 /// One piece of a source's cycle (a cycle arrives as several batches with the same timestamp).
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub struct Batch {
 pub enum Payload {
     /// VMs of one host, with their derived features.
     Vms(VmChunk),
+    /// The host itself (`vm_host`), once per cycle.
+    Node(NodeRecord),
     /// `vmtel_internal` records.
     Internal(Vec<Internal>),
 }
@@ -129,6 +132,15 @@ impl SamplePool {
     }
 }
 
+/// One host's `vm_host` record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRecord {
+    /// The `host` tag: the hypervisor's name, as on its VMs' lines.
+    pub host: String,
+    /// What libvirt said about it.
+    pub stats: NodeStats,
+}
+
 /// One `vmtel_internal` record: a source's or a sink's counters at the cycle's time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Internal {
@@ -172,7 +184,7 @@ impl Subject {
 impl Batch {
     /// The number of records (lines of line protocol, at most) the batch holds: per VM one each
     /// of `vm_metrics` and `vm_totals`, one per device, one of `vm_features` when derived; one
-    /// per internal record.
+    /// for the host's `vm_host`; one per internal record.
     pub fn records(&self) -> usize {
         match &self.payload {
             Payload::Vms(c) => c
@@ -184,6 +196,7 @@ impl Batch {
                     2 + d.nics.len() + d.disks.len() + usize::from(c.features_of(i).is_some())
                 })
                 .sum(),
+            Payload::Node(_) => 1,
             Payload::Internal(v) => v.len(),
         }
     }

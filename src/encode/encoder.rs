@@ -3,11 +3,11 @@
 
 use super::line::{escape_into, Line};
 use super::Precision;
-use crate::deliver::batch::{Batch, Internal, Payload, Subject};
+use crate::deliver::batch::{Batch, Internal, NodeRecord, Payload, Subject};
 use crate::model::{DiskStats, DomainSample, Features, HostSample, NicStats};
 use crate::schema::{
     internal_delivery, internal_sink, internal_source, vm_devices_disk, vm_devices_nic,
-    vm_features, vm_metrics, vm_totals,
+    vm_features, vm_host, vm_metrics, vm_totals,
 };
 
 /// Extra tags added to every line (`[global_tags]` in the config), in a fixed order.
@@ -27,11 +27,23 @@ impl Encoder {
     pub fn encode_batch(&self, batch: &Batch, out: &mut String) -> usize {
         match &batch.payload {
             Payload::Vms(chunk) => self.encode_host(&chunk.sample, &chunk.features, out),
+            Payload::Node(node) => usize::from(self.encode_node(node, batch.timestamp_ns, out)),
             Payload::Internal(records) => records
                 .iter()
                 .map(|r| usize::from(self.encode_internal(r, batch.timestamp_ns, out)))
                 .sum(),
         }
+    }
+
+    /// Appends the host's `vm_host` line stamped `timestamp_ns`; false if it had no field.
+    pub fn encode_node(&self, node: &NodeRecord, timestamp_ns: i64, out: &mut String) -> bool {
+        let mut line = Line::new(out, vm_host::MEASUREMENT.name);
+        line.tag("host", &node.host);
+        for (k, v) in &self.global_tags {
+            line.tag(k, v);
+        }
+        vm_host::write_fields(&mut line, &node.stats);
+        line.finish(self.precision.convert(timestamp_ns))
     }
 
     /// Appends one `vmtel_internal` line stamped `timestamp_ns`; false if it had no field.

@@ -31,8 +31,8 @@ use super::{retention, StoreSettings};
 use crate::deliver::batch::{Internal, Payload, Subject};
 use crate::deliver::{Batch, Sink, Written};
 use crate::schema::{
-    internal_delivery, internal_sink, internal_source, vm_devices_disk, vm_devices_nic, vm_metrics,
-    vm_totals, Field, Measurement, Value,
+    internal_delivery, internal_sink, internal_source, vm_devices_disk, vm_devices_nic, vm_host,
+    vm_metrics, vm_totals, Field, Measurement, Value,
 };
 
 /// How long a store that failed to open waits before trying again.
@@ -349,6 +349,20 @@ impl Db {
                         points += put(&mut self.buf, id, &self.row);
                     }
                 }
+            }
+            Payload::Node(node) => {
+                let key = SeriesKey {
+                    kind: Kind::Host,
+                    host: &node.host,
+                    key: "",
+                    device: "",
+                };
+                let id = self.registry.id(&self.conn, key, Extra::default(), ts)?;
+                start_row(&mut self.row, Kind::Host);
+                fill(&mut self.row, &vm_host::MEASUREMENT, |f| {
+                    vm_host::for_each(&node.stats, f)
+                });
+                points += put(&mut self.buf, id, &self.row);
             }
             Payload::Internal(records) => {
                 for r in records {

@@ -1,5 +1,5 @@
-//! What the history store keeps of a typed cycle: series of five kinds (a VM, a NIC, a disk, a
-//! source, a sink), each with a fixed list of integer columns taken from the schema table
+//! What the history store keeps of a typed cycle: series of six kinds (a VM, a NIC, a disk, a
+//! source, a sink, a host), each with a fixed list of integer columns taken from the schema table
 //! ([`crate::schema`]).
 //!
 //! * A VM's row: its libvirt ID (`VMID`, which changes when it restarts), then the `vm_metrics`
@@ -9,6 +9,7 @@
 //!   counters, computed when read ([`super::derived`]).
 //! * A NIC's or a disk's row: the fields of `vm_devices` for that device type.
 //! * A source's or a sink's row: the fields of its `vmtel_internal` line.
+//! * A host's row: the fields of its `vm_host` line.
 //!
 //! A column only ever gets appended to its kind's list, so chunks written by an older vmtel
 //! (fewer columns) read back with the new columns empty.
@@ -17,7 +18,7 @@ use std::sync::LazyLock;
 
 use crate::schema::{
     self, internal_delivery, internal_sink, internal_source, vm_devices_disk, vm_devices_nic,
-    vm_metrics, vm_totals, Field, Measurement, Value,
+    vm_host, vm_metrics, vm_totals, Field, Measurement, Value,
 };
 
 /// What a series is.
@@ -33,11 +34,20 @@ pub enum Kind {
     Source,
     /// One sink's `vmtel_internal` record.
     Sink,
+    /// One host's `vm_host` record (key and device empty).
+    Host,
 }
 
 impl Kind {
     /// Every kind, in code order.
-    pub const ALL: [Kind; 5] = [Kind::Vm, Kind::Nic, Kind::Disk, Kind::Source, Kind::Sink];
+    pub const ALL: [Kind; 6] = [
+        Kind::Vm,
+        Kind::Nic,
+        Kind::Disk,
+        Kind::Source,
+        Kind::Sink,
+        Kind::Host,
+    ];
 
     /// The number stored in the `series` table.
     pub fn code(self) -> i64 {
@@ -47,6 +57,7 @@ impl Kind {
             Kind::Disk => 2,
             Kind::Source => 3,
             Kind::Sink => 4,
+            Kind::Host => 5,
         }
     }
 
@@ -64,6 +75,7 @@ impl Kind {
             Kind::Disk => &all.disk,
             Kind::Source => &all.source,
             Kind::Sink => &all.sink,
+            Kind::Host => &all.host,
         }
     }
 
@@ -80,6 +92,7 @@ impl Kind {
             Kind::Disk => &[&vm_devices_disk::MEASUREMENT],
             Kind::Source => &[&internal_source::MEASUREMENT],
             Kind::Sink => &[&internal_sink::MEASUREMENT, &internal_delivery::MEASUREMENT],
+            Kind::Host => &[&vm_host::MEASUREMENT],
         }
     }
 }
@@ -105,6 +118,7 @@ struct Columns {
     disk: Vec<Column>,
     source: Vec<Column>,
     sink: Vec<Column>,
+    host: Vec<Column>,
     /// Per measurement ([`slot_key`]) and field index: the column of the kind.
     slots: Vec<(SlotKey, Vec<Option<usize>>)>,
 }
@@ -160,12 +174,14 @@ static COLUMNS: LazyLock<Columns> = LazyLock::new(|| {
     let disk = build(Kind::Disk, None);
     let source = build(Kind::Source, None);
     let sink = build(Kind::Sink, None);
+    let host = build(Kind::Host, None);
     Columns {
         vm,
         nic,
         disk,
         source,
         sink,
+        host,
         slots,
     }
 });
