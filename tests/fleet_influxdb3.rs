@@ -186,6 +186,23 @@ fn agents_write_one_influxdb3_and_serve_reads_every_vm() {
         output(&server, &token)
     );
     std::fs::write(a_tmp.path().join("vmtel.toml"), a_config).expect("config");
+    // libvirt's own view of hv0's capacity, for the hosts page's "allocated / capacity".
+    let nodeinfo = Command::new("virsh")
+        .arg("-c")
+        .arg(format!("test://{}", a_tmp.path().join("hv0.xml").display()))
+        .arg("nodeinfo")
+        .output()
+        .expect("virsh nodeinfo");
+    let nodeinfo = String::from_utf8_lossy(&nodeinfo.stdout).into_owned();
+    let node = |k: &str| -> f64 {
+        nodeinfo
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim_start_matches(':').split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("virsh nodeinfo has no {k}: {nodeinfo}"))
+    };
+    let (host_cpus, host_mem_kib) = (node("CPU(s)"), node("Memory size"));
     let agent_a = Vmtel::start_in(a_tmp, &["run", "--config", "vmtel.toml"], &[]);
     let agent_b = odd_agent(&server, &token);
 
@@ -307,9 +324,25 @@ fn agents_write_one_influxdb3_and_serve_reads_every_vm() {
                 .unwrap_or_else(|| panic!("host {h} missing: {v}"))
         };
         let (l, r) = (pick(&local_hosts), pick(&remote_hosts));
-        for k in ["running", "paused", "other", "vcpus", "mem_bytes", "silent"] {
+        for k in [
+            "running",
+            "paused",
+            "other",
+            "vcpus",
+            "mem_bytes",
+            "silent",
+            "host_cpus",
+            "host_mem_bytes",
+            "host_mem_free_bytes",
+        ] {
             assert_eq!(l[k], r[k], "host {h} {k}: embedded {l}, InfluxDB 3 {r}");
         }
+        assert_eq!(r["host_cpus"].as_f64(), Some(host_cpus), "{r}");
+        assert_eq!(
+            r["host_mem_bytes"].as_f64(),
+            Some(host_mem_kib * 1024.0),
+            "{r}"
+        );
         assert_eq!(l["running"], 4, "{l}");
         let (lc, rc) = (l["cpu_pct"].as_f64(), r["cpu_pct"].as_f64());
         assert!(

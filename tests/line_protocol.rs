@@ -10,15 +10,17 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
+use vmtel::deliver::batch::NodeRecord;
 use vmtel::encode::{Encoder, Precision};
 use vmtel::model::{
-    CpuStats, DiskStats, DomainSample, Features, HostSample, MemoryStats, NicStats, VcpuStats,
+    CpuStats, DiskStats, DomainSample, Features, HostSample, MemoryStats, NicStats, NodeStats,
+    VcpuStats,
 };
 
 use support::{
     expected_points, parse_all, sorted, stored, tricky_string, valid_globals, Point, Val,
-    DEVICE_TAGS, DISK_FIELDS, FEATURE_FIELDS, ID_TAGS, MEASUREMENTS, NIC_FIELDS, VM_METRICS_FIELDS,
-    VM_TOTALS_FIELDS,
+    DEVICE_TAGS, DISK_FIELDS, FEATURE_FIELDS, HOST_FIELDS, ID_TAGS, MEASUREMENTS, NIC_FIELDS,
+    VM_METRICS_FIELDS, VM_TOTALS_FIELDS,
 };
 
 const I64_MAX: u64 = i64::MAX as u64;
@@ -368,6 +370,65 @@ proptest! {
         let want = expected_points(&sample, &features, &globals, divisor(precision));
         prop_assert_eq!(n, want.len(), "line count; output:\n{}", body);
         prop_assert_eq!(sorted(got), sorted(want), "output:\n{}", body);
+    }
+}
+
+proptest! {
+    /// The host's `vm_host` line: tag `host` (any string, stored form) and the global tags,
+    /// each field present exactly when it has a value that fits (an unsigned value above
+    /// `i64::MAX` is left out), in `HOST_FIELDS`' names.
+    #[test]
+    fn any_host_line_reads_back(
+        host in tricky_string(),
+        globals in globals(),
+        values in proptest::collection::vec(opt_counter(), 10),
+        precision in precision(),
+    ) {
+        let stats = NodeStats {
+            cpus: values[0],
+            mhz: values[1],
+            mem_total: values[2],
+            mem_free: values[3],
+            mem_buffers: values[4],
+            mem_cached: values[5],
+            cpu_user: values[6],
+            cpu_kernel: values[7],
+            cpu_idle: values[8],
+            cpu_iowait: values[9],
+        };
+        let globals = valid_globals(globals);
+        let encoder = Encoder { global_tags: globals.clone(), precision };
+        let node = NodeRecord { host: host.clone(), stats };
+        let mut body = String::new();
+        let wrote = encoder.encode_node(&node, 1_700_000_000_123_456_789, &mut body);
+        let want: BTreeMap<String, Val> = HOST_FIELDS
+            .iter()
+            .zip(&values)
+            .filter_map(|(k, v)| {
+                v.filter(|&v| v <= I64_MAX).map(|v| ((*k).to_owned(), Val::Int(v as i64)))
+            })
+            .collect();
+        prop_assert_eq!(wrote, !want.is_empty(), "{}", body);
+        let got = parse_all(&body);
+        if want.is_empty() {
+            prop_assert!(got.is_empty(), "{}", body);
+        } else {
+            prop_assert_eq!(got.len(), 1, "{}", body);
+            let p = &got[0];
+            prop_assert_eq!(p.measurement.as_str(), "vm_host");
+            prop_assert_eq!(&p.fields, &want);
+            prop_assert_eq!(p.time, 1_700_000_000_123_456_789 / divisor(precision));
+            let mut tags = BTreeMap::new();
+            if !host.is_empty() {
+                tags.insert("host".to_owned(), stored(&host));
+            }
+            for (k, v) in &globals {
+                if !k.is_empty() && !v.is_empty() {
+                    tags.insert(stored(k), stored(v));
+                }
+            }
+            prop_assert_eq!(&p.tags, &tags, "{}", body);
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use prometheus::{CounterVec, Encoder, GaugeVec, Opts, Registry, TextEncoder};
 
 use super::api::now_ms;
 use super::AppState;
-use crate::schema::{Kind, MEASUREMENTS};
+use crate::schema::{vm_host, Kind, MEASUREMENTS};
 use crate::store::query::Latest;
 
 enum Family {
@@ -80,7 +80,7 @@ impl Families {
 }
 
 /// Exports the latest values of every field the schema gives a Prometheus name (labels
-/// `host`, `name`, `uuid`, and `device` for device lines).
+/// `host`, `name`, `uuid`, and `device` for device lines; `host` alone for `vm_host`).
 fn export_vm(f: &mut Families, series: &[Latest]) {
     for s in series {
         let Some(m) = MEASUREMENTS
@@ -95,6 +95,10 @@ fn export_vm(f: &mut Families, series: &[Latest]) {
                 continue;
             };
             let counter = field.kind == Kind::Counter;
+            if m.name == vm_host::MEASUREMENT.name {
+                f.set(p.name, p.help, counter, &["host"], &[&s.host], v * p.scale);
+                continue;
+            }
             match (m.devtype, s.device.as_deref()) {
                 (Some(_), Some(d)) => f.set(
                     p.name,

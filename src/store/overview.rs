@@ -1,5 +1,5 @@
-//! Fleet overviews from the embedded history: hosts with a CPU trend, the top VMs over a range,
-//! and the recent rows the problem rules look at. The InfluxDB 3 backend answers the same
+//! Fleet overviews from the embedded history: hosts with a CPU trend and their capacity, the top
+//! VMs over a range, and the recent rows the problem rules look at. The InfluxDB 3 backend answers the same
 //! questions with SQL (`serve::source::influxdb3`); the types are shared.
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +19,67 @@ pub struct Trend {
     pub t: Vec<i64>,
     /// Mean CPU % of the host's VMs in each bucket.
     pub cpu_pct: Vec<Option<f64>>,
+}
+
+/// A host's capacity and free memory from its newest `vm_host` line.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Capacity {
+    /// Logical CPUs online.
+    pub cpus: Option<f64>,
+    /// Physical memory, KiB.
+    pub mem_total_kib: Option<f64>,
+    /// Free memory, KiB.
+    pub mem_free_kib: Option<f64>,
+}
+
+/// Each host's newest `vm_host` line (field key to value), for hosts heard from within
+/// [`FLEET_WINDOW_MS`].
+pub fn latest_hosts(
+    conn: &Connection,
+    now: i64,
+) -> rusqlite::Result<BTreeMap<String, HashMap<&'static str, f64>>> {
+    let series = read::series_where(conn, "kind = ?1", [Kind::Host.code()])?;
+    let mut out = BTreeMap::new();
+    if series.is_empty() {
+        return Ok(out);
+    }
+    let times = read::newest_head_times(conn, 3)?;
+    let head = match times.last() {
+        Some(&oldest) => read::head_rows(conn, oldest, i64::MAX, None)?,
+        None => HashMap::new(),
+    };
+    for s in series {
+        let rows = read::last_rows(conn, s.id, head.get(&s.id), 1)?;
+        let Some(r) = rows.len().checked_sub(1) else {
+            continue;
+        };
+        if rows.ts.get(r).is_none_or(|&ts| ts < now - FLEET_WINDOW_MS) {
+            continue;
+        }
+        let values = Kind::Host
+            .columns()
+            .iter()
+            .enumerate()
+            .filter_map(|(c, col)| rows.get(r, c).map(|v| (col.key, v as f64)))
+            .collect();
+        out.insert(s.host, values);
+    }
+    Ok(out)
+}
+
+/// Each host's capacity and free memory from its newest `vm_host` line ([`latest_hosts`]).
+pub fn host_capacity(conn: &Connection, now: i64) -> rusqlite::Result<BTreeMap<String, Capacity>> {
+    Ok(latest_hosts(conn, now)?
+        .into_iter()
+        .map(|(host, v)| {
+            let c = Capacity {
+                cpus: v.get("cpus").copied(),
+                mem_total_kib: v.get("memtotal").copied(),
+                mem_free_kib: v.get("memfree").copied(),
+            };
+            (host, c)
+        })
+        .collect())
 }
 
 /// What the top list ranks by.

@@ -42,6 +42,10 @@ try {
     for (const r of rows) {
       assert(r[1] === "8" && r[2] === "0" && r[3] === "0", `${r[0]}: running/paused/other ${r[1]}/${r[2]}/${r[3]}`);
       assert(/s ago/.test(r[9]) && !/silent/.test(r[9]), `${r[0]} last seen: ${r[9]}`);
+      // Against the host's capacity from its vm_host line: libvirt's test driver has 16 CPUs
+      // and 3 GiB (virsh nodeinfo).
+      assert(/^\d+ \/ 16$/.test(r[4]), `${r[0]} vCPUs / CPUs: ${r[4]}`);
+      assert(/ \/ 3(\.0+)? GiB$/.test(r[5]), `${r[0]} memory / host: ${r[5]}`);
     }
     const silent = await page.$$eval("#hosts-table tr.host-row.silent", (r) => r.length);
     assert(silent === 0, silent + " hosts flagged silent");

@@ -61,6 +61,20 @@ pub fn stored(s: &str) -> String {
 /// The four measurements vmtel writes.
 pub const MEASUREMENTS: [&str; 4] = ["vm_metrics", "vm_totals", "vm_devices", "vm_features"];
 
+/// `vm_host` fields (tag `host` only), as docs/metrics.md lists them.
+pub const HOST_FIELDS: [&str; 10] = [
+    "cpus",
+    "mhz",
+    "memtotal",
+    "memfree",
+    "membuffers",
+    "memcached",
+    "cpu_user",
+    "cpu_kernel",
+    "cpu_idle",
+    "cpu_iowait",
+];
+
 /// Tags every line carries (before the global tags).
 pub const ID_TAGS: [&str; 4] = ["host", "VMID", "name", "uuid"];
 
@@ -147,6 +161,7 @@ pub fn all_field_keys() -> Vec<&'static str> {
         .chain(NIC_FIELDS.iter())
         .chain(DISK_FIELDS.iter())
         .chain(FEATURE_FIELDS.iter())
+        .chain(HOST_FIELDS.iter())
         .copied()
         .collect();
     v.sort_unstable();

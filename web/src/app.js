@@ -275,14 +275,28 @@ const HOST_COLS = [
   { label: "Running", num: true, title: "VMs running in the host's latest cycle" },
   { label: "Paused", num: true },
   { label: "Other", num: true, title: "VMs in other states (shut off, crashed, …)" },
-  { label: "vCPUs", num: true },
-  { label: "Memory", num: true, title: "Memory of its VMs (balloon size)" },
+  { label: "vCPUs / CPUs", num: true, title: "vCPUs of its VMs / the host's logical CPUs (its vm_host line)" },
+  { label: "Memory / host", num: true, title: "Memory of its VMs (balloon size) / the host's physical memory" },
   { label: "CPU", num: true, title: "CPU in use, % of its VMs' vCPUs" },
   { label: "Net", num: true, title: "Network bytes per second, rx + tx" },
   { label: "Disk", num: true, title: "Disk bytes per second, read + write" },
   { label: "Last seen" },
   { label: "CPU, last hour", title: "Mean CPU % of its VMs over the last hour" },
 ];
+
+// "allocated / capacity" with the share as a title; over capacity is marked (overcommit).
+function allocCell(what, used, cap, fmt, title) {
+  const td = el("td", { class: "num alloc alloc-" + what, title });
+  if (cap) {
+    const share = (used || 0) / cap * 100;
+    td.append(fmt(used || 0), el("span", { class: "cap" }, " / " + fmt(cap)));
+    td.dataset.share = share.toFixed(1);
+    if (share > 100) td.classList.add("over");
+  } else {
+    td.append(fmt(used));
+  }
+  return td;
+}
 
 function hostsPage() {
   const main = clear(document.getElementById("main"));
@@ -302,8 +316,12 @@ function hostsPage() {
         el("td", { class: "num" }, fmtNum(h.running, 0)),
         el("td", { class: "num" + (h.paused ? " state-paused" : "") }, fmtNum(h.paused, 0)),
         el("td", { class: "num" + (h.other ? " state-other" : "") }, fmtNum(h.other, 0)),
-        el("td", { class: "num" }, fmtNum(h.vcpus, 0)),
-        el("td", { class: "num" }, fmtBytes(h.mem_bytes)),
+        allocCell("vcpus", h.vcpus, h.host_cpus, (v) => fmtNum(v, 0),
+          h.host_cpus ? fmtNum(h.vcpus, 0) + " vCPUs on " + fmtNum(h.host_cpus, 0) + " CPUs" : "Host CPUs unknown (no vm_host line)"),
+        allocCell("mem", h.mem_bytes, h.host_mem_bytes, fmtBytes,
+          h.host_mem_bytes ? fmtBytes(h.mem_bytes) + " allocated of " + fmtBytes(h.host_mem_bytes) +
+            (h.host_mem_free_bytes != null ? ", " + fmtBytes(h.host_mem_free_bytes) + " free on the host" : "")
+            : "Host memory unknown (no vm_host line)"),
         el("td", { class: "num" }, fmtPct(h.cpu_pct)),
         el("td", { class: "num" }, fmtBps(h.net_bps)),
         el("td", { class: "num" }, fmtBps(h.disk_bps)),

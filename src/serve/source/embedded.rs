@@ -5,7 +5,7 @@ use rusqlite::Connection;
 
 use super::{QueryError, SourceInfo};
 use crate::serve::SharedLive;
-use crate::store::overview::{self, TopBy, TopVm, Trend, VmWindow};
+use crate::store::overview::{self, Capacity, TopBy, TopVm, Trend, VmWindow};
 use crate::store::query::{self, AgentHistory, Fleet, VmDetail};
 use crate::store::schema;
 
@@ -63,6 +63,14 @@ impl Embedded {
         })
     }
 
+    /// Each host's newest `vm_host` values.
+    pub fn host_capacity(
+        &self,
+        now: i64,
+    ) -> Result<std::collections::BTreeMap<String, Capacity>, QueryError> {
+        self.with_db(|c| overview::host_capacity(c, now))
+    }
+
     /// See [`super::Source::fleet`].
     pub fn fleet(&self, now: i64) -> Result<Fleet, QueryError> {
         self.with_db(|c| query::fleet(c, now))
@@ -79,9 +87,24 @@ impl Embedded {
         self.with_db(|c| query::vm_detail(c, host, uuid, now, range))
     }
 
-    /// Every VM series of each host's latest cycle, for `/metrics`.
+    /// Every VM series of each host's latest cycle and each host's newest `vm_host` line, for
+    /// `/metrics`.
     pub fn latest_vm_series(&self, now: i64) -> Result<Vec<query::Latest>, QueryError> {
-        self.with_db(|c| query::latest_vm_series(c, now))
+        self.with_db(|c| {
+            let mut out = query::latest_vm_series(c, now)?;
+            for (host, values) in overview::latest_hosts(c, now)? {
+                out.push(query::Latest {
+                    measurement: crate::schema::vm_host::MEASUREMENT.name.into(),
+                    host,
+                    name: String::new(),
+                    uuid: String::new(),
+                    devtype: None,
+                    device: None,
+                    fields: values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                });
+            }
+            Ok(out)
+        })
     }
 
     /// See [`super::Source::agent`].

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::store::overview::Trend;
+use crate::store::overview::{Capacity, Trend};
 use crate::store::query::Fleet;
 
 /// One host.
@@ -28,6 +28,12 @@ pub struct HostSummary {
     pub vcpus: f64,
     /// Their current balloon sizes, bytes.
     pub mem_bytes: Option<f64>,
+    /// The host's logical CPUs (its `vm_host` line), when known.
+    pub host_cpus: Option<f64>,
+    /// The host's physical memory, bytes, when known.
+    pub host_mem_bytes: Option<f64>,
+    /// The host's free memory, bytes, when known.
+    pub host_mem_free_bytes: Option<f64>,
     /// CPU in use, percent of those vCPUs (each VM's CPU % weighted by its vCPUs).
     pub cpu_pct: Option<f64>,
     /// Network bytes/s, received plus transmitted, summed over the VMs.
@@ -44,10 +50,12 @@ fn add(slot: &mut Option<f64>, v: Option<f64>) {
     }
 }
 
-/// One row per host of `fleet`, silent when its newest cycle is older than `silent_after` ms.
+/// One row per host of `fleet`, silent when its newest cycle is older than `silent_after` ms,
+/// with its capacity where `capacity` has it.
 pub fn summarise(
     fleet: &Fleet,
     mut trends: BTreeMap<String, Trend>,
+    capacity: &BTreeMap<String, Capacity>,
     now: i64,
     silent_after: i64,
 ) -> Vec<HostSummary> {
@@ -64,6 +72,9 @@ pub fn summarise(
                 other: 0,
                 vcpus: 0.0,
                 mem_bytes: None,
+                host_cpus: None,
+                host_mem_bytes: None,
+                host_mem_free_bytes: None,
                 cpu_pct: None,
                 net_bps: None,
                 disk_bps: None,
@@ -89,6 +100,11 @@ pub fn summarise(
                 add(&mut s.disk_bps, v.disk_wr_bps);
             }
             s.cpu_pct = (weight > 0.0).then(|| used / weight);
+            if let Some(c) = capacity.get(&h.host) {
+                s.host_cpus = c.cpus;
+                s.host_mem_bytes = c.mem_total_kib.map(|k| k * 1024.0);
+                s.host_mem_free_bytes = c.mem_free_kib.map(|k| k * 1024.0);
+            }
             s
         })
         .collect()

@@ -159,16 +159,30 @@ impl Source {
         interval_ms: i64,
         cfg: &ProblemsConfig,
     ) -> Result<Vec<HostSummary>, QueryError> {
-        let (fleet, trends) = both(
-            || self.fleet(now_ms),
+        let ((fleet, capacity), trends) = both(
+            || {
+                both(
+                    || self.fleet(now_ms),
+                    || match self {
+                        Source::Embedded(e) => e.host_capacity(now_ms),
+                        Source::InfluxDb3(i) => i.host_capacity(now_ms),
+                    },
+                )
+            },
             || match self {
                 Source::Embedded(e) => e.cpu_trends(now_ms, TREND_RANGE_MS, TREND_BUCKETS),
                 Source::InfluxDb3(i) => i.cpu_trends(now_ms, TREND_RANGE_MS, TREND_BUCKETS),
             },
         );
-        let (fleet, trends) = (fleet?, trends?);
+        let (fleet, capacity, trends) = (fleet?, capacity?, trends?);
         let silent_after = interval_ms.max(1000) * i64::from(cfg.silent_intervals);
-        Ok(hosts::summarise(&fleet, trends, now_ms, silent_after))
+        Ok(hosts::summarise(
+            &fleet,
+            trends,
+            &capacity,
+            now_ms,
+            silent_after,
+        ))
     }
 
     /// The VMs and hosts that need a look now (see [`problems`]), most urgent first.

@@ -11,6 +11,48 @@ pub(super) struct TrendCache {
 }
 
 impl InfluxDb3 {
+    /// Each host's newest `vm_host` values within the last few intervals (the window of the
+    /// fleet's latest values; see [`crate::store::overview::host_capacity`]); empty where no
+    /// agent writes `vm_host` yet.
+    pub fn host_capacity(&self, now: i64) -> Result<BTreeMap<String, Capacity>, QueryError> {
+        let columns = self.columns()?;
+        let Some(have) = columns.get("vm_host") else {
+            return Ok(BTreeMap::new());
+        };
+        let col = |key: &str| {
+            if have.contains(key) {
+                format!("CAST({} AS DOUBLE) AS {}", ident(key), ident(key))
+            } else {
+                format!("CAST(NULL AS DOUBLE) AS {}", ident(key))
+            }
+        };
+        let rows = self.rows(
+            &format!(
+                "SELECT DISTINCT ON (host) host, {}, {}, {} FROM vm_host \
+                 WHERE time >= {} AND time <= {} ORDER BY host, time DESC",
+                col("cpus"),
+                col("memtotal"),
+                col("memfree"),
+                at(now - self.recent_ms),
+                at(now)
+            ),
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    text(r, "host")?,
+                    Capacity {
+                        cpus: num(r, "cpus"),
+                        mem_total_kib: num(r, "memtotal"),
+                        mem_free_kib: num(r, "memfree"),
+                    },
+                ))
+            })
+            .collect())
+    }
+
     /// The mean CPU % of each host's VMs per bucket over `range` ms ending at `now`, in about
     /// `buckets` buckets (see [`crate::store::overview::cpu_trends`]).
     pub fn cpu_trends(
