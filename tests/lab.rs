@@ -512,6 +512,92 @@ fn boot_offset_ok(off: &Offset) -> Result<(), String> {
 /// The bulk call returns every group for the real guests, so vmtel makes no per-domain call;
 /// `vmtel once` writes the four measurements with exactly the fields QEMU provides, and its
 /// values lie between two `virsh domstats` readings taken just before and just after it.
+/// The host's own fields of `/proc/stat` (`cpu` line, USER_HZ ticks) and `/proc/meminfo` (KiB).
+fn proc_host() -> (Vec<u64>, BTreeMap<String, u64>) {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let cpu: Vec<u64> = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .expect("cpu line")
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().expect("tick count"))
+        .collect();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    let mem = meminfo
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.to_owned(), v.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect();
+    (cpu, mem)
+}
+
+/// The host's `vm_host` values from libvirtd (which runs on this machine) agree with the
+/// kernel's: memory as `/proc/meminfo` says, CPUs as online, and the CPU times (libvirt sums
+/// user+nice as user and system+irq+softirq as kernel, ns) between two `/proc/stat` readings
+/// taken around the call.
+#[test]
+fn host_line_agrees_with_the_kernel() {
+    lab();
+    let mut c = collector();
+    let (before, mem_before) = proc_host();
+    let _ = collect(&mut c);
+    let n = c.node_stats().expect("vm_host values from qemu:///system");
+    let (after, mem_after) = proc_host();
+    let tick_ns = 1_000_000_000 / 100; // USER_HZ is 100 on Linux
+    let within = |what: &str, got: Option<u64>, lo: u64, hi: u64| {
+        let got = got.unwrap_or_else(|| panic!("no {what}: {n:?}"));
+        // A tick of slack each side: the kernel and libvirt round the same counters.
+        assert!(
+            got + tick_ns >= lo * tick_ns && got <= hi * tick_ns + tick_ns,
+            "{what} {got} ns outside [{}, {}] ns from /proc/stat",
+            lo * tick_ns,
+            hi * tick_ns
+        );
+    };
+    within(
+        "cpu_user",
+        n.cpu_user,
+        before[0] + before[1],
+        after[0] + after[1],
+    );
+    within(
+        "cpu_kernel",
+        n.cpu_kernel,
+        before[2] + before[5] + before[6],
+        after[2] + after[5] + after[6],
+    );
+    within("cpu_idle", n.cpu_idle, before[3], after[3]);
+    within("cpu_iowait", n.cpu_iowait, before[4], after[4]);
+    assert_eq!(n.mem_total, mem_before.get("MemTotal").copied(), "memtotal");
+    assert_eq!(mem_before.get("MemTotal"), mem_after.get("MemTotal"));
+    let free = n.mem_free.expect("memfree");
+    let (a, b) = (mem_before["MemFree"], mem_after["MemFree"]);
+    // Free memory moves while the guests run: within what it was around the call, give or
+    // take 64 MiB of churn.
+    assert!(
+        free + 65_536 >= a.min(b) && free <= a.max(b) + 65_536,
+        "memfree {free} KiB, /proc/meminfo said {a} and {b}"
+    );
+    let online = Command::new("getconf")
+        .arg("_NPROCESSORS_ONLN")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u64>()
+                .ok()
+        });
+    assert_eq!(
+        n.cpus, online,
+        "logical CPUs online (getconf _NPROCESSORS_ONLN)"
+    );
+    assert!(n.mhz.is_some_and(|m| m > 0), "{n:?}");
+}
+
 #[test]
 fn bulk_path_complete_and_once_agrees_with_virsh() {
     let guests = lab();

@@ -2,9 +2,11 @@
 //! `qemu:///system` with its dashboard; the lab's extra guest 22 is paused (the `paused`
 //! problem appears, dated from the first cycle that saw it paused) and resumed (it clears);
 //! then destroyed (the `vm_silent` problem appears: missing from its host's latest cycle) and
-//! re-created (it clears). The lab's regular guests run their steady workload and raise none of
-//! the VM rules but the counters' (their taps count drops the guest never sees, so `nic_drops`
-//! is not judged here).
+//! re-created (it clears); then its traffic is stopped by taking its first NIC's host tap down
+//! (the frames the guest's workload sends are dropped: `nic_drops` appears) and started again
+//! (the counters stop rising: it clears once the window has passed). The lab's regular guests
+//! run their steady workload; their taps can count drops the guest never sees, so they are not
+//! judged here. Filling a guest's swap is not tried: the lab's tiny guests have no swap device.
 //!
 //! Uses `scripts/lab extra up 22` and removes the guest afterwards.
 
@@ -80,7 +82,7 @@ fn has(problems: &Value, uuid: &str, rule: &str) -> bool {
 }
 
 #[test]
-fn paused_and_vanished_guests_become_problems_and_clear() {
+fn paused_vanished_and_silenced_guests_become_problems_and_clear() {
     // The regular guests first (idempotent), then the extra one.
     lab(&["up", "3"]);
     let row = lab(&["extra", "up", EXTRA]);
@@ -98,6 +100,7 @@ fn paused_and_vanished_guests_become_problems_and_clear() {
             .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
     };
     let (name, uuid) = (col("name"), col("uuid"));
+    let tap = col("net0");
 
     let tmp = tempfile::tempdir().expect("temp dir");
     let config = format!(
@@ -174,6 +177,70 @@ fn paused_and_vanished_guests_become_problems_and_clear() {
         60,
         "the re-created guest in the fleet",
         in_fleet,
+    );
+
+    // Traffic stopped: the host side of its first NIC goes down, so what the guest sends is
+    // dropped (the guest's tx drops, as libvirt reports a tap's counters from the guest's side).
+    // Drops counted while the new guest's link came up must leave the window first.
+    v.wait_json("/api/problems", 120, "no NIC drops before the test", |p| {
+        !has(p, &uuid, "nic_drops")
+    });
+    let down_at = web_now_ms();
+    let link = TapDown::new(&tap);
+    let p = v.wait_json("/api/problems", 60, "the nic_drops problem", |p| {
+        has(p, &uuid, "nic_drops")
+    });
+    let row = p["problems"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|x| x["uuid"] == uuid.as_str() && x["rule"] == "nic_drops")
+        })
+        .cloned()
+        .expect("nic_drops row");
+    assert!(
+        row["value"].as_f64().is_some_and(|d| d >= 1.0),
+        "drops counted: {row}"
+    );
+    let since = row["since_ms"].as_i64().unwrap_or_default();
+    assert!(
+        since >= down_at - 1000 && since <= web_now_ms(),
+        "drops since {since}, tap down at {down_at}: {row}"
+    );
+    drop(link);
+    v.wait_json(
+        "/api/problems",
+        120,
+        "the nic_drops problem to clear once traffic flows again",
+        |p| !has(p, &uuid, "nic_drops"),
+    );
+}
+
+/// Takes a host tap down, and up again when dropped (whatever happened).
+struct TapDown(String);
+
+impl TapDown {
+    fn new(tap: &str) -> TapDown {
+        ip_link(tap, "down");
+        TapDown(tap.to_owned())
+    }
+}
+
+impl Drop for TapDown {
+    fn drop(&mut self) {
+        ip_link(&self.0, "up");
+    }
+}
+
+fn ip_link(tap: &str, state: &str) {
+    let out = Command::new("ip")
+        .args(["link", "set", tap, state])
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success() || std::thread::panicking(),
+        "ip link set {tap} {state}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
