@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::arg;
 use vmtel::collect::bulk::Decoder;
+use vmtel::deliver::batch::NodeRecord;
 use vmtel::derive::Deriver;
 use vmtel::encode::Encoder;
 use vmtel::model::{DomainSample, HostSample};
@@ -165,6 +166,11 @@ fn main() {
             derivers[h].update_chunk(&sample.domains, &mut features);
             derivers[h].end_cycle();
             lines += encoder.encode_host(&sample, &features, &mut buf);
+            let node = NodeRecord {
+                host: sample.host,
+                stats: fleet.node(h),
+            };
+            lines += usize::from(encoder.encode_node(&node, t, &mut buf));
             if buf.len() >= BATCH_BYTES || (c > cycles && h + 1 == hosts) {
                 bytes += buf.len();
                 post(&agent, &write_url, &buf);

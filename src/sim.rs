@@ -11,12 +11,15 @@
 //! changes), as real ones do.
 //!
 //! [`SimFleet::record`] returns what libvirt's bulk stats call returns for such a guest (the
-//! keys and types of `virsh domstats` on QEMU), so the data goes through vmtel's real decoder.
+//! keys and types of `virsh domstats` on QEMU), so the data goes through vmtel's real decoder;
+//! [`SimFleet::node`] what the host calls return for its host (capacity sized to its VMs, CPU
+//! times that add up what its VMs used).
 //! Everything is deterministic for a seed.
 
 use std::time::Duration;
 
 use crate::collect::ffi::{OwnedParams, OwnedValue};
+use crate::model::NodeStats;
 
 /// What a VM does, which sets its rates at full activity and its daily rhythm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,11 +150,22 @@ pub struct SimVm {
     c: Counters,
 }
 
+/// One simulated host's CPU time counters, ns summed over its CPUs.
+#[derive(Debug, Clone, Copy, Default)]
+struct HostCpu {
+    user: u64,
+    kernel: u64,
+    idle: u64,
+    iowait: u64,
+}
+
 /// A simulated fleet.
 #[derive(Debug, Clone)]
 pub struct SimFleet {
     /// Every VM, host by host.
     pub vms: Vec<SimVm>,
+    /// Per host: its CPU time counters since it booted.
+    hosts: Vec<HostCpu>,
     options: SimOptions,
     rng: fastrand::Rng,
     next_id: u32,
@@ -301,12 +315,18 @@ impl SimFleet {
         let next_id = u32::try_from(vms.len()).unwrap_or(u32::MAX);
         let mut fleet = SimFleet {
             vms,
+            hosts: vec![HostCpu::default(); options.hosts],
             options,
             rng,
             next_id,
         };
         for i in 0..fleet.vms.len() {
             fleet.vms[i].id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        }
+        for h in 0..fleet.hosts.len() {
+            // Up for 40 days before the fleet's first step, mostly idle.
+            let idle = fleet.host_cpus(h) * 40 * 86_400 * 1_000_000_000;
+            fleet.hosts[h].idle = idle;
         }
         fleet
     }
@@ -318,6 +338,7 @@ impl SimFleet {
             .options
             .reboot_every_days
             .map_or(0.0, |d| secs / (d * 86_400.0));
+        let mut used_ns = vec![0u64; self.options.hosts];
         for vm in &mut self.vms {
             if vm.trouble != Trouble::Paused && self.rng.f64() < reboot_p {
                 self.next_id = self.next_id.saturating_add(1);
@@ -325,7 +346,66 @@ impl SimFleet {
                 vm.reboots += 1;
                 vm.boot(&mut self.rng);
             }
+            let before = vm.c.cpu_ns;
             vm.advance(&mut self.rng, t_ns, secs);
+            if let Some(u) = used_ns.get_mut(vm.host) {
+                *u += vm.c.cpu_ns.saturating_sub(before);
+            }
+        }
+        // The hosts' CPUs: their VMs' time (mostly user), some of their own, the rest idle.
+        for (h, used) in used_ns.into_iter().enumerate() {
+            let total = count(self.host_cpus(h) as f64 * secs * 1e9);
+            let own = count(0.02 * total as f64 * jitter(&mut self.rng, 0.3));
+            let iowait = count(0.004 * total as f64 * jitter(&mut self.rng, 0.8));
+            let user = count(0.85 * used as f64) + own / 2;
+            let kernel = used.saturating_sub(count(0.85 * used as f64)) + own / 2;
+            let idle = total.saturating_sub(user + kernel + iowait);
+            if let Some(c) = self.hosts.get_mut(h) {
+                c.user += user;
+                c.kernel += kernel;
+                c.iowait += iowait;
+                c.idle += idle;
+            }
+        }
+    }
+
+    /// The VMs of host `h`.
+    fn vms_of(&self, h: usize) -> impl Iterator<Item = &SimVm> {
+        self.vms.iter().filter(move |v| v.host == h)
+    }
+
+    /// Host `h`'s logical CPUs: a multiple of 16, about 0.75 of its VMs' vCPUs (hosts are
+    /// overcommitted on vCPUs, as most are).
+    fn host_cpus(&self, h: usize) -> u64 {
+        let vcpus: u64 = self.vms_of(h).map(|v| u64::from(v.vcpus)).sum();
+        (vcpus * 3 / 4).div_ceil(16).max(1) * 16
+    }
+
+    /// What libvirt's host calls return for host `h` (`virNodeGetInfo`, `virNodeGetCPUStats`,
+    /// `virNodeGetMemoryStats`): memory a multiple of 64 GiB with room for its VMs, free what
+    /// their processes and the page cache leave.
+    pub fn node(&self, h: usize) -> NodeStats {
+        const GIB: u64 = 1024 * 1024;
+        let vm_kib: u64 = self.vms_of(h).map(|v| v.mem_kib).sum();
+        let total = (vm_kib + vm_kib / 6).div_ceil(64 * GIB).max(1) * 64 * GIB;
+        let rss: u64 = self
+            .vms_of(h)
+            .map(|v| (v.mem_kib * 3 / 4).max(count(v.used * v.mem_kib as f64)) + 180_000)
+            .sum();
+        let cached = total / 12;
+        let buffers = total / 200;
+        let c = self.hosts.get(h).copied().unwrap_or_default();
+        NodeStats {
+            cpus: Some(self.host_cpus(h)),
+            mhz: Some(2_900),
+            mem_total: Some(total),
+            mem_free: Some(total.saturating_sub(rss + cached + buffers + 2 * GIB)),
+            mem_buffers: Some(buffers),
+            mem_cached: Some(cached),
+            cpu_user: Some(c.user),
+            cpu_kernel: Some(c.kernel),
+            cpu_idle: Some(c.idle),
+            cpu_iowait: Some(c.iowait),
         }
     }
 
@@ -548,6 +628,50 @@ mod tests {
     use crate::model::DomainSample;
 
     const DAY_NS: i64 = 86_400_000_000_000;
+
+    /// A host's CPU times add up to its CPUs' time, its user and kernel time covers what its
+    /// VMs used, and its memory holds its VMs' with some free.
+    #[test]
+    fn hosts_account_for_their_vms() {
+        let mut f = SimFleet::new(SimOptions::default());
+        let t0 = 1_800_000_000_000_000_000;
+        f.step(t0, Duration::from_secs(10));
+        let before: Vec<NodeStats> = (0..3).map(|h| f.node(h)).collect();
+        let vm_before: Vec<u64> = f.vms.iter().map(|v| v.c.cpu_ns).collect();
+        f.step(t0 + 10_000_000_000, Duration::from_secs(10));
+        for (h, b) in before.iter().enumerate() {
+            let a = f.node(h);
+            let d = |x: Option<u64>, y: Option<u64>| x.unwrap_or(0) - y.unwrap_or(0);
+            let cpus = a.cpus.unwrap_or(0);
+            assert!(cpus >= 16 && cpus % 16 == 0, "{cpus}");
+            let all = d(a.cpu_user, b.cpu_user)
+                + d(a.cpu_kernel, b.cpu_kernel)
+                + d(a.cpu_idle, b.cpu_idle)
+                + d(a.cpu_iowait, b.cpu_iowait);
+            let want = cpus * 10_000_000_000;
+            assert!(all.abs_diff(want) <= 4, "{all} vs {want}");
+            let vms: u64 = f
+                .vms
+                .iter()
+                .zip(&vm_before)
+                .filter(|(v, _)| v.host == h)
+                .map(|(v, b)| v.c.cpu_ns.saturating_sub(*b))
+                .sum();
+            let busy = d(a.cpu_user, b.cpu_user) + d(a.cpu_kernel, b.cpu_kernel);
+            assert!(busy >= vms, "host {h}: busy {busy} < its VMs' {vms}");
+            let vm_kib: u64 = f
+                .vms
+                .iter()
+                .filter(|v| v.host == h)
+                .map(|v| v.mem_kib)
+                .sum();
+            let (total, free) = (a.mem_total.unwrap_or(0), a.mem_free.unwrap_or(0));
+            assert!(
+                total > vm_kib && free > 0 && free < total - vm_kib / 2,
+                "{a:?}"
+            );
+        }
+    }
     const T0: i64 = 1_795_000_000 * 1_000_000_000 - (1_795_000_000 * 1_000_000_000) % DAY_NS;
 
     fn decode(fleet: &SimFleet, i: usize, t: i64) -> DomainSample {
