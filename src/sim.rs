@@ -643,7 +643,7 @@ mod tests {
             let a = f.node(h);
             let d = |x: Option<u64>, y: Option<u64>| x.unwrap_or(0) - y.unwrap_or(0);
             let cpus = a.cpus.unwrap_or(0);
-            assert!(cpus >= 16 && cpus % 16 == 0, "{cpus}");
+            assert!(cpus >= 16 && cpus.is_multiple_of(16), "{cpus}");
             let all = d(a.cpu_user, b.cpu_user)
                 + d(a.cpu_kernel, b.cpu_kernel)
                 + d(a.cpu_idle, b.cpu_idle)
