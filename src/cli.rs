@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::collect::{self, Collector, SourceSpec};
+use crate::collect::{self, simulated, Collector, SourceSpec};
 use crate::config::Config;
 use crate::deliver::batch::NodeRecord;
 use crate::derive::Deriver;
@@ -316,12 +316,10 @@ fn serve_only(config: &Config) -> Result<i32> {
 /// `vmtel demo`: the daemon on the built-in demo fleet, with history and dashboard.
 fn demo(listen: String, interval: Duration, state_dir: Option<PathBuf>) -> Result<i32> {
     let _guard = crate::logging::init(&crate::config::LogConfig::default(), "info")?;
-    let fleet_dir = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix("vmtel-demo-")
         .tempdir()
-        .context("cannot create a temporary directory for the demo fleet")?;
-    let sources =
-        crate::demo::write_demo_fleet(fleet_dir.path()).context("cannot write the demo fleet")?;
+        .context("cannot create a temporary directory for the demo")?;
     let state = match state_dir {
         Some(d) => {
             std::fs::create_dir_all(&d)
@@ -329,18 +327,17 @@ fn demo(listen: String, interval: Duration, state_dir: Option<PathBuf>) -> Resul
             std::fs::canonicalize(&d)
                 .with_context(|| format!("cannot resolve --state-dir {}", d.display()))?
         }
-        None => fleet_dir.path().join("state"),
+        None => tmp.path().join("state"),
     };
     let mut config = Config {
         interval,
         state_dir: state.clone(),
         ..Config::default()
     };
-    config.sources = sources
-        .iter()
-        .map(|s| crate::config::Source {
-            uri: s.uri.clone(),
-            host: s.host.clone(),
+    config.sources = (1..=simulated::DEMO_HOSTS)
+        .map(|n| crate::config::Source {
+            uri: simulated::demo_uri(n),
+            host: None,
         })
         .collect();
     config.web.listen = listen;
@@ -354,17 +351,94 @@ fn demo(listen: String, interval: Duration, state_dir: Option<PathBuf>) -> Resul
         format!("cannot listen on {addr}: pick a free port, e.g. --listen 127.0.0.1:8081")
     })?);
     println!(
-        "vmtel demo: {} hosts, {} VMs each, collecting every {}; history in {}",
-        sources.len(),
-        crate::demo::DEMO_VMS_PER_HOST,
+        "vmtel demo: a SIMULATED fleet of {} hosts with {} VMs each (no hypervisor is read), \
+         collecting every {}; history in {}",
+        simulated::DEMO_HOSTS,
+        simulated::DEMO_VMS,
         humantime::format_duration(interval),
         config.store_path().display()
     );
+    let _ = std::io::stdout().flush();
+    let cycles = backfill_demo(&config)?;
     println!(
-        "vmtel demo: open http://{}/ (charts fill within a minute; Ctrl-C stops)",
+        "vmtel demo: back-filled the last hour ({cycles} cycles per host); open http://{}/ (Ctrl-C stops)",
         config.web.listen
     );
     let _ = std::io::stdout().flush();
     crate::daemon::run(None, config)?;
     Ok(0)
+}
+
+/// Writes the last hour of the demo's simulated hosts into the history store, through the
+/// decoder and the store sink as a live cycle goes, and leaves the sources for the collectors
+/// to continue from. Returns the cycles written per host.
+fn backfill_demo(config: &Config) -> Result<usize> {
+    use crate::deliver::batch::{Batch, Payload, VmChunk};
+    use crate::deliver::Sink;
+    use crate::store::{StoreSettings, StoreSink, StoreStatus};
+
+    if !config.store.enabled {
+        return Ok(0);
+    }
+    let status = std::sync::Arc::new(StoreStatus::default());
+    let mut store = StoreSink::new(StoreSettings {
+        path: config.store_path(),
+        retention_raw: config.store.retention_raw,
+        retention_rollup: config.store.retention_rollup,
+        max_size: config.store.max_size.as_u64(),
+        status,
+    });
+    // The hour at 10 s steps (or the interval, if longer): what a chart of an hour shows.
+    let step = config.interval.max(Duration::from_secs(10));
+    let step_ns = i64::try_from(step.as_nanos()).unwrap_or(i64::MAX);
+    let now = collect::wall_ns();
+    let to = now - now.rem_euclid(step_ns);
+    let from = to - 3_600_000_000_000 + step_ns;
+    let mut sources = Vec::new();
+    for n in 1..=simulated::DEMO_HOSTS {
+        sources.push(simulated::SimSource::open(&simulated::demo_uri(n))?);
+    }
+    // A cycle at a time, every host: the store commits at each cycle's last batch.
+    let mut cycles = 0;
+    let mut failed = None;
+    simulated::backfill(&mut sources, from, to, step, |uri, sample, node, last| {
+        if failed.is_some() {
+            return;
+        }
+        cycles += usize::from(last);
+        let ts = sample.timestamp_ns;
+        let host = sample.host.clone();
+        let vms = Batch {
+            source: uri.to_owned(),
+            timestamp_ns: ts,
+            payload: Payload::Vms(VmChunk::new(sample, Vec::new(), None)),
+            end_of_cycle: false,
+        };
+        let node = Batch {
+            source: uri.to_owned(),
+            timestamp_ns: ts,
+            payload: Payload::Node(NodeRecord { host, stats: node }),
+            end_of_cycle: last,
+        };
+        for b in [vms, node] {
+            if let Err(e) = store.write(&b) {
+                failed = Some(e);
+                return;
+            }
+        }
+    });
+    if let Some(e) = failed {
+        anyhow::bail!(
+            "cannot back-fill the demo's history in {}: {e}",
+            config.store_path().display()
+        );
+    }
+    store
+        .flush()
+        .with_context(|| format!("cannot write {}", config.store_path().display()))?;
+    drop(store);
+    for s in sources {
+        simulated::prepare(s);
+    }
+    Ok(cycles)
 }

@@ -6,12 +6,15 @@
 //! has rather than blocking the whole call. The first cycle of each connection that sees a domain
 //! detects which groups the driver returns; any group it lacks (the test driver returns only
 //! `state`) is filled from per-domain calls from then on ([`perdomain`]).
+//!
+//! A `sim:` URI names a simulated host instead ([`simulated`]): no libvirt, the same pipeline.
 
 pub mod bulk;
 pub mod device_cache;
 pub mod devices;
 pub mod ffi;
 pub mod perdomain;
+pub mod simulated;
 pub mod warn;
 
 use std::collections::HashMap;
@@ -174,6 +177,8 @@ pub struct Collector {
     cycle: u64,
     /// The host's capacity and which of its statistics calls work, per connection.
     node: NodeProbe,
+    /// A simulated host in place of libvirt (`sim:` URIs), once opened.
+    sim: Option<Box<simulated::SimSource>>,
 }
 
 /// What [`Collector::node_stats`] learned about the connection's host calls.
@@ -216,6 +221,7 @@ impl Collector {
             last_domains: 0,
             cycle: 0,
             node: NodeProbe::default(),
+            sim: None,
         }
     }
 
@@ -246,14 +252,21 @@ impl Collector {
         self.bulk
     }
 
-    /// True while a connection is open.
+    /// True while a connection is open (a simulated source is, once opened).
     pub fn is_connected(&self) -> bool {
-        self.conn.is_some()
+        self.conn.is_some() || self.sim.is_some()
     }
 
     /// Opens the connection if it is not open.
     pub fn connect(&mut self) -> Result<(), CollectError> {
-        if self.conn.is_some() {
+        if self.conn.is_some() || self.sim.is_some() {
+            return Ok(());
+        }
+        if simulated::is_simulated(&self.spec.uri) {
+            let sim = simulated::take_or_open(&self.spec.uri)?;
+            self.host = self.spec.host.clone().unwrap_or_else(|| sim.host_name());
+            self.sim = Some(Box::new(sim));
+            self.connects += 1;
             return Ok(());
         }
         let conn = Connect::open(Some(&self.spec.uri)).map_err(|e| CollectError::Connect {
@@ -389,6 +402,9 @@ impl Collector {
     /// driver does not support is not made again on this connection; a failing call leaves
     /// its fields out and never fails the cycle. `None` when no call gave anything.
     pub fn node_stats(&mut self) -> Option<NodeStats> {
+        if let Some(sim) = &self.sim {
+            return Some(sim.node_stats());
+        }
         let conn = self.conn.as_ref()?;
         let uri = &self.spec.uri;
         let mut n = NodeStats::default();
@@ -475,6 +491,13 @@ impl Collector {
         mut each: impl FnMut(&mut HostSample),
     ) -> Result<CycleSummary, CollectError> {
         self.connect()?;
+        if let Some(sim) = &mut self.sim {
+            let host = self.host.clone();
+            return sim.collect_chunks(|chunk| {
+                chunk.host.clone_from(&host);
+                each(chunk);
+            });
+        }
         let before = mono_ns();
         let list = match self.fetch() {
             Ok(list) => list,

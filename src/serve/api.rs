@@ -431,8 +431,18 @@ pub async fn status(State(state): State<AppState>) -> Response {
         "interval_ms": interval_ms(&state),
         "store": store_view(&state),
         "source": state.source.info(),
+        "simulated": simulated(&state),
     }))
     .into_response()
+}
+
+/// True when this agent collects from a simulated source (`vmtel demo`): the pages say so.
+fn simulated(state: &AppState) -> bool {
+    state.live.read().is_ok_and(|l| {
+        l.sources
+            .iter()
+            .any(|(uri, _)| crate::collect::simulated::is_simulated(uri))
+    })
 }
 
 #[cfg(test)]

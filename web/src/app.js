@@ -943,4 +943,19 @@ function route() {
   page();
 }
 
+// A simulated fleet (`vmtel demo`) is labelled as such in the header of every page.
+async function markSimulated() {
+  try {
+    const s = await api("/api/status");
+    if (!s.simulated || document.getElementById("simulated")) return;
+    const badge = el("span", { id: "simulated", class: "simulated",
+      title: "vmtel demo: these hosts and VMs are simulated (sim:///demo/N sources); no hypervisor is read" },
+      "Simulated demo fleet");
+    document.getElementById("source").before(badge);
+  } catch (e) {
+    /* the pages show errors themselves */
+  }
+}
+
 route();
+markSimulated();
