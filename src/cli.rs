@@ -51,8 +51,8 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Run vmtel on the built-in demo fleet (libvirt's test driver: 3 hosts, no hypervisor
-    /// needed) with its history and dashboard, and print the dashboard's URL.
+    /// Run vmtel on a simulated fleet (3 hosts x 12 VMs that move like real ones, no hypervisor
+    /// needed) with its history, the last hour back-filled, and its dashboard; print the URL.
     Demo {
         /// Address and port of the dashboard.
         #[arg(long, default_value = crate::serve::DEFAULT_LISTEN, value_name = "ADDR:PORT")]
