@@ -64,11 +64,7 @@ fn debian_package_installs_upgrades_and_purges() {
     let root = work.path().join("root");
     fs::create_dir(&root).expect("mkdir root");
     run(
-        Command::new("tar")
-            .arg("-xpf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&root),
+        host("tar").arg("-xpf").arg(&tarball).arg("-C").arg(&root),
         "extract the cached Debian root",
     );
     eprintln!("package: root ready in {:.1?}", t.elapsed());
@@ -208,7 +204,7 @@ fn prerequisites() -> Result<(), String> {
             missing.join(", ")
         ));
     }
-    let deb = Command::new("cargo")
+    let deb = host("cargo")
         .args(["deb", "--version"])
         .stdin(Stdio::null())
         .output();
@@ -218,13 +214,31 @@ fn prerequisites() -> Result<(), String> {
     Ok(())
 }
 
+/// `$PATH` with /usr/sbin and /sbin, where debootstrap and chroot are, even when root's `$PATH`
+/// lacks them.
+fn search_path() -> std::ffi::OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    for sbin in ["/usr/sbin", "/sbin"] {
+        if !dirs.iter().any(|d| d == Path::new(sbin)) {
+            dirs.push(sbin.into());
+        }
+    }
+    std::env::join_paths(dirs).expect("PATH")
+}
+
+/// A command on the host, found in [`search_path`].
+fn host(tool: &str) -> Command {
+    let mut cmd = Command::new(tool);
+    cmd.env("PATH", search_path());
+    cmd
+}
+
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            dir.join(tool)
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
-        })
+    std::env::split_paths(&search_path()).any(|dir| {
+        dir.join(tool)
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
     })
 }
 
@@ -233,6 +247,7 @@ fn build_deb(repo: &Path, out: &Path, version: &str) -> PathBuf {
     fs::create_dir_all(out).expect("mkdir");
     let output = run(
         Command::new(repo.join("scripts/package"))
+            .env("PATH", search_path())
             .arg("--binary")
             .arg(env!("CARGO_BIN_EXE_vmtel"))
             .args(["--fast", "--deb-version", version, "--output"])
@@ -257,7 +272,7 @@ fn build_deb(repo: &Path, out: &Path, version: &str) -> PathBuf {
 fn check_control(deb: &Path, version: &str) {
     let field = |name: &str| {
         let out = run(
-            Command::new("dpkg-deb").arg("--field").arg(deb).arg(name),
+            host("dpkg-deb").arg("--field").arg(deb).arg(name),
             "dpkg-deb --field",
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -272,7 +287,7 @@ fn check_control(deb: &Path, version: &str) {
         );
     }
     let contents = run(
-        Command::new("dpkg-deb").arg("--contents").arg(deb),
+        host("dpkg-deb").arg("--contents").arg(deb),
         "dpkg-deb --contents",
     );
     let contents = String::from_utf8_lossy(&contents.stdout);
@@ -293,7 +308,7 @@ fn check_control(deb: &Path, version: &str) {
 
 /// lintian: no errors. Warnings are printed for whoever reads the log.
 fn lintian(deb: &Path) {
-    let out = Command::new("lintian")
+    let out = host("lintian")
         .args(["--tag-display-limit", "0"])
         .arg(deb)
         .stdin(Stdio::null())
@@ -316,10 +331,7 @@ fn lintian(deb: &Path) {
 /// In the root, after installing: where every file went.
 fn check_installed_files(root: &Root) {
     let binary = root.path("/usr/bin/vmtel");
-    let sections = run(
-        Command::new("readelf").args(["-S", "-W"]).arg(&binary),
-        "readelf",
-    );
+    let sections = run(host("readelf").args(["-S", "-W"]).arg(&binary), "readelf");
     let sections = String::from_utf8_lossy(&sections.stdout);
     for section in [".debug_info", ".symtab"] {
         assert!(
@@ -407,7 +419,7 @@ fn check_user_and_state(root: &Root) {
 /// `systemd-analyze verify` accepts the installed unit, with the root's systemd units and binary.
 /// It reports some problems (a bad value) only as a message, so any message about the unit fails.
 fn check_unit(root: &Root) {
-    let out = Command::new("systemd-analyze")
+    let out = host("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", root.0.display()))
         .arg("/usr/lib/systemd/system/vmtel.service")
@@ -440,36 +452,40 @@ fn cached_root() -> PathBuf {
         tarball.display()
     );
     let t = Instant::now();
-    let build = cache.join(format!("build-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&build);
+    // What a run that died half-way left (the lock is ours, so no other run is using it).
+    for entry in fs::read_dir(cache).expect("read the cache").flatten() {
+        if entry.file_name().to_string_lossy().starts_with("build-") {
+            drop(Scratch(entry.path()));
+        }
+    }
+    let scratch = Scratch(cache.join(format!("build-{}", std::process::id())));
+    let build = &scratch.0;
     run(
-        Command::new("debootstrap")
+        host("debootstrap")
             .arg("--variant=minbase")
             .arg(format!("--include={}", INCLUDE.join(",")))
             .arg(SUITE)
-            .arg(&build)
+            .arg(build)
             .arg(&mirror),
         "debootstrap (set VMTEL_TEST_DEBIAN_MIRROR to use another mirror)",
     );
     run(
-        Command::new("chroot")
-            .arg(&build)
-            .args(["apt-get", "clean"]),
+        host("chroot").arg(build).args(["apt-get", "clean"]),
         "apt-get clean in the new root",
     );
     let partial = tarball.with_extension("tar.partial");
     run(
-        Command::new("tar")
+        host("tar")
             .arg("--numeric-owner")
             .arg("-cf")
             .arg(&partial)
             .arg("-C")
-            .arg(&build)
+            .arg(build)
             .arg("."),
         "tar the new root",
     );
     fs::rename(&partial, &tarball).expect("rename the tarball");
-    fs::remove_dir_all(&build).expect("remove the debootstrap directory");
+    drop(scratch);
     eprintln!(
         "package: debootstrap and tar took {:.1?}; cached in {}",
         t.elapsed(),
@@ -540,8 +556,41 @@ impl Lock {
     }
 }
 
-/// An extracted Debian root; removed with the test's temporary directory.
+/// A directory removed on drop (also when the test panics), after unmounting whatever is mounted
+/// below it: debootstrap mounts /proc and /sys in its target while it works.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        unmount_below(&self.0);
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Unmounts every mount point at or below `dir`, deepest first.
+fn unmount_below(dir: &Path) {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut below: Vec<PathBuf> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(PathBuf::from)
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    below.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    for m in below {
+        let _ = host("umount").arg("--lazy").arg(&m).status();
+    }
+}
+
+/// An extracted Debian root; removed with the test's temporary directory. The test mounts
+/// nothing in it; should a maintainer script have, dropping it unmounts that first.
 struct Root(PathBuf);
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        unmount_below(&self.0);
+    }
+}
 
 impl Root {
     /// A path inside the root.
@@ -551,7 +600,7 @@ impl Root {
 
     /// Runs a command in the root (chroot), with a plain environment and no input.
     fn run(&self, args: &[&str]) -> Output {
-        Command::new("chroot")
+        host("chroot")
             .arg(&self.0)
             .args(args)
             .env_clear()
