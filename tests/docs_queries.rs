@@ -9,10 +9,11 @@
 //! * The data, the same lines on both servers: 100 minutes of the simulated fleet
 //!   ([`vmtel::sim`], seed 1: 3 hosts × 12 VMs, one VM with steal, one swapping, one dropping
 //!   packets, one paused) up to now, one cycle every 30 s, through vmtel's decoder, deriver and
-//!   encoder. `web-10` restarts 40 minutes before the end and `web-17` of `sim-hv2`, renamed
-//!   `web 17, "eu"` (a name that needs quoting), 2 minutes before it: a new VMID and counters
-//!   from zero. Each host's agent adds its `vmtel_internal` lines (a source and an output), whose
-//!   counters are made up.
+//!   encoder. `web-17` of `sim-hv2` is renamed `web 17, "eu"` (a name that needs quoting). Four
+//!   VMs restart (a new VMID, counters from zero): `web-10`, the one that drops packets, the one
+//!   that swaps, and `web 17, "eu"` 2 minutes before the end; `web-36` shuts down 10 minutes
+//!   before the end. Each host's agent adds its `vmtel_internal` lines (a source and an output),
+//!   whose counters are made up.
 //! * Each section has a check here, keyed by its number and title, that computes from the
 //!   written lines (parsed back with InfluxDB 3's line-protocol parser) the rows each dialect and
 //!   server must answer: which VMs, in which order, with which values (to float rounding and the
@@ -47,7 +48,7 @@ use vmtel::deliver::batch::{Internal, Subject};
 use vmtel::derive::Deriver;
 use vmtel::encode::{Encoder, Precision};
 use vmtel::model::{DomainSample, HostSample};
-use vmtel::sim::{host_name, SimFleet, SimOptions};
+use vmtel::sim::{host_name, SimFleet, SimOptions, Trouble};
 
 const NS: i64 = 1_000_000_000;
 const MINUTE: i64 = 60;
@@ -77,8 +78,17 @@ const ODD_VM: usize = 16;
 const ODD_HOST: &str = "sim-hv2";
 const ODD_NAME: &str = "web 17, \"eu\"";
 /// VMs restarted (index in the fleet, cycle of the restart): `web-10` 40 minutes before the
-/// last cycle, the odd VM 2 minutes before it (inside the 5-minute range of section 13).
-const REBOOTS: [(usize, i64); 2] = [(9, CYCLES - 80), (ODD_VM, CYCLES - 5)];
+/// last cycle, `spare-04` (drops packets) 30 minutes and `db-03` (swaps) 20 minutes before it,
+/// the odd VM 2 minutes before it (inside the 5-minute range of section 13).
+const REBOOTS: [(usize, i64); 4] = [
+    (9, CYCLES - 80),
+    (3, CYCLES - 60),
+    (2, CYCLES - 40),
+    (ODD_VM, CYCLES - 5),
+];
+/// A VM shut down (index, first cycle without it): `web-36` of `sim-hv3`, 10 minutes before the
+/// last cycle, so that it counts in the hour's ranges and not in the last minute's.
+const SHUT_DOWN: (usize, i64) = (35, CYCLES - 20);
 /// The agents' source and output.
 const SOURCE_URI: &str = "qemu:///system";
 const SINK_NAME: &str = "influxdb:central";
@@ -93,6 +103,23 @@ fn fleet_lines(end_s: i64) -> String {
         reboot_every_days: None,
         devices: None,
     });
+    let chosen: Vec<(&str, Trouble)> = REBOOTS
+        .iter()
+        .map(|(i, _)| *i)
+        .chain([SHUT_DOWN.0])
+        .map(|i| (fleet.vms[i].name.as_str(), fleet.vms[i].trouble))
+        .collect();
+    assert_eq!(
+        chosen,
+        [
+            ("web-10", Trouble::None),
+            ("spare-04", Trouble::NicDrops),
+            ("db-03", Trouble::Swapping),
+            ("web-17", Trouble::None),
+            ("web-36", Trouble::None),
+        ],
+        "the simulated fleet changed: choose the VMs that restart and shut down again"
+    );
     let odd = &fleet.vms[ODD_VM];
     assert_eq!(
         (
@@ -133,7 +160,13 @@ fn fleet_lines(end_s: i64) -> String {
                 timestamp_ns: t_ns,
                 domains: Vec::new(),
             };
-            for (i, vm) in fleet.vms.iter().enumerate().filter(|(_, v)| v.host == h) {
+            let active = |i: usize| i != SHUT_DOWN.0 || k < SHUT_DOWN.1;
+            for (i, vm) in fleet
+                .vms
+                .iter()
+                .enumerate()
+                .filter(|(i, v)| v.host == h && active(*i))
+            {
                 let mut s = DomainSample {
                     name: vm.name.clone(),
                     uuid: vm.uuid.clone(),
@@ -1712,8 +1745,9 @@ fn bytes_per_day(d: &Data, run: Run, w: Window) -> Expected {
     let total = |a: &Acc| add_i(a.rx, a.tx).map(|v| v as f64);
     let mut rows: Vec<(Vm, Acc)> = per_vm.into_iter().collect();
     if run == Run::Sql {
-        // ORDER BY the total only: the data has no two equal totals.
-        rows.sort_by(|(_, a), (_, b)| desc_nulls_last(total(a), total(b)));
+        rows.sort_by(|(va, a), (vb, b)| {
+            desc_nulls_last(total(a), total(b)).then_with(|| by_host_name(va, vb))
+        });
         rows.truncate(10);
         Expected::ordered(
             rows.iter()
@@ -1775,7 +1809,7 @@ fn restarts(d: &Data, run: Run, w: Window) -> Expected {
             .map(|(vm, (ids, resets))| (vm, ids.len(), resets))
             .collect();
         let last = |r: &[i64]| r.iter().max().map(|t| *t as f64);
-        rows.sort_by(|a, b| desc(last(&a.2), last(&b.2)));
+        rows.sort_by(|a, b| desc(last(&a.2), last(&b.2)).then_with(|| by_host_name(&a.0, &b.0)));
         Expected::ordered(
             rows.iter()
                 .map(|(vm, ids, resets)| {
@@ -2001,7 +2035,8 @@ fn every_query_of_the_page_answers_what_the_lines_written_say() {
                     .collect();
                 if expected.iter().any(|e| e.rows.is_empty()) {
                     failures.push(format!(
-                        "{head}the data gives this query no rows: the test must write data it answers"
+                        "{head}the data gives this query no rows: the test must write data it answers (the last cycle is {} s old)",
+                        (t0 - end_s * NS) / NS
                     ));
                     continue;
                 }
