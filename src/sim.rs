@@ -339,13 +339,11 @@ impl SimFleet {
             .reboot_every_days
             .map_or(0.0, |d| secs / (d * 86_400.0));
         let mut used_ns = vec![0u64; self.options.hosts];
-        for vm in &mut self.vms {
-            if vm.trouble != Trouble::Paused && self.rng.f64() < reboot_p {
-                self.next_id = self.next_id.saturating_add(1);
-                vm.id = self.next_id;
-                vm.reboots += 1;
-                vm.boot(&mut self.rng);
+        for i in 0..self.vms.len() {
+            if self.vms[i].trouble != Trouble::Paused && self.rng.f64() < reboot_p {
+                self.reboot(i);
             }
+            let vm = &mut self.vms[i];
             let before = vm.c.cpu_ns;
             vm.advance(&mut self.rng, t_ns, secs);
             if let Some(u) = used_ns.get_mut(vm.host) {
@@ -407,6 +405,18 @@ impl SimFleet {
             cpu_idle: Some(c.idle),
             cpu_iowait: Some(c.iowait),
         }
+    }
+
+    /// Restarts VM `i` now, as a random reboot in [`SimFleet::step`] does: a new domain ID
+    /// and its counters from zero (the next step advances them by one interval).
+    pub fn reboot(&mut self, i: usize) {
+        let Some(vm) = self.vms.get_mut(i) else {
+            return;
+        };
+        self.next_id = self.next_id.saturating_add(1);
+        vm.id = self.next_id;
+        vm.reboots += 1;
+        vm.boot(&mut self.rng);
     }
 
     /// The libvirt state code of VM `i` (1 running, 3 paused).
@@ -761,6 +771,32 @@ mod tests {
             reboots.iter().any(|&r| r > 0),
             "with a reboot every half day some VM rebooted"
         );
+    }
+
+    #[test]
+    fn a_reboot_gives_a_new_id_and_restarts_the_counters() {
+        let mut f = SimFleet::new(SimOptions {
+            seed: 2,
+            reboot_every_days: None,
+            ..SimOptions::default()
+        });
+        let ids: Vec<u32> = f.vms.iter().map(|v| v.id).collect();
+        for k in 1..=10 {
+            f.step(T0 + k * 60_000_000_000, Duration::from_secs(60));
+        }
+        let before = decode(&f, 5, T0);
+        f.reboot(5);
+        f.step(T0 + 11 * 60_000_000_000, Duration::from_secs(60));
+        let after = decode(&f, 5, T0);
+        assert_eq!(f.vms[5].reboots, 1);
+        assert!(!ids.contains(&f.vms[5].id), "a new domain ID");
+        assert!(ids
+            .iter()
+            .enumerate()
+            .all(|(i, id)| i == 5 || f.vms[i].id == *id));
+        assert!(after.cpu.time < before.cpu.time);
+        assert!(after.nics[0].rx_bytes < before.nics[0].rx_bytes);
+        assert!(after.disks[0].wr_bytes < before.disks[0].wr_bytes);
     }
 
     /// Per-VM CPU fraction of each 10-minute interval over a day.

@@ -227,6 +227,12 @@ impl InfluxDb {
         v
     }
 
+    /// Runs an InfluxQL query with `epoch=s`: the JSON answer (whose `results` may hold a
+    /// statement's `error`), or the status and body of a refused request.
+    pub fn try_query(&self, db: &str, q: &str) -> Result<Value, String> {
+        self.query_raw(db, q)
+    }
+
     fn query_raw(&self, db: &str, q: &str) -> Result<Value, String> {
         let r = self
             .agent

@@ -394,6 +394,29 @@ impl InfluxDb3 {
         serde_json::from_str(&body).map_err(|e| format!("bad JSON ({e}): {body}"))
     }
 
+    /// Runs `q` on `db` at `endpoint` (`/api/v3/query_sql` or `/api/v3/query_influxql`) with
+    /// `format` (`json`, `pretty`, ...): the body, or the status and body of a refused query.
+    pub fn try_query_text(
+        &self,
+        endpoint: &str,
+        db: &str,
+        q: &str,
+        format: &str,
+    ) -> Result<String, String> {
+        let (status, body) = self.get(endpoint, &[("db", db), ("q", q), ("format", format)]);
+        if status != 200 {
+            return Err(format!("HTTP {status}: {body}"));
+        }
+        Ok(body)
+    }
+
+    /// Runs the InfluxQL query `q` on `db` (`/api/v3/query_influxql`, `format=json`): the array
+    /// of row objects, or the status and body of a refused query.
+    pub fn try_query_influxql(&self, db: &str, q: &str) -> Result<Value, String> {
+        let body = self.try_query_text("/api/v3/query_influxql", db, q, "json")?;
+        serde_json::from_str(&body).map_err(|e| format!("bad JSON ({e}): {body}"))
+    }
+
     /// Runs `sql` on `db`; panics (with the log tail) if the server refuses it.
     pub fn query_sql(&self, db: &str, sql: &str) -> Value {
         self.try_query_sql(db, sql)
