@@ -268,6 +268,8 @@ impl SimFleet {
                     _ => Trouble::None,
                 };
                 let name = match role {
+                    // One name that needs quoting and escaping everywhere it goes.
+                    Role::Web if n + 1 == 17 => "web 17, \"eu\"".to_owned(),
                     Role::Web => format!("web-{:02}", n + 1),
                     Role::Database => format!("db-{:02}", n + 1),
                     Role::Batch => format!("batch-{:02}", n + 1),

@@ -9,7 +9,7 @@
 //! * The data, the same lines on both servers: 100 minutes of the simulated fleet
 //!   ([`vmtel::sim`], seed 1: 3 hosts × 12 VMs, one VM with steal, one swapping, one dropping
 //!   packets, one paused) up to now, one cycle every 30 s, through vmtel's decoder, deriver and
-//!   encoder. `web-17` of `sim-hv2` is renamed `web 17, "eu"` (a name that needs quoting). Four
+//!   encoder. `web 17, "eu"` of `sim-hv2` has a name that needs quoting. Four
 //!   VMs restart (a new VMID, counters from zero): `web-10`, the one that drops packets, the one
 //!   that swaps, and `web 17, "eu"` 2 minutes before the end; `web-36` shuts down 10 minutes
 //!   before the end. Each host's agent adds its `vmtel_internal` lines (a source and an output),
@@ -72,8 +72,8 @@ const CYCLES: i64 = 200;
 /// it), so that the values do not depend on when the test runs; the lines carry recent times.
 const SIM_END_S: i64 = 20_499 * DAY + 15 * HOUR;
 
-/// The VM the page's one-VM sections (6, 10, 13) ask about: `web-17` of `sim-hv2` (2 NICs, 2
-/// disks), renamed.
+/// The VM the page's one-VM sections (6, 10, 13) ask about: the sim's `web 17, "eu"` of
+/// `sim-hv2` (2 NICs, 2 disks; the demo has it too).
 const ODD_VM: usize = 16;
 const ODD_HOST: &str = "sim-hv2";
 const ODD_NAME: &str = "web 17, \"eu\"";
@@ -115,7 +115,7 @@ fn fleet_lines(end_s: i64) -> String {
             ("web-10", Trouble::None),
             ("spare-04", Trouble::NicDrops),
             ("db-03", Trouble::Swapping),
-            ("web-17", Trouble::None),
+            (ODD_NAME, Trouble::None),
             ("web-36", Trouble::None),
         ],
         "the simulated fleet changed: choose the VMs that restart and shut down again"
@@ -128,10 +128,9 @@ fn fleet_lines(end_s: i64) -> String {
             odd.nics.len(),
             odd.disks.len()
         ),
-        (ODD_HOST, "web-17", 2, 2),
-        "the simulated fleet changed: choose the renamed VM again, here and in docs/queries.md"
+        (ODD_HOST, ODD_NAME, 2, 2),
+        "the simulated fleet changed: choose the VM with the odd name again, here and in docs/queries.md"
     );
-    fleet.vms[ODD_VM].name = ODD_NAME.to_owned();
     let encoder = Encoder {
         global_tags: Vec::new(),
         precision: Precision::Seconds,
