@@ -337,18 +337,26 @@ const LOGIN: &str = r#"<!doctype html>
 <button type="submit">Sign in</button></form>MESSAGE</main></body></html>
 "#;
 
-fn login_page(status: StatusCode, message: &str) -> Response {
+/// The sign-in page, with `error` (plain text) under the form.
+fn login_page(status: StatusCode, error: Option<&str>) -> Response {
+    let message = error.map_or_else(String::new, |e| {
+        let escaped = e
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        format!("<p class=\"error\">{escaped}</p>")
+    });
     (
         status,
         PAGE_HEADERS,
-        Html(LOGIN.replace("MESSAGE", message)),
+        Html(LOGIN.replace("MESSAGE", &message)),
     )
         .into_response()
 }
 
 /// `GET /login`: the sign-in form.
 pub async fn login_form() -> Response {
-    login_page(StatusCode::OK, "")
+    login_page(StatusCode::OK, None)
 }
 
 /// The sign-in form's fields.
@@ -361,7 +369,7 @@ fn paused_page(pause: Duration) -> Response {
     let secs = pause.as_secs().max(1);
     let mut r = login_page(
         StatusCode::TOO_MANY_REQUESTS,
-        &format!("<p class=\"error\">Too many failed sign-ins: try again in {secs} s.</p>"),
+        Some(&format!("Too many failed sign-ins: try again in {secs} s.")),
     );
     if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
         r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -392,14 +400,14 @@ pub async fn login(
         }
         return login_page(
             StatusCode::UNAUTHORIZED,
-            "<p class=\"error\">That token is not the configured one. Try again.</p>",
+            Some("That token is not the configured one. Try again."),
         );
     }
     state.sessions.succeeded();
     let Some(id) = state.sessions.create(now) else {
         return login_page(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "<p class=\"error\">No randomness available for a session; use the Authorization header.</p>",
+            Some("No randomness available for a session; use the Authorization header."),
         );
     };
     let behind_tls = headers
