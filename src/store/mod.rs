@@ -111,7 +111,7 @@ impl StoreConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if self.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
-            p.push("store.path is empty; remove it (default <state_dir>/history.db) or set a file path".into());
+            p.push("store.path is empty; remove it (the default is history.db in state_dir) or set a file path".into());
         }
         if self.retention_raw < Duration::from_secs(60) {
             p.push("store.retention_raw is below 1 minute; use e.g. \"7d\"".into());
