@@ -5,6 +5,7 @@
 //! * [`conn`]: the accept loop: timeouts for idle and half-sent connections, a connection cap.
 //! * [`api`]: the JSON API the pages use (documented in `docs/api.md`).
 //! * [`pages`]: the HTML pages and their assets (our JS/CSS, and uPlot bundled at build time).
+//! * [`help`]: the troubleshooting guide, served as a page; the links from errors to it.
 //! * [`metrics`]: the Prometheus text exposition.
 //!
 //! The collection daemon is thread-based; the server runs a single-threaded tokio runtime on a
@@ -14,6 +15,7 @@
 pub mod api;
 pub mod auth;
 pub mod conn;
+pub mod help;
 pub mod metrics;
 pub mod pages;
 pub mod source;
@@ -349,6 +351,7 @@ fn router(
         .route("/top", get(pages::page))
         .route("/vm/{host}/{uuid}", get(pages::page))
         .route("/agent", get(pages::page))
+        .route(help::PATH, get(help::page))
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/assets/{file}", get(pages::asset))
         .route("/api/fleet", get(api::fleet))
