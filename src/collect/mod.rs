@@ -695,6 +695,8 @@ impl Collector {
                         "enabled guest memory statistics every {period}s on VM {:?}",
                         sample.name
                     ),
+                    // Gone or stopped since the bulk call: nothing to enable.
+                    Err(e) if perdomain::is_gone(&e) => {}
                     Err(e) => {
                         self.warn.once(&format!("balloon:{}", sample.uuid), || {
                             format!(
