@@ -400,18 +400,43 @@ pub async fn agent(State(state): State<AppState>) -> Response {
         Ok(h) => (Some(h), None),
         Err(r) => (None, Some(error_text(r).await)),
     };
+    let store = store_view(&state);
+    let errors = sources
+        .iter()
+        .filter_map(|s| s.last_error.as_deref())
+        .chain(store.as_ref().and_then(|s| s.last_error.as_deref()))
+        .chain(history_error.as_deref());
+    let help = help_links(errors);
     Json(json!({
         "source": state.source.info(),
         "version": env!("CARGO_PKG_VERSION"),
         "now_ms": now,
         "interval_ms": interval_ms(&state),
-        "store": store_view(&state),
+        "store": store,
         "sources": sources,
         "sinks": sinks,
         "history": history,
         "history_error": history_error,
+        "help": help,
     }))
     .into_response()
+}
+
+/// For each of `errors` that the troubleshooting guide has an entry for: the error text →
+/// the link to that entry (`/help/troubleshooting#anchor`).
+fn help_links<'a>(
+    errors: impl Iterator<Item = &'a str>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut help = serde_json::Map::new();
+    for e in errors {
+        if help.contains_key(e) {
+            continue;
+        }
+        if let Some(link) = super::help::link_for(e) {
+            help.insert(e.to_owned(), link.into());
+        }
+    }
+    help
 }
 
 async fn error_text(r: Response) -> String {
@@ -528,5 +553,27 @@ mod tests {
             let e = page_of(fleet(), &query(&[bad])).expect_err("refused");
             assert!(e.contains(bad.1), "{e}");
         }
+    }
+
+    #[test]
+    fn errors_the_guide_explains_get_a_link_to_their_entry() {
+        let connect = crate::collect::CollectError::Connect {
+            uri: "qemu+ssh://vmtel@hv01/system".into(),
+            message: "Cannot recv data: Host key verification failed.: Connection reset by peer"
+                .into(),
+        }
+        .to_string();
+        let unknown = "an error no guide has heard of";
+        let help = help_links([connect.as_str(), unknown, connect.as_str()].into_iter());
+        assert_eq!(help.len(), 1, "{help:?}");
+        let link = help[connect.as_str()].as_str().unwrap_or_default();
+        assert_eq!(Some(link.to_owned()), super::super::help::link_for(&connect));
+        // The anchor is a heading of the guide that quotes the ssh text.
+        let anchor = link.strip_prefix("/help/troubleshooting#").unwrap_or_default();
+        assert!(super::super::help::Guide::builtin()
+            .entries
+            .iter()
+            .any(|e| e.anchor == anchor
+                && e.messages.iter().any(|m| m.text.contains("Host key verification failed"))));
     }
 }

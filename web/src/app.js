@@ -851,6 +851,20 @@ function table(id, heads, rows) {
     el("tbody", {}, rows.map((r) => el("tr", {}, r.map((c, i) => el("td", { class: heads[i].num ? "num" : "name" }, c))))));
 }
 
+// The link to the troubleshooting guide's entry for `text` (an error the Agent page shows), when
+// the server found one (`help` of /api/agent: error text → link); else null.
+function helpLink(text, help) {
+  const href = help && text && Object.prototype.hasOwnProperty.call(help, text) ? help[text] : null;
+  if (typeof href !== "string" || !href.startsWith("/help/troubleshooting#")) return null;
+  return el("a", { href, class: "help-link" }, "What to do");
+}
+
+// `text` followed by its help link, if any.
+function withHelp(text, help) {
+  const a = helpLink(text, help);
+  return a ? el("span", {}, text, " ", a) : text;
+}
+
 function agentPage() {
   const main = clear(document.getElementById("main"));
   const box = el("div");
@@ -878,7 +892,7 @@ function agentPage() {
         { label: "Source" }, { label: "Connected" }, { label: "Cycles", num: true }, { label: "Failed", num: true },
         { label: "Skipped ticks", num: true }, { label: "Last cycle", num: true }, { label: "VMs", num: true }, { label: "Last error" }],
         d.sources.map((s) => [s.source, s.connected ? "yes" : "no", fmtNum(s.cycles, 0), fmtNum(s.errors, 0),
-          fmtNum(s.skipped_ticks, 0), fmtNum(s.last_cycle_ms, 1) + " ms", fmtNum(s.domains, 0), s.last_error ?? "none"])));
+          fmtNum(s.skipped_ticks, 0), fmtNum(s.last_cycle_ms, 1) + " ms", fmtNum(s.domains, 0), s.last_error ? withHelp(s.last_error, d.help) : "none"])));
 
       box.append(el("h2", {}, "Outputs"));
       const hist = new Map(((d.history && d.history.sinks) || []).map((s) => [s.key, s.fields]));
@@ -903,7 +917,7 @@ function agentPage() {
           el("div", { class: "card" }, el("div", { class: "v" }, st.oldest_raw_ms ? fmtAgo(st.oldest_raw_ms, d.now_ms) : "–"), el("div", { class: "k" }, "oldest raw point")),
           el("div", { class: "card" }, el("div", { class: "v" }, fmtNum(st.errors, 0)), el("div", { class: "k" }, "batches not kept"))));
         box.append(el("p", { class: "meta" }, "File: ", st.path ?? "–"));
-        if (st.last_error) box.append(el("p", { class: "error", id: "store-error" }, st.last_error));
+        if (st.last_error) box.append(el("p", { class: "error", id: "store-error" }, withHelp(st.last_error, d.help)));
       }
     }
     box.append(el("h2", {}, serveOnly ? "The agents' last hour" : "Last hour"));
@@ -913,7 +927,7 @@ function agentPage() {
       markSource(d.source, false, why);
       showError(Object.assign(new Error(why), { source: d.source }), serveOnly ? "retrying every 5 s" : "the live figures below are current; retrying every 5 s");
       box.append(el("p", { class: "empty", id: "agent-history-empty" }, "No history to chart: " + describeSource(d.source) +
-        " did not answer (see the message above)."));
+        " did not answer (see the message above). ", helpLink(d.history_error, d.help)));
     } else {
       const charts = el("div", { class: "charts" });
       box.append(charts);
