@@ -29,9 +29,8 @@
 //! `if` or `match` gives each branch as an alternative; `.into()`, `.to_string()`,
 //! `.to_owned()`, `.clone()` and the like pass text through; `cond.then(|| m)` is `m`;
 //! `opt.map(|x| m).unwrap_or_default()` is `m` or nothing (and so on for `unwrap_or`,
-//! `unwrap_or_else`, `map_or_else`); a call
-//! of one of vmtel's functions whose return type holds `String` or `str` takes the text of what
-//! it returns. Anything else (a field, a parameter, another crate's error, a `{:?}` placeholder)
+//! `unwrap_or_else`, `map_or_else`); a call of one of vmtel's functions whose return type holds
+//! `String` or `str` takes the text of what it returns. Anything else (a field, a parameter, another crate's error, a `{:?}` placeholder)
 //! is runtime text, which the guide writes as a `<placeholder>`. Parts without a letter
 //! (`"{e}"`, `"; "`) need not be listed: the message is where the text comes from.
 //!
