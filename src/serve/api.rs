@@ -567,13 +567,20 @@ mod tests {
         let help = help_links([connect.as_str(), unknown, connect.as_str()].into_iter());
         assert_eq!(help.len(), 1, "{help:?}");
         let link = help[connect.as_str()].as_str().unwrap_or_default();
-        assert_eq!(Some(link.to_owned()), super::super::help::link_for(&connect));
+        assert_eq!(
+            Some(link.to_owned()),
+            super::super::help::link_for(&connect)
+        );
         // The anchor is a heading of the guide that quotes the ssh text.
-        let anchor = link.strip_prefix("/help/troubleshooting#").unwrap_or_default();
+        let anchor = link
+            .strip_prefix("/help/troubleshooting#")
+            .unwrap_or_default();
         assert!(super::super::help::Guide::builtin()
             .entries
             .iter()
             .any(|e| e.anchor == anchor
-                && e.messages.iter().any(|m| m.text.contains("Host key verification failed"))));
+                && e.messages
+                    .iter()
+                    .any(|m| m.text.contains("Host key verification failed"))));
     }
 }
