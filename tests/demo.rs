@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use vmtel::collect::simulated::{DEMO_HOSTS, DEMO_VMS};
 use vmtel::sim::{host_name, SimFleet, SimOptions, Trouble};
-use web::Vmtel;
+use web::{now_ms, Vmtel};
 
 /// The demo's fleet as the simulation describes it.
 fn described() -> SimFleet {
@@ -22,16 +22,6 @@ fn described() -> SimFleet {
         vms_per_host: DEMO_VMS,
         ..SimOptions::default()
     })
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default(),
-    )
-    .unwrap_or_default()
 }
 
 #[test]

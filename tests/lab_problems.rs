@@ -16,7 +16,7 @@ mod web;
 use std::process::Command;
 
 use serde_json::Value;
-use web::Vmtel;
+use web::{now_ms, Vmtel};
 
 const EXTRA: &str = "22";
 
@@ -131,7 +131,7 @@ fn paused_vanished_and_silenced_guests_become_problems_and_clear() {
     );
 
     // Paused: a problem from the first cycle that saw it paused, until it runs again.
-    let paused_at = web_now_ms();
+    let paused_at = now_ms();
     virsh(&["suspend", &uuid]);
     let p = v.wait_json("/api/problems", 60, "the paused problem", |p| {
         has(p, &uuid, "paused")
@@ -143,7 +143,7 @@ fn paused_vanished_and_silenced_guests_become_problems_and_clear() {
         .expect("paused");
     // Cycles are stamped with the grid point before their read: at most one interval early.
     assert!(
-        since >= paused_at - 1000 && since <= web_now_ms(),
+        since >= paused_at - 1000 && since <= now_ms(),
         "paused since {since}, suspended at {paused_at}"
     );
     let row = p["problems"]
@@ -185,7 +185,7 @@ fn paused_vanished_and_silenced_guests_become_problems_and_clear() {
     v.wait_json("/api/problems", 120, "no NIC drops before the test", |p| {
         !has(p, &uuid, "nic_drops")
     });
-    let down_at = web_now_ms();
+    let down_at = now_ms();
     let link = TapDown::new(&tap);
     let p = v.wait_json("/api/problems", 60, "the nic_drops problem", |p| {
         has(p, &uuid, "nic_drops")
@@ -204,7 +204,7 @@ fn paused_vanished_and_silenced_guests_become_problems_and_clear() {
     );
     let since = row["since_ms"].as_i64().unwrap_or_default();
     assert!(
-        since >= down_at - 1000 && since <= web_now_ms(),
+        since >= down_at - 1000 && since <= now_ms(),
         "drops since {since}, tap down at {down_at}: {row}"
     );
     drop(link);
@@ -242,14 +242,4 @@ fn ip_link(tap: &str, state: &str) {
         "ip link set {tap} {state}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn web_now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default(),
-    )
-    .unwrap_or_default()
 }

@@ -17,6 +17,17 @@ pub struct Vmtel {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// Wall-clock milliseconds since the epoch (what the API's `now_ms` and `since_ms` count).
+pub fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default()
+}
+
 /// Writes a small fleet (2 hosts, `per_host` VMs each, demo names including
 /// `db=<script>alert(7)`) and returns `[[sources]]` entries for it.
 pub fn fleet_sources(dir: &Path, per_host: usize) -> String {
