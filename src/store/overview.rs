@@ -24,6 +24,8 @@ pub struct Trend {
 /// A host's capacity and free memory from its newest `vm_host` line.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Capacity {
+    /// The time of that line, ms.
+    pub last_ms: i64,
     /// Logical CPUs online.
     pub cpus: Option<f64>,
     /// Physical memory, KiB.
@@ -32,12 +34,11 @@ pub struct Capacity {
     pub mem_free_kib: Option<f64>,
 }
 
-/// Each host's newest `vm_host` line (field key to value), for hosts heard from within
-/// [`FLEET_WINDOW_MS`].
-pub fn latest_hosts(
-    conn: &Connection,
-    now: i64,
-) -> rusqlite::Result<BTreeMap<String, HashMap<&'static str, f64>>> {
+/// A host's newest `vm_host` line: its time (ms) and its fields' values by key.
+pub type HostLine = (i64, HashMap<&'static str, f64>);
+
+/// Each host's newest `vm_host` line, for hosts heard from within [`FLEET_WINDOW_MS`].
+pub fn latest_hosts(conn: &Connection, now: i64) -> rusqlite::Result<BTreeMap<String, HostLine>> {
     let series = read::series_where(conn, "kind = ?1", [Kind::Host.code()])?;
     let mut out = BTreeMap::new();
     if series.is_empty() {
@@ -53,16 +54,16 @@ pub fn latest_hosts(
         let Some(r) = rows.len().checked_sub(1) else {
             continue;
         };
-        if rows.ts.get(r).is_none_or(|&ts| ts < now - FLEET_WINDOW_MS) {
+        let Some(&ts) = rows.ts.get(r).filter(|&&ts| ts >= now - FLEET_WINDOW_MS) else {
             continue;
-        }
+        };
         let values = Kind::Host
             .columns()
             .iter()
             .enumerate()
             .filter_map(|(c, col)| rows.get(r, c).map(|v| (col.key, v as f64)))
             .collect();
-        out.insert(s.host, values);
+        out.insert(s.host, (ts, values));
     }
     Ok(out)
 }
@@ -71,8 +72,9 @@ pub fn latest_hosts(
 pub fn host_capacity(conn: &Connection, now: i64) -> rusqlite::Result<BTreeMap<String, Capacity>> {
     Ok(latest_hosts(conn, now)?
         .into_iter()
-        .map(|(host, v)| {
+        .map(|(host, (last_ms, v))| {
             let c = Capacity {
+                last_ms,
                 cpus: v.get("cpus").copied(),
                 mem_total_kib: v.get("memtotal").copied(),
                 mem_free_kib: v.get("memfree").copied(),

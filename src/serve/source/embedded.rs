@@ -92,7 +92,7 @@ impl Embedded {
     pub fn latest_vm_series(&self, now: i64) -> Result<Vec<query::Latest>, QueryError> {
         self.with_db(|c| {
             let mut out = query::latest_vm_series(c, now)?;
-            for (host, values) in overview::latest_hosts(c, now)? {
+            for (host, (_, values)) in overview::latest_hosts(c, now)? {
                 out.push(query::Latest {
                     measurement: crate::schema::vm_host::MEASUREMENT.name.into(),
                     host,

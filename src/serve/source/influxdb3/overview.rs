@@ -28,7 +28,7 @@ impl InfluxDb3 {
         };
         let rows = self.rows(
             &format!(
-                "SELECT DISTINCT ON (host) host, {}, {}, {} FROM vm_host \
+                "SELECT DISTINCT ON (host) host, CAST(time AS BIGINT) AS t, {}, {}, {} FROM vm_host \
                  WHERE time >= {} AND time <= {} ORDER BY host, time DESC",
                 col("cpus"),
                 col("memtotal"),
@@ -44,6 +44,7 @@ impl InfluxDb3 {
                 Some((
                     text(r, "host")?,
                     Capacity {
+                        last_ms: ms(r, "t")?,
                         cpus: num(r, "cpus"),
                         mem_total_kib: num(r, "memtotal"),
                         mem_free_kib: num(r, "memfree"),
