@@ -621,3 +621,63 @@ fn agents_write_one_influxdb3_and_serve_reads_every_vm() {
     assert!(body.contains(&url), "{body}");
     drop((agent_a, agent_b, refused, missing, central));
 }
+
+/// The hosts' CPU trend from InfluxDB 3 keeps the buckets it read between requests, and reads
+/// the hour in full again every 5 minutes: a line that arrives late for an older bucket (an
+/// agent's spool after an outage) is missed by the next refresh and counted within 5 minutes.
+#[test]
+fn late_lines_reach_the_hosts_trend_within_a_full_read() {
+    use vmtel::serve::source::config::{SourceConfig, SourceKind};
+    use vmtel::serve::source::influxdb3::InfluxDb3 as Reader;
+
+    let Some(server) = InfluxDb3::start_or_skip(true) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("temp dir");
+    let token = work.path().join("token");
+    std::fs::write(&token, server.token().expect("admin token")).expect("token file");
+    const STEP: i64 = 120_000;
+    let now = harness::now_ms().div_euclid(STEP) * STEP + 1_000;
+    let line = |t_ms: i64, cpu: f64| {
+        format!(
+            "vm_features,host=late,uuid=u1,name=n1 cpu_pct={cpu} {}\n",
+            t_ms * 1_000_000
+        )
+    };
+    // Buckets 30 and 2 minutes back; then, late, one 20 minutes back.
+    let (a, b, c) = (now - 30 * 60_000, now - 20 * 60_000, now - 2 * 60_000);
+    let (code, body) = server.write_lp(DB, &(line(a, 10.0) + &line(c, 30.0)), "nanosecond");
+    assert!(code < 300, "write: {code} {body}");
+    let reader = Reader::new(
+        &SourceConfig {
+            kind: SourceKind::Influxdb3,
+            url: Some(server.url()),
+            database: Some(DB.into()),
+            token_file: Some(token.clone()),
+            ..SourceConfig::default()
+        },
+        std::time::Duration::from_secs(10),
+    )
+    .expect("reader");
+    let bucket_of = |t: i64| t.div_euclid(STEP) * STEP;
+    let value_at = |now: i64, t: i64| -> Option<f64> {
+        let trends = reader.cpu_trends(now, 3_600_000, 30).expect("trend");
+        let trend = trends.get("late")?;
+        let i = trend.t.iter().position(|&x| x == bucket_of(t))?;
+        trend.cpu_pct[i]
+    };
+    assert_eq!(value_at(now, a), Some(10.0));
+    assert_eq!(value_at(now, c), Some(30.0));
+    let (code, body) = server.write_lp(DB, &line(b, 50.0), "nanosecond");
+    assert!(code < 300, "write: {code} {body}");
+    assert_eq!(
+        value_at(now + 60_000, b),
+        None,
+        "a refresh reads only the newest buckets"
+    );
+    assert_eq!(
+        value_at(now + 6 * 60_000, b),
+        Some(50.0),
+        "the full read after 5 minutes counts the late line"
+    );
+}

@@ -4,7 +4,7 @@ use super::*;
 use crate::serve::source::both;
 
 /// How often the hour of VMs seen is read in full rather than from the last request on.
-const FULL_READ_MS: i64 = 5 * 60_000;
+pub(super) const FULL_READ_MS: i64 = 5 * 60_000;
 
 /// Per (host, UUID): the newest time a VM was seen and its name then.
 pub(super) type Seen = HashMap<(String, String), (i64, String)>;

@@ -110,7 +110,7 @@ fn ms(r: &Row, k: &str) -> Option<i64> {
 }
 
 mod client;
-use fleet::SeenCache;
+use fleet::{SeenCache, FULL_READ_MS};
 use overview::TrendCache;
 mod fleet;
 mod overview;

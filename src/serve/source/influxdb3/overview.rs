@@ -8,6 +8,8 @@ pub(super) struct TrendCache {
     /// The bucket width the buckets are of.
     step: i64,
     buckets: BTreeMap<i64, BTreeMap<String, Option<f64>>>,
+    /// When the range was last read in full, ms.
+    full_at: i64,
 }
 
 impl InfluxDb3 {
@@ -73,15 +75,18 @@ impl InfluxDb3 {
         let from = now - range;
         // Buckets before the newest two that were read are kept between requests (a page
         // refreshing every interval then reads minutes, not the hour); the rest is read again.
+        // The whole range is read again every FULL_READ_MS, so that lines which arrived late
+        // for an older bucket (an agent's spool after an outage) count within minutes.
         let mut cache = self.trends.lock().unwrap_or_else(|poisoned| {
             let mut g = poisoned.into_inner();
             *g = TrendCache::default();
             g
         });
-        if cache.step != step {
+        if cache.step != step || now - cache.full_at >= FULL_READ_MS {
             *cache = TrendCache {
                 step,
                 buckets: BTreeMap::new(),
+                full_at: now,
             };
         }
         cache
