@@ -519,6 +519,10 @@ fn agents_write_one_influxdb3_and_serve_reads_every_vm() {
             );
             let v: Value = serde_json::from_str(&body).expect("JSON error");
             assert!(v["error"].is_string(), "{body}");
+            assert_eq!(
+                v["source"]["kind"], "influxdb3",
+                "every answer names its source: {body}"
+            );
         }
     }
     for s in nasty {

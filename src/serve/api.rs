@@ -23,8 +23,10 @@ pub fn now_ms() -> i64 {
     crate::collect::wall_ns() / 1_000_000
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": msg.into() }))).into_response()
+/// An error answer: `{"error": msg, "source": ...}` (every answer names the source it read).
+fn error(state: &AppState, status: StatusCode, msg: impl Into<String>) -> Response {
+    let body = json!({ "error": msg.into(), "source": state.source.info() });
+    (status, Json(body)).into_response()
 }
 
 /// Runs `f` on the data source, off the async threads; a failure becomes the API's error
@@ -44,6 +46,7 @@ where
         )
             .into_response()),
         Err(e) => Err(error(
+            state,
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("internal error reading the data source: {e}"),
         )),
@@ -195,7 +198,7 @@ pub async fn fleet(
         Ok(f) => {
             let (vms, total) = match page_of(f.vms, &q) {
                 Ok(p) => p,
-                Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+                Err(msg) => return error(&state, StatusCode::BAD_REQUEST, msg),
             };
             Json(json!({
                 "source": state.source.info(),
@@ -264,6 +267,7 @@ pub async fn top(
     let Some(by) = TopBy::parse(by_name) else {
         let names: Vec<&str> = TopBy::ALL.iter().map(|(n, _)| *n).collect();
         return error(
+            &state,
             StatusCode::BAD_REQUEST,
             format!("by {by_name:?} is not one of {}", names.join(", ")),
         );
@@ -271,6 +275,7 @@ pub async fn top(
     let range_name = q.get("range").map(String::as_str).unwrap_or("1h");
     let Some((_, range)) = RANGES.iter().find(|(n, _)| *n == range_name) else {
         return error(
+            &state,
             StatusCode::BAD_REQUEST,
             format!("range {range_name:?} is not one of 15m, 1h, 6h, 24h, 7d"),
         );
@@ -310,6 +315,7 @@ pub async fn vm(
 ) -> Response {
     let (Some(host), Some(uuid)) = (q.get("host").cloned(), q.get("uuid").cloned()) else {
         return error(
+            &state,
             StatusCode::BAD_REQUEST,
             "give the VM as ?host=HOST&uuid=UUID (both as in /api/fleet)",
         );
@@ -317,6 +323,7 @@ pub async fn vm(
     let range_name = q.get("range").map(String::as_str).unwrap_or("1h");
     let Some((_, range)) = RANGES.iter().find(|(n, _)| *n == range_name) else {
         return error(
+            &state,
             StatusCode::BAD_REQUEST,
             format!("range {range_name:?} is not one of 15m, 1h, 6h, 24h, 7d"),
         );
@@ -333,6 +340,7 @@ pub async fn vm(
             Json(v).into_response()
         }
         Ok(None) => error(
+            &state,
             StatusCode::NOT_FOUND,
             format!("the history has no VM with uuid {uuid:?} on host {host:?}; pick one from the fleet page"),
         ),
