@@ -24,7 +24,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// An error answer: `{"error": msg, "source": ...}` (every answer names the source it read).
-fn error(state: &AppState, status: StatusCode, msg: impl Into<String>) -> Response {
+fn error(status: StatusCode, state: &AppState, msg: impl Into<String>) -> Response {
     let body = json!({ "error": msg.into(), "source": state.source.info() });
     (status, Json(body)).into_response()
 }
@@ -46,8 +46,8 @@ where
         )
             .into_response()),
         Err(e) => Err(error(
-            state,
             StatusCode::INTERNAL_SERVER_ERROR,
+            state,
             format!("internal error reading the data source: {e}"),
         )),
     }
@@ -198,7 +198,7 @@ pub async fn fleet(
         Ok(f) => {
             let (vms, total) = match page_of(f.vms, &q) {
                 Ok(p) => p,
-                Err(msg) => return error(&state, StatusCode::BAD_REQUEST, msg),
+                Err(msg) => return error(StatusCode::BAD_REQUEST, &state, msg),
             };
             Json(json!({
                 "source": state.source.info(),
@@ -267,16 +267,16 @@ pub async fn top(
     let Some(by) = TopBy::parse(by_name) else {
         let names: Vec<&str> = TopBy::ALL.iter().map(|(n, _)| *n).collect();
         return error(
-            &state,
             StatusCode::BAD_REQUEST,
+            &state,
             format!("by {by_name:?} is not one of {}", names.join(", ")),
         );
     };
     let range_name = q.get("range").map(String::as_str).unwrap_or("1h");
     let Some((_, range)) = RANGES.iter().find(|(n, _)| *n == range_name) else {
         return error(
-            &state,
             StatusCode::BAD_REQUEST,
+            &state,
             format!("range {range_name:?} is not one of 15m, 1h, 6h, 24h, 7d"),
         );
     };
@@ -315,16 +315,16 @@ pub async fn vm(
 ) -> Response {
     let (Some(host), Some(uuid)) = (q.get("host").cloned(), q.get("uuid").cloned()) else {
         return error(
-            &state,
             StatusCode::BAD_REQUEST,
+            &state,
             "give the VM as ?host=HOST&uuid=UUID (both as in /api/fleet)",
         );
     };
     let range_name = q.get("range").map(String::as_str).unwrap_or("1h");
     let Some((_, range)) = RANGES.iter().find(|(n, _)| *n == range_name) else {
         return error(
-            &state,
             StatusCode::BAD_REQUEST,
+            &state,
             format!("range {range_name:?} is not one of 15m, 1h, 6h, 24h, 7d"),
         );
     };
@@ -340,8 +340,8 @@ pub async fn vm(
             Json(v).into_response()
         }
         Ok(None) => error(
-            &state,
             StatusCode::NOT_FOUND,
+            &state,
             format!("the history has no VM with uuid {uuid:?} on host {host:?}; pick one from the fleet page"),
         ),
         Err(r) => r,
