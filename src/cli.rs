@@ -360,9 +360,14 @@ fn demo(listen: String, interval: Duration, state_dir: Option<PathBuf>) -> Resul
     );
     let _ = std::io::stdout().flush();
     let cycles = backfill_demo(&config)?;
+    // Port 0 is chosen when the server binds: its log line ("dashboard at ...") has it.
+    let open = if addr.port() == 0 {
+        "open the address of the \"dashboard at\" line below".to_owned()
+    } else {
+        format!("open http://{}/", config.web.listen)
+    };
     println!(
-        "vmtel demo: back-filled the last hour ({cycles} cycles per host); open http://{}/ (Ctrl-C stops)",
-        config.web.listen
+        "vmtel demo: back-filled the last hour ({cycles} cycles per host); {open} (Ctrl-C stops)"
     );
     let _ = std::io::stdout().flush();
     crate::daemon::run(None, config)?;
