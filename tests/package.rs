@@ -183,8 +183,9 @@ fn debian_package_installs_upgrades_and_purges() {
 
 /// Why the test cannot run here, if it cannot.
 fn prerequisites() -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    // /proc/self belongs to the process's effective user.
+    let euid = fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    if euid.ok() != Some(0) {
         return Err("it needs root (debootstrap, chroot, dpkg in the root); run it as root".into());
     }
     let missing: Vec<&str> = [
@@ -298,6 +299,7 @@ fn check_control(deb: &Path, version: &str) {
         "./usr/share/doc/vmtel/copyright",
         "./usr/share/doc/vmtel/README.md",
         "./usr/share/doc/vmtel/docs/running.md",
+        "./usr/share/man/man1/vmtel.1.gz",
     ] {
         assert!(
             contents.lines().any(|l| l.ends_with(path)),
@@ -306,7 +308,7 @@ fn check_control(deb: &Path, version: &str) {
     }
 }
 
-/// lintian: no errors. Warnings are printed for whoever reads the log.
+/// lintian: no errors, and a manual page. Warnings are printed for whoever reads the log.
 fn lintian(deb: &Path) {
     let out = host("lintian")
         .args(["--tag-display-limit", "0"])
@@ -325,6 +327,10 @@ fn lintian(deb: &Path) {
     assert!(
         !text.contains("internal error") && !text.contains("Unknown option"),
         "lintian did not check the package:\n{text}"
+    );
+    assert!(
+        !text.contains("no-manual-page"),
+        "the package has no manual page:\n{text}"
     );
 }
 
@@ -546,12 +552,10 @@ struct Lock {
 
 impl Lock {
     fn take(path: &Path) -> Lock {
-        use std::os::fd::AsRawFd;
         let f = fs::File::create(path)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-        // SAFETY: a valid open descriptor; flock has no other preconditions.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(rc, 0, "flock {}", path.display());
+        f.lock()
+            .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
         Lock { _file: f }
     }
 }
