@@ -72,6 +72,25 @@ fn demo_serves_a_simulated_fleet_with_an_hour_of_history_and_its_troubles() {
         );
         assert!(row["silent"] == false, "{row}");
     }
+    // The hosts' CPUs are busy with at least what their VMs use (each host's VM CPU % of their
+    // vCPUs, in vCPUs, as a share of the host's CPUs), in one answer where both come from the
+    // same cycles: the two reads can straddle a new cycle, so a few answers are allowed.
+    let covers = |row: &serde_json::Value| -> Option<bool> {
+        let busy = row["host_cpu_pct"].as_f64()?;
+        let used = row["cpu_pct"].as_f64()? * row["vcpus"].as_f64()? / 100.0;
+        let share = used / row["host_cpus"].as_f64()? * 100.0;
+        Some((0.0..=100.0).contains(&busy) && busy + 0.5 >= share)
+    };
+    v.wait_json(
+        "/api/hosts",
+        60,
+        "each host's CPU busy share covering its VMs' use",
+        |h| {
+            h["hosts"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|x| covers(x) == Some(true)))
+        },
+    );
 
     // The fleet: every VM by its name, and numbers that differ from VM to VM.
     let f = v.json("/api/fleet?limit=100");

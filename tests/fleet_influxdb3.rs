@@ -334,6 +334,7 @@ fn agents_write_one_influxdb3_and_serve_reads_every_vm() {
             "host_cpus",
             "host_mem_bytes",
             "host_mem_free_bytes",
+            "host_cpu_pct",
         ] {
             assert_eq!(l[k], r[k], "host {h} {k}: embedded {l}, InfluxDB 3 {r}");
         }
@@ -684,4 +685,59 @@ fn late_lines_reach_the_hosts_trend_within_a_full_read() {
         Some(50.0),
         "the full read after 5 minutes counts the late line"
     );
+}
+
+/// A host's capacity from InfluxDB 3: the newest `vm_host` line's CPUs and memory, and the busy
+/// share of its CPUs between its two newest lines (user + kernel of all four counters' growth),
+/// whatever lines came before or other hosts wrote.
+#[test]
+fn host_capacity_and_busy_share_from_the_two_newest_host_lines() {
+    use vmtel::serve::source::config::{SourceConfig, SourceKind};
+    use vmtel::serve::source::influxdb3::InfluxDb3 as Reader;
+
+    let Some(server) = InfluxDb3::start_or_skip(true) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("temp dir");
+    let token = work.path().join("token");
+    std::fs::write(&token, server.token().expect("admin token")).expect("token file");
+    let now = harness::now_ms();
+    let line = |host: &str, t_ms: i64, u: i64, k: i64, i: i64, w: i64, free: i64| {
+        format!(
+            "vm_host,host={host} cpus=32i,memtotal=134217728i,memfree={free}i,cpu_user={u}i,cpu_kernel={k}i,cpu_idle={i}i,cpu_iowait={w}i {}\n",
+            t_ms * 1_000_000
+        )
+    };
+    let body = [
+        // hv a: an older line, then 30 user + 10 kernel of 100 between the two newest: 40 %.
+        line("a", now - 30_000, 1, 1, 1, 1, 1),
+        line("a", now - 20_000, 100, 50, 1000, 5, 7),
+        line("a", now - 10_000, 130, 60, 1050, 15, 9),
+        // hv b: one line only, so no busy share.
+        line("b", now - 10_000, 5, 5, 5, 5, 11),
+    ]
+    .concat();
+    let (code, text) = server.write_lp(DB, &body, "nanosecond");
+    assert!(code < 300, "write: {code} {text}");
+    let reader = Reader::new(
+        &SourceConfig {
+            kind: SourceKind::Influxdb3,
+            url: Some(server.url()),
+            database: Some(DB.into()),
+            token_file: Some(token.clone()),
+            ..SourceConfig::default()
+        },
+        std::time::Duration::from_secs(10),
+    )
+    .expect("reader");
+    let cap = reader.host_capacity(now).expect("capacity");
+    let a = cap.get("a").expect("host a");
+    assert_eq!(a.last_ms, now - 10_000);
+    assert_eq!(
+        (a.cpus, a.mem_total_kib, a.mem_free_kib),
+        (Some(32.0), Some(134217728.0), Some(9.0))
+    );
+    assert_eq!(a.cpu_busy_pct, Some(40.0));
+    let b = cap.get("b").expect("host b");
+    assert_eq!((b.mem_free_kib, b.cpu_busy_pct), (Some(11.0), None));
 }

@@ -21,10 +21,10 @@ pub struct Trend {
     pub cpu_pct: Vec<Option<f64>>,
 }
 
-/// A host's capacity and free memory from its newest `vm_host` line.
+/// A host's capacity and use from its newest `vm_host` lines.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Capacity {
-    /// The time of that line, ms.
+    /// The time of the newest line, ms.
     pub last_ms: i64,
     /// Logical CPUs online.
     pub cpus: Option<f64>,
@@ -32,13 +32,33 @@ pub struct Capacity {
     pub mem_total_kib: Option<f64>,
     /// Free memory, KiB.
     pub mem_free_kib: Option<f64>,
+    /// The host's CPUs busy between its two newest lines, percent ([`host_busy_pct`]).
+    pub cpu_busy_pct: Option<f64>,
 }
 
-/// A host's newest `vm_host` line: its time (ms) and its fields' values by key.
-pub type HostLine = (i64, HashMap<&'static str, f64>);
+/// The CPU time counters of a `vm_host` line, in the order [`host_busy_pct`] takes them.
+pub const HOST_CPU_KEYS: [&str; 4] = ["cpu_user", "cpu_kernel", "cpu_idle", "cpu_iowait"];
 
-/// Each host's newest `vm_host` line, for hosts heard from within [`FLEET_WINDOW_MS`].
-pub fn latest_hosts(conn: &Connection, now: i64) -> rusqlite::Result<BTreeMap<String, HostLine>> {
+/// The share of a host's CPU time that was busy between two readings of its counters
+/// ([`HOST_CPU_KEYS`]: user, kernel, idle, iowait), percent: Δ(user + kernel) / Δ(all four) ·
+/// 100, waiting for I/O counted as not busy. `None` when a counter is missing or went back
+/// (the host rebooted) or no CPU time passed.
+pub fn host_busy_pct(prev: [Option<f64>; 4], last: [Option<f64>; 4]) -> Option<f64> {
+    let mut d = [0.0; 4];
+    for i in 0..4 {
+        let delta = last[i]? - prev[i]?;
+        if delta < 0.0 {
+            return None;
+        }
+        d[i] = delta;
+    }
+    let total: f64 = d.iter().sum();
+    (total > 0.0).then(|| (d[0] + d[1]) / total * 100.0)
+}
+
+/// Each host's newest `n` rows of `vm_host` (oldest first), for hosts whose newest row is within
+/// [`FLEET_WINDOW_MS`].
+fn host_rows(conn: &Connection, now: i64, n: usize) -> rusqlite::Result<BTreeMap<String, Rows>> {
     let series = read::series_where(conn, "kind = ?1", [Kind::Host.code()])?;
     let mut out = BTreeMap::new();
     if series.is_empty() {
@@ -50,36 +70,61 @@ pub fn latest_hosts(conn: &Connection, now: i64) -> rusqlite::Result<BTreeMap<St
         None => HashMap::new(),
     };
     for s in series {
-        let rows = read::last_rows(conn, s.id, head.get(&s.id), 1)?;
-        let Some(r) = rows.len().checked_sub(1) else {
-            continue;
-        };
-        let Some(&ts) = rows.ts.get(r).filter(|&&ts| ts >= now - FLEET_WINDOW_MS) else {
-            continue;
-        };
-        let values = Kind::Host
-            .columns()
-            .iter()
-            .enumerate()
-            .filter_map(|(c, col)| rows.get(r, c).map(|v| (col.key, v as f64)))
-            .collect();
-        out.insert(s.host, (ts, values));
+        let rows = read::last_rows(conn, s.id, head.get(&s.id), n)?;
+        if rows
+            .ts
+            .last()
+            .is_some_and(|&ts| ts >= now - FLEET_WINDOW_MS)
+        {
+            out.insert(s.host, rows);
+        }
     }
     Ok(out)
 }
 
-/// Each host's capacity and free memory from its newest `vm_host` line ([`latest_hosts`]).
-pub fn host_capacity(conn: &Connection, now: i64) -> rusqlite::Result<BTreeMap<String, Capacity>> {
-    Ok(latest_hosts(conn, now)?
+/// A host's newest `vm_host` line: its time (ms) and its fields' values by key.
+pub type HostLine = (i64, HashMap<&'static str, f64>);
+
+/// The values of row `r` of a host's rows, by field key.
+fn host_values(rows: &Rows, r: usize) -> HashMap<&'static str, f64> {
+    Kind::Host
+        .columns()
+        .iter()
+        .enumerate()
+        .filter_map(|(c, col)| rows.get(r, c).map(|v| (col.key, v as f64)))
+        .collect()
+}
+
+/// Each host's newest `vm_host` line, for hosts heard from within [`FLEET_WINDOW_MS`].
+pub fn latest_hosts(conn: &Connection, now: i64) -> rusqlite::Result<BTreeMap<String, HostLine>> {
+    Ok(host_rows(conn, now, 1)?
         .into_iter()
-        .map(|(host, (last_ms, v))| {
+        .filter_map(|(host, rows)| {
+            let r = rows.len().checked_sub(1)?;
+            Some((host, (*rows.ts.get(r)?, host_values(&rows, r))))
+        })
+        .collect())
+}
+
+/// Each host's capacity and use from its two newest `vm_host` lines.
+pub fn host_capacity(conn: &Connection, now: i64) -> rusqlite::Result<BTreeMap<String, Capacity>> {
+    Ok(host_rows(conn, now, 2)?
+        .into_iter()
+        .filter_map(|(host, rows)| {
+            let r = rows.len().checked_sub(1)?;
+            let last = host_values(&rows, r);
+            let cpu = |v: &HashMap<&str, f64>| HOST_CPU_KEYS.map(|k| v.get(k).copied());
+            let busy = r
+                .checked_sub(1)
+                .and_then(|p| host_busy_pct(cpu(&host_values(&rows, p)), cpu(&last)));
             let c = Capacity {
-                last_ms,
-                cpus: v.get("cpus").copied(),
-                mem_total_kib: v.get("memtotal").copied(),
-                mem_free_kib: v.get("memfree").copied(),
+                last_ms: *rows.ts.get(r)?,
+                cpus: last.get("cpus").copied(),
+                mem_total_kib: last.get("memtotal").copied(),
+                mem_free_kib: last.get("memfree").copied(),
+                cpu_busy_pct: busy,
             };
-            (host, c)
+            Some((host, c))
         })
         .collect())
 }
@@ -420,4 +465,27 @@ pub fn vm_windows(conn: &Connection, now: i64, from: i64) -> rusqlite::Result<Ve
         out.push(w);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_busy_pct;
+
+    #[test]
+    fn host_busy_share_of_the_counters_and_none_across_a_reboot() {
+        let s = |u: f64, k: f64, i: f64, w: f64| [Some(u), Some(k), Some(i), Some(w)];
+        // 30 user + 10 kernel of 100: 40 % (iowait counts as not busy).
+        let got = host_busy_pct(s(100.0, 50.0, 1000.0, 5.0), s(130.0, 60.0, 1050.0, 15.0));
+        assert_eq!(got, Some(40.0));
+        // A counter went back (the host rebooted), one is missing, or no time passed: none.
+        assert_eq!(
+            host_busy_pct(s(100.0, 50.0, 1000.0, 5.0), s(1.0, 1.0, 1.0, 1.0)),
+            None
+        );
+        let mut missing = s(130.0, 60.0, 1050.0, 15.0);
+        missing[2] = None;
+        assert_eq!(host_busy_pct(s(100.0, 50.0, 1000.0, 5.0), missing), None);
+        let same = s(100.0, 50.0, 1000.0, 5.0);
+        assert_eq!(host_busy_pct(same, same), None);
+    }
 }

@@ -277,9 +277,10 @@ const HOST_COLS = [
   { label: "Other", num: true, title: "VMs in other states (shut off, crashed, …)" },
   { label: "vCPUs / CPUs", num: true, title: "vCPUs of its VMs / the host's logical CPUs (its vm_host line)" },
   { label: "Memory / host", num: true, title: "Memory of its VMs (balloon size) / the host's physical memory" },
-  { label: "CPU", num: true, title: "CPU in use, % of its VMs' vCPUs" },
+  { label: "VM CPU", num: true, title: "CPU its VMs use, % of their vCPUs" },
   { label: "Net", num: true, title: "Network bytes per second, rx + tx" },
   { label: "Disk", num: true, title: "Disk bytes per second, read + write" },
+  { label: "Host CPU", num: true, title: "The host's CPUs busy over its last interval, % of all of them (its vm_host line)" },
   { label: "Last seen" },
   { label: "CPU, last hour", title: "Mean CPU % of its VMs over the last hour" },
 ];
@@ -325,6 +326,7 @@ function hostsPage() {
         el("td", { class: "num" }, fmtPct(h.cpu_pct)),
         el("td", { class: "num" }, fmtBps(h.net_bps)),
         el("td", { class: "num" }, fmtBps(h.disk_bps)),
+        el("td", { class: "num host-cpu" }, fmtPct(h.host_cpu_pct)),
         el("td", { class: "last-seen" + (h.silent ? " state-other" : "") }, h.silent ? "silent, last cycle " + seen : seen),
         el("td", { class: "trend" }, sparkline(h.trend.t, h.trend.cpu_pct, d.now_ms))));
     }

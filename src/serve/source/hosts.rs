@@ -34,6 +34,9 @@ pub struct HostSummary {
     pub host_mem_bytes: Option<f64>,
     /// The host's free memory, bytes, when known.
     pub host_mem_free_bytes: Option<f64>,
+    /// The host's CPUs busy over its last interval, percent of all of them (its own counters:
+    /// its VMs and everything else it runs), when known.
+    pub host_cpu_pct: Option<f64>,
     /// CPU in use, percent of those vCPUs (each VM's CPU % weighted by its vCPUs).
     pub cpu_pct: Option<f64>,
     /// Network bytes/s, received plus transmitted, summed over the VMs.
@@ -84,6 +87,7 @@ pub fn summarise(
                 host_cpus: None,
                 host_mem_bytes: None,
                 host_mem_free_bytes: None,
+                host_cpu_pct: None,
                 cpu_pct: None,
                 net_bps: None,
                 disk_bps: None,
@@ -113,6 +117,7 @@ pub fn summarise(
                 s.host_cpus = c.cpus;
                 s.host_mem_bytes = c.mem_total_kib.map(|k| k * 1024.0);
                 s.host_mem_free_bytes = c.mem_free_kib.map(|k| k * 1024.0);
+                s.host_cpu_pct = c.cpu_busy_pct;
             }
             s
         })
@@ -150,6 +155,7 @@ mod tests {
             cpus: Some(cpus),
             mem_total_kib: Some(4.0 * 1024.0 * 1024.0),
             mem_free_kib: Some(1024.0 * 1024.0),
+            cpu_busy_pct: Some(cpus),
         }
     }
 
@@ -182,6 +188,7 @@ mod tests {
         let names: Vec<&str> = rows.iter().map(|r| r.host.as_str()).collect();
         assert_eq!(names, ["a", "b", "c"]);
         assert_eq!((rows[0].vcpus, rows[0].host_cpus), (4.0, Some(16.0)));
+        assert_eq!(rows[0].host_cpu_pct, Some(16.0));
         assert_eq!(rows[0].host_mem_bytes, Some(4.0 * 1024.0 * 1024.0 * 1024.0));
         assert!(!rows[1].silent, "b's own line is 2 s old: {:?}", rows[1]);
         assert_eq!(rows[1].last_seen_ms, now - 2_000);

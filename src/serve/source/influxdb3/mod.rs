@@ -22,7 +22,7 @@ use super::problems::{Problem, ProblemsConfig};
 use super::{QueryError, SourceConfig, SourceInfo};
 use crate::deliver::influxdb::config::{without_userinfo, Secret};
 use crate::store::layout::Kind;
-use crate::store::overview::{Capacity, TopBy, TopVm, Trend};
+use crate::store::overview::{host_busy_pct, Capacity, TopBy, TopVm, Trend, HOST_CPU_KEYS};
 use crate::store::query::{
     self, AgentHistory, Chart, Device, Fleet, InternalRow, Line, VmDetail, VmRow, FLEET_WINDOW_MS,
 };

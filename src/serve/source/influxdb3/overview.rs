@@ -28,32 +28,52 @@ impl InfluxDb3 {
                 format!("CAST(NULL AS DOUBLE) AS {}", ident(key))
             }
         };
+        // Each host's two newest lines: the capacity from the newest, the CPU busy share from
+        // the counters of both.
+        let cpu_cols: Vec<String> = HOST_CPU_KEYS.iter().map(|k| col(k)).collect();
         let rows = self.rows(
             &format!(
-                "SELECT DISTINCT ON (host) host, CAST(time AS BIGINT) AS t, {}, {}, {} FROM vm_host \
-                 WHERE time >= {} AND time <= {} ORDER BY host, time DESC",
+                "SELECT host, t, rn, cpus, memtotal, memfree, {} FROM (\
+                 SELECT host, CAST(time AS BIGINT) AS t, {}, {}, {}, {}, \
+                 row_number() OVER (PARTITION BY host ORDER BY time DESC) AS rn FROM vm_host \
+                 WHERE time >= {} AND time <= {}) WHERE rn <= 2 ORDER BY host, rn",
+                HOST_CPU_KEYS.map(ident).join(", "),
                 col("cpus"),
                 col("memtotal"),
                 col("memfree"),
+                cpu_cols.join(", "),
                 at(now - self.recent_ms),
                 at(now)
             ),
             &[],
         )?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                Some((
-                    text(r, "host")?,
+        let cpu = |r: &Row| HOST_CPU_KEYS.map(|k| num(r, k));
+        let mut out: BTreeMap<String, Capacity> = BTreeMap::new();
+        let mut newest: Option<&Row> = None;
+        for r in &rows {
+            let Some(host) = text(r, "host") else {
+                continue;
+            };
+            if int(r, "rn") == Some(1) {
+                let Some(last_ms) = ms(r, "t") else { continue };
+                newest = Some(r);
+                out.insert(
+                    host,
                     Capacity {
-                        last_ms: ms(r, "t")?,
+                        last_ms,
                         cpus: num(r, "cpus"),
                         mem_total_kib: num(r, "memtotal"),
                         mem_free_kib: num(r, "memfree"),
+                        cpu_busy_pct: None,
                     },
-                ))
-            })
-            .collect())
+                );
+            } else if let (Some(c), Some(n)) = (out.get_mut(&host), newest) {
+                if text(n, "host").as_deref() == Some(host.as_str()) {
+                    c.cpu_busy_pct = host_busy_pct(cpu(r), cpu(n));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The mean CPU % of each host's VMs per bucket over `range` ms ending at `now`, in about
