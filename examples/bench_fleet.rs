@@ -24,7 +24,7 @@ use vmtel::collect::bulk::Decoder;
 use vmtel::deliver::batch::NodeRecord;
 use vmtel::derive::Deriver;
 use vmtel::encode::Encoder;
-use vmtel::model::{DomainSample, HostSample};
+use vmtel::model::HostSample;
 use vmtel::sim::{host_name, SimFleet, SimOptions};
 
 /// Line protocol per request, before compression.
@@ -150,17 +150,11 @@ fn main() {
                 timestamp_ns: t,
                 domains: Vec::with_capacity(vms),
             };
+            let mono = u64::try_from(t - start).unwrap_or(0);
             for i in h * vms..(h + 1) * vms {
-                let vm = &fleet.vms[i];
-                let mut s = DomainSample {
-                    name: vm.name.clone(),
-                    uuid: vm.uuid.clone(),
-                    id: Some(vm.id),
-                    mono_ns: u64::try_from(t - start).unwrap_or(0),
-                    ..DomainSample::default()
-                };
-                decoders[h].decode(&mut s, fleet.record(i, t).raw_params());
-                sample.domains.push(s);
+                sample
+                    .domains
+                    .push(fleet.sample(i, t, mono, &mut decoders[h]));
             }
             derivers[h].begin_cycle();
             derivers[h].update_chunk(&sample.domains, &mut features);

@@ -114,18 +114,9 @@ fn main() {
                 timestamp_ns: t,
                 domains: Vec::new(),
             };
+            let mono = u64::try_from(t - start).unwrap_or(0);
             for i in k * CHUNK_DOMAINS..((k + 1) * CHUNK_DOMAINS).min(vms) {
-                let vm = &fleet.vms[i];
-                let mut s = DomainSample {
-                    name: vm.name.clone(),
-                    uuid: vm.uuid.clone(),
-                    id: Some(vm.id),
-                    mono_ns: u64::try_from(t - start).unwrap_or(0),
-                    ..DomainSample::default()
-                };
-                let rec = fleet.record(i, t);
-                decoder.decode(&mut s, rec.raw_params());
-                chunk.domains.push(s);
+                chunk.domains.push(fleet.sample(i, t, mono, &mut decoder));
             }
             deriver.update_chunk(&chunk.domains, &mut features);
             for (i, d) in chunk.domains.iter().enumerate() {

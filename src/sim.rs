@@ -18,8 +18,9 @@
 
 use std::time::Duration;
 
+use crate::collect::bulk::Decoder;
 use crate::collect::ffi::{OwnedParams, OwnedValue};
-use crate::model::NodeStats;
+use crate::model::{DomainSample, NodeStats};
 
 /// What a VM does, which sets its rates at full activity and its daily rhythm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -419,6 +420,22 @@ impl SimFleet {
         vm.id = self.next_id;
         vm.reboots += 1;
         vm.boot(&mut self.rng);
+    }
+
+    /// VM `i`'s sample as the collector makes it: the domain's name, UUID and ID, and its
+    /// [`SimFleet::record`] at `t_ns` read by `decoder`, stamped with monotonic time `mono_ns`.
+    pub fn sample(&self, i: usize, t_ns: i64, mono_ns: u64, decoder: &mut Decoder) -> DomainSample {
+        let mut s = DomainSample {
+            mono_ns,
+            ..DomainSample::default()
+        };
+        if let Some(vm) = self.vms.get(i) {
+            s.name.clone_from(&vm.name);
+            s.uuid.clone_from(&vm.uuid);
+            s.id = Some(vm.id);
+            decoder.decode(&mut s, self.record(i, t_ns).raw_params());
+        }
+        s
     }
 
     /// The libvirt state code of VM `i` (1 running, 3 paused).

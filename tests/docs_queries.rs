@@ -47,7 +47,7 @@ use vmtel::daemon::internal::{DeliveryCounters, SinkCounters, SourceCounters};
 use vmtel::deliver::batch::{Internal, Subject};
 use vmtel::derive::Deriver;
 use vmtel::encode::{Encoder, Precision};
-use vmtel::model::{DomainSample, HostSample};
+use vmtel::model::HostSample;
 use vmtel::sim::{host_name, SimFleet, SimOptions, Trouble};
 
 const NS: i64 = 1_000_000_000;
@@ -160,21 +160,16 @@ fn fleet_lines(end_s: i64) -> String {
                 domains: Vec::new(),
             };
             let active = |i: usize| i != SHUT_DOWN.0 || k < SHUT_DOWN.1;
-            for (i, vm) in fleet
+            for (i, _) in fleet
                 .vms
                 .iter()
                 .enumerate()
                 .filter(|(i, v)| v.host == h && active(*i))
             {
-                let mut s = DomainSample {
-                    name: vm.name.clone(),
-                    uuid: vm.uuid.clone(),
-                    id: Some(vm.id),
-                    mono_ns: cycle * STEP_S.unsigned_abs() * 1_000_000_000,
-                    ..DomainSample::default()
-                };
-                decoders[h].decode(&mut s, fleet.record(i, sim_ns).raw_params());
-                sample.domains.push(s);
+                let mono = cycle * STEP_S.unsigned_abs() * 1_000_000_000;
+                sample
+                    .domains
+                    .push(fleet.sample(i, sim_ns, mono, &mut decoders[h]));
             }
             derivers[h].begin_cycle();
             derivers[h].update_chunk(&sample.domains, &mut features);

@@ -627,20 +627,41 @@ fn agents_write_one_influxdb3_and_serve_reads_every_vm() {
     drop((agent_a, agent_b, refused, missing, central));
 }
 
+/// vmtel's InfluxDB 3 reader of `server`'s database [`DB`] (its token in a file of the returned
+/// directory), as `vmtel serve` builds it.
+fn reader_of(
+    server: &InfluxDb3,
+) -> (
+    tempfile::TempDir,
+    vmtel::serve::source::influxdb3::InfluxDb3,
+) {
+    use vmtel::serve::source::config::{SourceConfig, SourceKind};
+    let work = tempfile::tempdir().expect("temp dir");
+    let token = work.path().join("token");
+    std::fs::write(&token, server.token().expect("admin token")).expect("token file");
+    let reader = vmtel::serve::source::influxdb3::InfluxDb3::new(
+        &SourceConfig {
+            kind: SourceKind::Influxdb3,
+            url: Some(server.url()),
+            database: Some(DB.into()),
+            token_file: Some(token),
+            ..SourceConfig::default()
+        },
+        std::time::Duration::from_secs(10),
+    )
+    .expect("reader");
+    (work, reader)
+}
+
 /// The hosts' CPU trend from InfluxDB 3 keeps the buckets it read between requests, and reads
 /// the hour in full again every 5 minutes: a line that arrives late for an older bucket (an
 /// agent's spool after an outage) is missed by the next refresh and counted within 5 minutes.
 #[test]
 fn late_lines_reach_the_hosts_trend_within_a_full_read() {
-    use vmtel::serve::source::config::{SourceConfig, SourceKind};
-    use vmtel::serve::source::influxdb3::InfluxDb3 as Reader;
-
     let Some(server) = InfluxDb3::start_or_skip(true) else {
         return;
     };
-    let work = tempfile::tempdir().expect("temp dir");
-    let token = work.path().join("token");
-    std::fs::write(&token, server.token().expect("admin token")).expect("token file");
+    let (_work, reader) = reader_of(&server);
     const STEP: i64 = 120_000;
     let now = harness::now_ms().div_euclid(STEP) * STEP + 1_000;
     let line = |t_ms: i64, cpu: f64| {
@@ -653,17 +674,6 @@ fn late_lines_reach_the_hosts_trend_within_a_full_read() {
     let (a, b, c) = (now - 30 * 60_000, now - 20 * 60_000, now - 2 * 60_000);
     let (code, body) = server.write_lp(DB, &(line(a, 10.0) + &line(c, 30.0)), "nanosecond");
     assert!(code < 300, "write: {code} {body}");
-    let reader = Reader::new(
-        &SourceConfig {
-            kind: SourceKind::Influxdb3,
-            url: Some(server.url()),
-            database: Some(DB.into()),
-            token_file: Some(token.clone()),
-            ..SourceConfig::default()
-        },
-        std::time::Duration::from_secs(10),
-    )
-    .expect("reader");
     let bucket_of = |t: i64| t.div_euclid(STEP) * STEP;
     let value_at = |now: i64, t: i64| -> Option<f64> {
         let trends = reader.cpu_trends(now, 3_600_000, 30).expect("trend");
@@ -692,15 +702,10 @@ fn late_lines_reach_the_hosts_trend_within_a_full_read() {
 /// whatever lines came before or other hosts wrote.
 #[test]
 fn host_capacity_and_busy_share_from_the_two_newest_host_lines() {
-    use vmtel::serve::source::config::{SourceConfig, SourceKind};
-    use vmtel::serve::source::influxdb3::InfluxDb3 as Reader;
-
     let Some(server) = InfluxDb3::start_or_skip(true) else {
         return;
     };
-    let work = tempfile::tempdir().expect("temp dir");
-    let token = work.path().join("token");
-    std::fs::write(&token, server.token().expect("admin token")).expect("token file");
+    let (_work, reader) = reader_of(&server);
     let now = harness::now_ms();
     let line = |host: &str, t_ms: i64, u: i64, k: i64, i: i64, w: i64, free: i64| {
         format!(
@@ -719,17 +724,6 @@ fn host_capacity_and_busy_share_from_the_two_newest_host_lines() {
     .concat();
     let (code, text) = server.write_lp(DB, &body, "nanosecond");
     assert!(code < 300, "write: {code} {text}");
-    let reader = Reader::new(
-        &SourceConfig {
-            kind: SourceKind::Influxdb3,
-            url: Some(server.url()),
-            database: Some(DB.into()),
-            token_file: Some(token.clone()),
-            ..SourceConfig::default()
-        },
-        std::time::Duration::from_secs(10),
-    )
-    .expect("reader");
     let cap = reader.host_capacity(now).expect("capacity");
     let a = cap.get("a").expect("host a");
     assert_eq!(a.last_ms, now - 10_000);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::bulk::Decoder;
 use super::{mono_ns, wall_ns, CollectError, CycleSummary};
-use crate::model::{DomainSample, HostSample, NodeStats};
+use crate::model::{HostSample, NodeStats};
 use crate::sim::{host_name, SimFleet, SimOptions};
 
 /// The URI scheme of simulated sources.
@@ -103,19 +103,10 @@ impl SimSource {
             domains: Vec::with_capacity(DEMO_VMS),
         };
         for (i, vm) in self.fleet.vms.iter().enumerate() {
-            if vm.host != self.host {
-                continue;
+            if vm.host == self.host {
+                let s = self.fleet.sample(i, t_ns, mono, &mut self.decoder);
+                sample.domains.push(s);
             }
-            let mut s = DomainSample {
-                name: vm.name.clone(),
-                uuid: vm.uuid.clone(),
-                id: Some(vm.id),
-                mono_ns: mono,
-                ..DomainSample::default()
-            };
-            self.decoder
-                .decode(&mut s, self.fleet.record(i, t_ns).raw_params());
-            sample.domains.push(s);
         }
         sample
     }
