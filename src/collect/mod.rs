@@ -5,7 +5,9 @@
 //! the `NOWAIT` flag so that a domain whose QEMU monitor is busy is reported with what libvirt
 //! has rather than blocking the whole call. The first cycle of each connection that sees a domain
 //! detects which groups the driver returns; any group it lacks (the test driver returns only
-//! `state`) is filled from per-domain calls from then on ([`perdomain`]).
+//! `state`) is filled from per-domain calls from then on ([`perdomain`]). After it, the host's
+//! own CPU and memory statistics ([`Collector::node_stats`]: two calls; its capacity once per
+//! connection).
 //!
 //! A `sim:` URI names a simulated host instead ([`simulated`]): no libvirt, the same pipeline.
 
