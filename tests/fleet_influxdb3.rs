@@ -4,6 +4,8 @@
 //! * every VM of every agent is listed by `vmtel serve` with its exact name and host (names and
 //!   a host tag with spaces, commas, quotes, backslashes, `=`, HTML, non-ASCII);
 //! * one VM's charts read the same from the agent's embedded history and from InfluxDB 3;
+//! * the hosts, problems and top answers agree between the two backends, on the test driver's
+//!   fleet and on the simulated fleet's troubled VMs (steal, swapping, drops, paused);
 //! * injection strings in every query parameter are answered 400/404, never run as SQL;
 //! * a refused token, a missing database and a server that is down give 502/503 with an
 //!   `{"error"}` that names the fix, and `check-output` reports the read side.
@@ -734,4 +736,118 @@ fn host_capacity_and_busy_share_from_the_two_newest_host_lines() {
     assert_eq!(a.cpu_busy_pct, Some(40.0));
     let b = cap.get("b").expect("host b");
     assert_eq!((b.mem_free_kib, b.cpu_busy_pct), (Some(11.0), None));
+}
+
+/// (rule, host, uuid) → since (ms) of every problem in a problems answer.
+fn problem_set(v: &Value) -> std::collections::BTreeMap<(String, String, String), i64> {
+    v["problems"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    let s = |k: &str| p[k].as_str().unwrap_or_default().to_owned();
+                    (
+                        (s("rule"), s("host"), s("uuid")),
+                        p["since_ms"].as_i64().unwrap_or(-1),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The simulated fleet's troubles (a VM with high steal, one swapping, one dropping packets,
+/// one paused), written by a `vmtel run` agent to InfluxDB 3: `vmtel serve` finds the same
+/// problems, with the same "since", as the agent's own embedded history; and both lead the
+/// steal list with the stealing VM. The expectations come from the simulation's description of
+/// its fleet, not from either backend.
+#[test]
+fn simulated_troubles_are_the_same_problems_from_both_backends() {
+    use vmtel::collect::simulated::{demo_uri, DEMO_HOSTS, DEMO_VMS};
+    use vmtel::sim::{host_name, SimFleet, SimOptions, Trouble};
+
+    let Some(server) = InfluxDb3::start_or_skip(true) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("temp dir");
+    let token = work.path().join("token");
+    std::fs::write(&token, server.token().expect("admin token")).expect("token file");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let sources: String = (1..=DEMO_HOSTS)
+        .map(|n| format!("[[sources]]\nuri = \"{}\"\n", demo_uri(n)))
+        .collect();
+    // Milliseconds, so that "since" reads the same from the history and from InfluxDB 3.
+    std::fs::write(
+        tmp.path().join("vmtel.toml"),
+        format!(
+            "interval = \"1s\"\nprecision = \"ms\"\nstate_dir = \"{}\"\n{sources}{}[web]\nlisten = \"127.0.0.1:0\"\n",
+            tmp.path().display(),
+            output(&server, &token)
+        ),
+    )
+    .expect("config");
+    let agent = Vmtel::start_in(tmp, &["run", "--config", "vmtel.toml"], &[]);
+    let central = serve(
+        work.path(),
+        &serve_config(work.path(), &server.url(), DB, &token),
+    );
+
+    let fleet = SimFleet::new(SimOptions {
+        hosts: DEMO_HOSTS,
+        vms_per_host: DEMO_VMS,
+        ..SimOptions::default()
+    });
+    let troubled: Vec<(String, String, String)> = fleet
+        .vms
+        .iter()
+        .filter_map(|x| {
+            let rule = match x.trouble {
+                Trouble::Steal => "steal",
+                Trouble::Swapping => "swapping",
+                Trouble::NicDrops => "nic_drops",
+                Trouble::Paused => "paused",
+                Trouble::None => return None,
+            };
+            Some((rule.to_owned(), host_name(x.host), x.uuid.clone()))
+        })
+        .collect();
+    assert_eq!(troubled.len(), 4, "the simulation has four troubled VMs");
+    let all_troubles = |v: &Value| {
+        let p = problem_set(v);
+        troubled.iter().all(|k| p.contains_key(k))
+    };
+    agent.wait_json("/api/problems", 60, "the troubles, embedded", all_troubles);
+    central.wait_json(
+        "/api/problems",
+        60,
+        "the troubles, InfluxDB 3",
+        all_troubles,
+    );
+
+    // Both backends judge the same lines: the same problems (every rule, every VM and host),
+    // each since the same cycle. A cycle may land between the two requests, so ask again
+    // until two answers in a row agree, for a bounded time.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (local, remote) = loop {
+        let local = problem_set(&agent.json("/api/problems"));
+        let remote = problem_set(&central.json("/api/problems"));
+        if local == remote || std::time::Instant::now() > deadline {
+            break (local, remote);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(local, remote, "embedded vs InfluxDB 3");
+    for k in &troubled {
+        assert!(local.contains_key(k), "{k:?} missing: {local:?}");
+    }
+
+    let steal_vm = &troubled
+        .iter()
+        .find(|(r, _, _)| r == "steal")
+        .expect("steal")
+        .2;
+    for v in [&agent, &central] {
+        let top = v.json("/api/top?by=cpu_steal_pct&range=15m");
+        assert_eq!(top["vms"][0]["uuid"], steal_vm.as_str(), "{top}");
+    }
 }
