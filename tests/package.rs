@@ -13,8 +13,8 @@
 //! run extracts a fresh copy. Delete the tarball to rebuild it; `VMTEL_TEST_DEBIAN_MIRROR`
 //! overrides the mirror, which is otherwise the Debian archive of the host's apt sources.
 //!
-//! Needs root, `debootstrap`, `lintian`, `systemd-analyze`, `readelf` and cargo-deb
-//! (`scripts/deps test` installs them). Without them the test prints that it skipped; under
+//! Needs root, `debootstrap`, `lintian`, `systemd-analyze`, `readelf`, cargo-deb and
+//! cargo-about (`scripts/deps test` installs them). Without them the test prints that it skipped; under
 //! `CI=true` it fails instead.
 
 use std::fs;
@@ -77,6 +77,7 @@ fn debian_package_installs_upgrades_and_purges() {
     root.ok(&["dpkg", "-i", &tmp_name(&deb1)], "install the package");
     assert_eq!(root.version(), v1);
     check_installed_files(&root);
+    check_licences(&root, repo);
     check_runs(&root);
     check_user_and_state(&root);
     assert!(
@@ -205,12 +206,16 @@ fn prerequisites() -> Result<(), String> {
             missing.join(", ")
         ));
     }
-    let deb = host("cargo")
-        .args(["deb", "--version"])
-        .stdin(Stdio::null())
-        .output();
-    if !deb.is_ok_and(|o| o.status.success()) {
-        return Err("cargo-deb not found; scripts/deps test installs it".into());
+    for tool in ["deb", "about"] {
+        let found = host("cargo")
+            .args([tool, "--version"])
+            .stdin(Stdio::null())
+            .output();
+        if !found.is_ok_and(|o| o.status.success()) {
+            return Err(format!(
+                "cargo-{tool} not found; scripts/deps test installs it"
+            ));
+        }
     }
     Ok(())
 }
@@ -368,6 +373,56 @@ fn check_installed_files(root: &Root) {
     let copyright = fs::read_to_string(root.path("/usr/share/doc/vmtel/copyright"))
         .expect("/usr/share/doc/vmtel/copyright");
     assert!(copyright.contains("Apache-2.0"), "copyright:\n{copyright}");
+}
+
+/// /usr/share/doc/vmtel/THIRD-PARTY-LICENSES names every crate built into the binary (the
+/// normal dependencies, as `cargo tree` resolves them from Cargo.lock) under a licence with its
+/// text, among them the LGPL-2.1 of the libvirt bindings.
+fn check_licences(root: &Root, repo: &Path) {
+    let path = "/usr/share/doc/vmtel/THIRD-PARTY-LICENSES";
+    let text = fs::read_to_string(root.path(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // One section per licence text: a header line "<name> (<id>), used by:", the crates
+    // indented by four spaces, then the text.
+    let sections: Vec<&str> = text.split("\n================").skip(1).collect();
+    let tree = run(
+        Command::new("cargo")
+            .current_dir(repo)
+            .args(["tree", "--locked", "-e", "normal", "--prefix", "none"])
+            .args(["-f", "{p}"]),
+        "cargo tree",
+    );
+    let crates: std::collections::BTreeSet<String> = String::from_utf8_lossy(&tree.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (name, version) = (words.next()?, words.next()?.strip_prefix('v')?);
+            Some(format!("    {name} {version}"))
+        })
+        .collect();
+    assert!(crates.len() > 50, "cargo tree listed {crates:?}");
+    for c in &crates {
+        let section = sections
+            .iter()
+            .find(|s| s.lines().any(|l| l == c.as_str()))
+            .unwrap_or_else(|| panic!("{path} does not list{c}"));
+        assert!(
+            section.len() > 300,
+            "{c}'s licence has no text in {path}:\n{section}"
+        );
+    }
+    let virt = crates
+        .iter()
+        .find(|c| c.starts_with("    virt "))
+        .expect("vmtel depends on the virt crate");
+    let section = sections
+        .iter()
+        .find(|s| s.lines().any(|l| l == virt.as_str()))
+        .expect("virt's section");
+    assert!(
+        section.contains("(LGPL-2.1") && section.contains("GNU LESSER GENERAL PUBLIC LICENSE"),
+        "the libvirt bindings' licence in {path}:\n{}",
+        &section[..section.len().min(600)]
+    );
 }
 
 /// The three commands of the issue, as the vmtel user where it matters.
