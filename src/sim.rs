@@ -52,6 +52,19 @@ pub enum Trouble {
     Paused,
 }
 
+impl Trouble {
+    /// The dashboard's problem rule this trouble is made to trigger, if any.
+    pub fn problem_rule(self) -> Option<&'static str> {
+        match self {
+            Trouble::None => None,
+            Trouble::Steal => Some("steal"),
+            Trouble::Swapping => Some("swapping"),
+            Trouble::NicDrops => Some("nic_drops"),
+            Trouble::Paused => Some("paused"),
+        }
+    }
+}
+
 /// Options of a simulated fleet.
 #[derive(Debug, Clone, Copy)]
 pub struct SimOptions {

@@ -170,16 +170,7 @@ fn demo_serves_a_simulated_fleet_with_an_hour_of_history_and_its_troubles() {
     let expect: BTreeMap<&str, &str> = fleet
         .vms
         .iter()
-        .filter_map(|x| {
-            let rule = match x.trouble {
-                Trouble::Steal => "steal",
-                Trouble::Swapping => "swapping",
-                Trouble::NicDrops => "nic_drops",
-                Trouble::Paused => "paused",
-                Trouble::None => return None,
-            };
-            Some((rule, x.uuid.as_str()))
-        })
+        .filter_map(|x| Some((x.trouble.problem_rule()?, x.uuid.as_str())))
         .collect();
     assert_eq!(expect.len(), 4, "the simulation has four troubled VMs");
     let p = v.wait_json("/api/problems", 60, "the troubled VMs", |p| {

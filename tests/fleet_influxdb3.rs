@@ -764,7 +764,7 @@ fn problem_set(v: &Value) -> std::collections::BTreeMap<(String, String, String)
 #[test]
 fn simulated_troubles_are_the_same_problems_from_both_backends() {
     use vmtel::collect::simulated::{demo_uri, DEMO_HOSTS, DEMO_VMS};
-    use vmtel::sim::{host_name, SimFleet, SimOptions, Trouble};
+    use vmtel::sim::{host_name, SimFleet, SimOptions};
 
     let Some(server) = InfluxDb3::start_or_skip(true) else {
         return;
@@ -801,13 +801,7 @@ fn simulated_troubles_are_the_same_problems_from_both_backends() {
         .vms
         .iter()
         .filter_map(|x| {
-            let rule = match x.trouble {
-                Trouble::Steal => "steal",
-                Trouble::Swapping => "swapping",
-                Trouble::NicDrops => "nic_drops",
-                Trouble::Paused => "paused",
-                Trouble::None => return None,
-            };
+            let rule = x.trouble.problem_rule()?;
             Some((rule.to_owned(), host_name(x.host), x.uuid.clone()))
         })
         .collect();
